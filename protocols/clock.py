@@ -3,8 +3,11 @@
 A clock setting is a string ``START@ANCHORxSPEED`` (or ``system``):
 
 * ``START``  -- the virtual instant at the anchor, ISO 8601 UTC, e.g. ``2026-10-31T22:00:00Z``;
-* ``ANCHOR`` -- the real (system) Unix time in seconds, decimal, at which virtual time was START;
+* ``ANCHOR`` -- the real (system) Unix time in seconds, decimal, at which the clock starts;
 * ``SPEED``  -- how many virtual seconds pass per real second (decimal, > 0).
+
+The clock stands at START until ANCHOR and runs at SPEED from then on, so a launcher can
+start every process first and have them all begin at the same virtual instant.
 
 Every process given the same setting turns the same real instant into the same virtual
 instant, so simulated meters and the agent agree on time without talking to each other.
@@ -104,12 +107,17 @@ class ClockSetting:
         """The virtual instant (Unix ns) at real instant ``real_ns`` (Unix ns)."""
         if self.start_ns is None:
             return real_ns
+        if real_ns <= self.anchor_ns:
+            return self.start_ns
         return self.start_ns + int((real_ns - self.anchor_ns) * self.speed)
 
     def real_ns(self, virtual_ns: int) -> int:
-        """The real instant (Unix ns) at which the virtual clock reads ``virtual_ns``."""
+        """The real instant (Unix ns) at which the virtual clock reaches ``virtual_ns``
+        (for an instant before START: the anchor, when the clock starts running)."""
         if self.start_ns is None:
             return virtual_ns
+        if virtual_ns <= self.start_ns:
+            return self.anchor_ns
         return self.anchor_ns + int((virtual_ns - self.start_ns) / self.speed)
 
     def real_seconds(self, virtual_seconds: Decimal | int) -> float:

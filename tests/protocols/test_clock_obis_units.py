@@ -26,6 +26,15 @@ def test_real_and_virtual_are_inverse() -> None:
     assert abs(clock.real_ns(virtual) - 1_000_123_456_789) <= 1
 
 
+def test_clock_stands_at_start_until_the_anchor() -> None:
+    clock = ClockSetting.parse("2026-11-01T00:00:00Z@1000x3600")
+    start = clock.start_ns
+    assert clock.virtual_ns(0) == start
+    assert clock.virtual_ns(1_000 * 10**9) == start
+    assert clock.virtual_ns(1_001 * 10**9) == start + 3600 * 10**9
+    assert clock.real_ns(start - 10**9) == 1_000 * 10**9
+
+
 def test_system_clock_is_identity() -> None:
     clock = ClockSetting.parse("system")
     assert clock.is_system and clock.virtual_ns(123) == 123 and str(clock) == "system"

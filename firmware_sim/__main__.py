@@ -1,0 +1,7 @@
+"""``python -m firmware_sim ...`` == ``meterlink sim ...``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main(sys.argv[1:]))

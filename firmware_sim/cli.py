@@ -1,0 +1,286 @@
+"""``meterlink sim ...``: run simulated meters.
+
+    sim modbus --port P --profile NAME [--host H] [--units 1,2,3] [--speed X] [--start ISO]
+               [--clock SETTING] [--seed N] [--meter-prefix TEXT] [--origin ISO]
+    sim run SCENARIO.toml [--clock SETTING]
+
+Once every server listens, one line per server goes to stdout (flushed)::
+
+    READY modbus 127.0.0.1:PORT profile=NAME units=1,2,3 meters=ID1,ID2,ID3
+
+SIGTERM or SIGINT stops the servers; the exit status is then 0. See docs/simulator.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from protocols.clock import ClockSetting, ClockSettingError, parse_utc
+from protocols.modbus import ModbusProfileError, Profile, load_profile
+
+from .modbus_server import ModbusSimServer
+from .model import BUCKET_NS, MeterModel, ModelParams
+
+__all__ = ["PROFILE_DIR", "ScenarioError", "load_scenario", "main", "resolve_profile"]
+
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "config" / "profiles"
+NS_PER_S = 1_000_000_000
+
+
+class ScenarioError(ValueError):
+    """A scenario file or command line that cannot be run."""
+
+
+def resolve_profile(name: str) -> Profile:
+    """A profile by name (``config/profiles/NAME.toml``) or by path to a TOML file."""
+    candidate = Path(name)
+    if candidate.suffix == ".toml" or candidate.is_file():
+        return load_profile(candidate)
+    path = PROFILE_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.toml")))
+        raise ScenarioError(f"unknown profile {name!r} (known: {known}; or give a .toml path)")
+    return load_profile(path)
+
+
+def make_clock(
+    clock: str | None, speed: str | None, start: str | None, now_ns: int
+) -> ClockSetting:
+    """``--clock`` wins; else ``--speed``/``--start`` anchored at now; else the system clock."""
+    if clock is not None:
+        return ClockSetting.parse(clock)
+    if speed is None and start is None:
+        return ClockSetting.system()
+    try:
+        rate = Decimal(speed) if speed is not None else Decimal(1)
+    except InvalidOperation:
+        raise ScenarioError(f"speed {speed!r} is not a decimal number") from None
+    begin = (
+        parse_utc(start) if start is not None else datetime.fromtimestamp(now_ns // NS_PER_S, UTC)
+    )
+    return ClockSetting.accelerated(begin, now_ns, rate)
+
+
+def default_origin(clock: ClockSetting, now_ns: int) -> int:
+    """Where the registers hold their initial values: the virtual start of the clock, or
+    midnight UTC of today for the system clock."""
+    if clock.start_ns is not None:
+        return clock.start_ns
+    day = 86_400 * NS_PER_S
+    return now_ns // day * day
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    host: str
+    port: int
+    profile: Profile
+    meters: dict[int, MeterModel]
+
+
+def _decimal(value: Any, where: str) -> Decimal:
+    if isinstance(value, float):
+        raise ScenarioError(f"{where}: write decimals as strings or plain numbers")
+    try:
+        return Decimal(str(value)) if not isinstance(value, Decimal) else value
+    except InvalidOperation:
+        raise ScenarioError(f"{where}: not a decimal number: {value!r}") from None
+
+
+_UNIT_KEYS = {
+    "unit",
+    "meter",
+    "kind",
+    "base_load_w",
+    "pv_peak_w",
+    "initial_import_kwh",
+    "initial_export_kwh",
+    "initial_import_kvarh",
+    "initial_export_kvarh",
+    "seed",
+}
+
+
+def _params(entry: dict[str, Any], where: str) -> ModelParams:
+    kwargs: dict[str, Any] = {}
+    for key in ("kind",):
+        if key in entry:
+            kwargs[key] = entry[key]
+    for key in ("base_load_w", "pv_peak_w"):
+        if key in entry:
+            if not isinstance(entry[key], int) or isinstance(entry[key], bool):
+                raise ScenarioError(f"{where}.{key}: must be an integer (watts)")
+            kwargs[key] = entry[key]
+    for key in (
+        "initial_import_kwh",
+        "initial_export_kwh",
+        "initial_import_kvarh",
+        "initial_export_kvarh",
+    ):
+        if key in entry:
+            kwargs[key] = _decimal(entry[key], f"{where}.{key}")
+    try:
+        return ModelParams(**kwargs)
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+
+
+def load_scenario(
+    path: Path, clock_override: str | None, now_ns: int
+) -> tuple[ClockSetting, list[ServerSpec]]:
+    """Read a scenario file (format in docs/simulator.md)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    clock_table = data.get("clock", {})
+    if isinstance(clock_table, str):
+        clock_table = {"setting": clock_table}
+    try:
+        clock = make_clock(
+            clock_override or clock_table.get("setting"),
+            None if clock_table.get("speed") is None else str(clock_table["speed"]),
+            clock_table.get("start"),
+            now_ns,
+        )
+    except ClockSettingError as exc:
+        raise ScenarioError(f"{path}: clock: {exc}") from None
+    origin = default_origin(clock, now_ns)
+    if "origin" in data:
+        origin = _to_ns(parse_utc(str(data["origin"])))
+    seed = data.get("seed", 0)
+    host = data.get("host", "127.0.0.1")
+    servers = []
+    for i, server in enumerate(data.get("servers", [])):
+        where = f"{path}: servers[{i}]"
+        if "profile" not in server:
+            raise ScenarioError(f"{where}: missing profile")
+        profile = resolve_profile(server["profile"])
+        port = server.get("port", 0)
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ScenarioError(f"{where}: port must be 0..65535")
+        if port == 0 and any("meter" not in u for u in server.get("units", [])):
+            port = free_port(server.get("host", host))  # default meter ids name the port
+        meters: dict[int, MeterModel] = {}
+        for j, entry in enumerate(server.get("units", [])):
+            uwhere = f"{where}.units[{j}]"
+            unknown = set(entry) - _UNIT_KEYS
+            if unknown:
+                raise ScenarioError(f"{uwhere}: unknown keys {', '.join(sorted(unknown))}")
+            unit = entry.get("unit", j + 1)
+            if unit in meters:
+                raise ScenarioError(f"{uwhere}: unit {unit} used twice")
+            meter_id = entry.get("meter") or f"sim-{port}-{unit}"
+            meters[unit] = MeterModel(
+                meter_id, entry.get("seed", seed), _params(entry, uwhere), origin_ns=origin
+            )
+        if not meters:
+            raise ScenarioError(f"{where}: no [[servers.units]]")
+        servers.append(ServerSpec(server.get("host", host), port, profile, meters))
+    if not servers:
+        raise ScenarioError(f"{path}: no [[servers]]")
+    return clock, servers
+
+
+def free_port(host: str) -> int:
+    """A port that was free a moment ago (for names that must carry the port)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _to_ns(value: datetime) -> int:
+    return int((value - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * NS_PER_S
+
+
+async def _serve(clock: ClockSetting, specs: Sequence[ServerSpec]) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    servers: list[ModbusSimServer] = []
+    try:
+        for spec in specs:
+            server = ModbusSimServer(
+                spec.profile, spec.meters, clock, host=spec.host, port=spec.port
+            )
+            await server.start()
+            servers.append(server)
+        print(f"clock {clock}", file=sys.stderr, flush=True)
+        for server in servers:
+            print(server.ready_line(), flush=True)
+        await stop.wait()
+    finally:
+        for server in servers:
+            await server.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meterlink sim", description="simulated meters")
+    sub = parser.add_subparsers(dest="command", required=True)
+    mb = sub.add_parser("modbus", help="one Modbus TCP server")
+    mb.add_argument("--port", type=int, required=True, help="TCP port (0: any free port)")
+    mb.add_argument("--profile", required=True, help="profile name or path to a .toml")
+    mb.add_argument("--host", default="127.0.0.1")
+    mb.add_argument("--units", default="1", help="unit ids, e.g. 1,2,3")
+    mb.add_argument("--speed", help="virtual seconds per real second")
+    mb.add_argument("--start", help="virtual start, ISO 8601 (default: now)")
+    mb.add_argument("--clock", help="full clock setting START@ANCHORxSPEED (wins)")
+    mb.add_argument("--origin", help="virtual instant of the initial registers (ISO 8601)")
+    mb.add_argument("--seed", type=int, default=0)
+    mb.add_argument("--meter-prefix", default="sim")
+    run = sub.add_parser("run", help="a fleet of servers from a scenario file")
+    run.add_argument("scenario", type=Path)
+    run.add_argument("--clock", help="clock setting overriding the scenario's")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    now_ns = time.time_ns()
+    try:
+        if args.command == "modbus":
+            clock = make_clock(args.clock, args.speed, args.start, now_ns)
+            origin = (
+                _to_ns(parse_utc(args.origin)) if args.origin else default_origin(clock, now_ns)
+            )
+            origin -= origin % BUCKET_NS
+            try:
+                units = sorted({int(u) for u in args.units.split(",") if u.strip()})
+            except ValueError:
+                raise ScenarioError(f"--units {args.units!r}: expected e.g. 1,2,3") from None
+            port = args.port or free_port(args.host)  # meter ids name the real port
+            meters = {
+                u: MeterModel(f"{args.meter_prefix}-{port}-{u}", args.seed, origin_ns=origin)
+                for u in units
+            }
+            spec = ServerSpec(args.host, port, resolve_profile(args.profile), meters)
+            return asyncio.run(_serve(clock, [spec]))
+        clock, specs = load_scenario(args.scenario, args.clock, now_ns)
+        return asyncio.run(_serve(clock, specs))
+    except (ScenarioError, ModbusProfileError, ClockSettingError, ValueError) as exc:
+        print(f"sim: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as exc:  # pymodbus: RuntimeError when it cannot listen
+        print(f"sim: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C before the handler is installed
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        return 0

@@ -1,0 +1,525 @@
+"""The store-and-forward buffer: signed records in SQLite until the head-end acks them.
+
+Guarantees (see docs/agent.md):
+
+* A record is committed before it is published: the uplink only reads committed rows (every
+  call goes through one lock, so a read never sees another call's open transaction).
+* The sequence number is assigned in the transaction that inserts the record and advances
+  ``meta.next_seq``: a crash rolls back both, so seqs are gap-free and never reused. Only
+  one writer (this object) assigns seqs, so the in-memory counter always equals the
+  committed one.
+* ``synchronous=FULL``: in WAL mode, ``NORMAL`` does not fsync the WAL at each commit, so a
+  power cut can undo transactions that were already committed -- and published. The seq
+  would then be reused for a different reading after the restart, and the head-end would see
+  two readings under one seq. ``FULL`` fsyncs the WAL at every commit; group commit keeps
+  that to one fsync per group of captures.
+* A record is deleted only by ``delete_acked`` (the head-end committed it) or by the
+  drop-oldest policy, which writes the dropped range into ``losses`` and counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocols.batch import seq_ranges
+from protocols.record import ClockSource, Quality, Record, Value, sign_record
+
+__all__ = [
+    "AppendResult",
+    "Buffer",
+    "BufferError",
+    "Capture",
+    "ReadError",
+]
+
+log = logging.getLogger("agent.buffer")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,
+    meter_id TEXT NOT NULL,
+    captured_ms INTEGER NOT NULL,
+    raw BLOB NOT NULL,
+    batch INTEGER
+);
+CREATE TABLE IF NOT EXISTS meter_stats (
+    meter_id TEXT PRIMARY KEY,
+    records INTEGER NOT NULL DEFAULT 0,
+    readings INTEGER NOT NULL DEFAULT 0,
+    read_errors INTEGER NOT NULL DEFAULT 0,
+    skipped_slots INTEGER NOT NULL DEFAULT 0,
+    last_capture_ms INTEGER,
+    last_error TEXT,
+    last_error_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS losses (
+    id INTEGER PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+"""
+
+_STATS_RECORD = """
+INSERT INTO meter_stats (meter_id, records, readings, last_capture_ms) VALUES (?, ?, ?, ?)
+ON CONFLICT (meter_id) DO UPDATE SET records = records + excluded.records,
+    readings = readings + excluded.readings,
+    last_capture_ms = max(coalesce(last_capture_ms, 0), excluded.last_capture_ms)
+"""
+_STATS_ERROR = """
+INSERT INTO meter_stats (meter_id, read_errors, last_error, last_error_ms) VALUES (?, ?, ?, ?)
+ON CONFLICT (meter_id) DO UPDATE SET read_errors = read_errors + excluded.read_errors,
+    last_error = excluded.last_error, last_error_ms = excluded.last_error_ms
+"""
+_STATS_SKIPPED = """
+INSERT INTO meter_stats (meter_id, skipped_slots) VALUES (?, ?)
+ON CONFLICT (meter_id) DO UPDATE SET skipped_slots = skipped_slots + excluded.skipped_slots
+"""
+
+
+class BufferError(Exception):
+    """The buffer file cannot be used as it is (other gateway, newer schema, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """One poll of one meter: what the buffer turns into a signed record."""
+
+    meter_id: str
+    captured_ms: int
+    values: tuple[Value, ...]
+    flags: Quality = Quality.NONE
+    clock_source: ClockSource = ClockSource.GATEWAY
+
+
+@dataclass(frozen=True, slots=True)
+class ReadError:
+    """A failed poll (or a refused capture), counted in the meter's stats."""
+
+    meter_id: str
+    at_ms: int
+    text: str
+    skipped_slots: int = 0  # an overrun: slots missed, counted (text may be empty)
+
+
+@dataclass(slots=True)
+class AppendResult:
+    seqs: list[int] = field(default_factory=list)
+    refused: int = 0
+    dropped: int = 0
+
+
+class Buffer:
+    """One SQLite file per gateway; every call is serialised through one asyncio lock."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, readonly: bool) -> None:
+        self._db = db
+        self.path = path
+        self.readonly = readonly
+        self._lock = asyncio.Lock()
+        self.gateway_id = ""
+        self._key: Ed25519PrivateKey | None = None
+        self.max_records = 0
+        self.when_full = "drop-oldest"
+        self.next_seq = 1
+        self.count = 0
+        self.dropped_total = 0
+        self.refused_total = 0
+        self._full_logged = False
+        self._closed = False
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        gateway_id: str,
+        key: Ed25519PrivateKey | None,
+        max_records: int = 1_000_000,
+        when_full: str = "drop-oldest",
+    ) -> Buffer:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        buf = cls(db, path, readonly=False)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.executescript(_SCHEMA)
+            buf.gateway_id = gateway_id
+            buf._key = key
+            buf.max_records = max_records
+            buf.when_full = when_full
+            await buf._load_meta(create=True)
+        except BaseException:
+            await db.close()
+            raise
+        return buf
+
+    @classmethod
+    async def open_readonly(cls, path: Path) -> Buffer:
+        """For ``agent status`` while the agent runs: no writes, no schema changes."""
+        if not path.exists():
+            raise BufferError(f"{path}: no buffer (has the agent run with this config?)")
+        db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        buf = cls(db, path, readonly=True)
+        try:
+            await buf._load_meta(create=False)
+        except BaseException:
+            await db.close()
+            raise
+        return buf
+
+    async def _load_meta(self, create: bool) -> None:
+        meta = dict(await self._db.execute_fetchall("SELECT key, value FROM meta"))
+        if not meta:
+            if not create:
+                raise BufferError(f"{self.path}: empty buffer (no meta)")
+            await self._db.execute("BEGIN IMMEDIATE")
+            await self._db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("gateway_id", self.gateway_id),
+                    ("next_seq", "1"),
+                    ("next_batch_id", "1"),
+                    ("dropped_total", "0"),
+                    ("refused_total", "0"),
+                ],
+            )
+            await self._db.execute("COMMIT")
+            meta = dict(await self._db.execute_fetchall("SELECT key, value FROM meta"))
+        version = int(meta.get("schema_version", "0"))
+        if version != SCHEMA_VERSION:
+            raise BufferError(
+                f"{self.path}: buffer schema version {version}, this agent knows {SCHEMA_VERSION}"
+            )
+        if create and meta["gateway_id"] != self.gateway_id:
+            raise BufferError(
+                f"{self.path}: buffer belongs to gateway {meta['gateway_id']!r}, not "
+                f"{self.gateway_id!r} (sequence numbers are per gateway: use another state_dir)"
+            )
+        self.gateway_id = meta["gateway_id"]
+        self.next_seq = int(meta["next_seq"])
+        self.dropped_total = int(meta["dropped_total"])
+        self.refused_total = int(meta["refused_total"])
+        rows = await self._db.execute_fetchall("SELECT count(*), max(seq) FROM records")
+        self.count, max_seq = rows[0]  # type: ignore[index]
+        if max_seq is not None and max_seq >= self.next_seq:
+            raise BufferError(
+                f"{self.path}: record seq {max_seq} >= meta next_seq {self.next_seq}: "
+                "the buffer file was altered"
+            )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        async with self._lock:
+            await self._db.close()
+
+    async def __aenter__(self) -> Buffer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def append(
+        self, captures: Sequence[Capture], errors: Sequence[ReadError] = (), now_ms: int = 0
+    ) -> AppendResult:
+        """Sign and store ``captures`` and count ``errors``, all in ONE transaction."""
+        if self._key is None or self.readonly:
+            raise BufferError(f"{self.path}: opened without a key or read-only")
+        result = AppendResult()
+        errors = list(errors)
+        async with self._lock:
+            accepted = list(captures)
+            if self.when_full == "stop-capture":
+                room = max(self.max_records - self.count, 0)
+                if len(accepted) > room:
+                    refused = accepted[room:]
+                    accepted = accepted[:room]
+                    result.refused = len(refused)
+                    errors += [ReadError(c.meter_id, c.captured_ms, "buffer full") for c in refused]
+                    if not self._full_logged:
+                        self._full_logged = True
+                        log.warning(
+                            "buffer full (%d records, when_full=stop-capture): refusing new "
+                            "captures until the head-end acks records",
+                            self.count,
+                        )
+                elif self._full_logged and room > len(accepted):
+                    self._full_logged = False
+                    log.info("buffer has room again: capturing resumes")
+            rows = []
+            stats: dict[str, list[int]] = {}
+            seq = self.next_seq
+            key = self._key
+            for cap in accepted:
+                record = Record(
+                    self.gateway_id,
+                    cap.meter_id,
+                    seq,
+                    cap.captured_ms,
+                    cap.clock_source,
+                    cap.flags,
+                    cap.values,
+                )
+                rows.append((seq, cap.meter_id, cap.captured_ms, sign_record(record, key).raw))
+                result.seqs.append(seq)
+                entry = stats.setdefault(cap.meter_id, [0, 0, 0])
+                entry[0] += 1
+                entry[1] += len(cap.values)
+                entry[2] = max(entry[2], cap.captured_ms)
+                seq += 1
+            db = self._db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                if rows:
+                    await db.executemany(
+                        "INSERT INTO records (seq, meter_id, captured_ms, raw) VALUES (?,?,?,?)",
+                        rows,
+                    )
+                    await db.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(seq),)
+                    )
+                    await db.executemany(
+                        _STATS_RECORD, [(m, r, n, t) for m, (r, n, t) in stats.items()]
+                    )
+                dropped_ranges: list[tuple[int, int]] = []
+                overflow = self.count + len(rows) - self.max_records
+                if overflow > 0 and self.when_full == "drop-oldest":
+                    dropped = [
+                        r[0]
+                        for r in await db.execute_fetchall(
+                            "SELECT seq FROM records ORDER BY seq LIMIT ?", (overflow,)
+                        )
+                    ]
+                    await db.execute("DELETE FROM records WHERE seq <= ?", (dropped[-1],))
+                    dropped_ranges = seq_ranges(dropped)
+                    at = now_ms or (accepted[-1].captured_ms if accepted else 0)
+                    await db.executemany(
+                        "INSERT INTO losses (first_seq, last_seq, count, reason, at_ms) "
+                        "VALUES (?, ?, ?, 'buffer full: drop-oldest', ?)",
+                        [(lo, hi, hi - lo + 1, at) for lo, hi in dropped_ranges],
+                    )
+                    result.dropped = len(dropped)
+                    await db.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'dropped_total'",
+                        (str(self.dropped_total + len(dropped)),),
+                    )
+                if result.refused:
+                    await db.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'refused_total'",
+                        (str(self.refused_total + result.refused),),
+                    )
+                if errors:
+                    await db.executemany(
+                        _STATS_ERROR,
+                        [(e.meter_id, 1, e.text, e.at_ms) for e in errors if e.text],
+                    )
+                    await db.executemany(
+                        _STATS_SKIPPED,
+                        [(e.meter_id, e.skipped_slots) for e in errors if e.skipped_slots],
+                    )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            self.next_seq = seq
+            self.count += len(rows) - result.dropped
+            self.dropped_total += result.dropped
+            self.refused_total += result.refused
+        if result.dropped:
+            log.warning(
+                "buffer full (max_records=%d, when_full=drop-oldest): dropped %d oldest "
+                "unacked records, seqs %s (total dropped %d)",
+                self.max_records,
+                result.dropped,
+                ", ".join(f"{lo}-{hi}" for lo, hi in dropped_ranges),
+                self.dropped_total,
+            )
+        return result
+
+    async def delete_acked(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Delete the records the head-end acknowledged (inclusive seq ranges)."""
+        ranges = list(ranges)
+        if not ranges:
+            return 0
+        async with self._lock:
+            db = self._db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = 0
+                for low, high in ranges:
+                    cursor = await db.execute(
+                        "DELETE FROM records WHERE seq BETWEEN ? AND ?", (low, high)
+                    )
+                    deleted += cursor.rowcount
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            self.count -= deleted
+            return deleted
+
+    async def start_batch(self, seqs: Sequence[int]) -> int:
+        """A batch id never used before (durable counter in meta), noted on its records.
+
+        The batch column is informational (``status`` shows what was sent and not acked);
+        what decides a resend is the uplink's in-flight table and the head-end's acks.
+        """
+        async with self._lock:
+            db = self._db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = await db.execute_fetchall(
+                    "SELECT value FROM meta WHERE key = 'next_batch_id'"
+                )
+                batch_id = int(rows[0][0])  # type: ignore[index]
+                await db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'next_batch_id'", (str(batch_id + 1),)
+                )
+                for low, high in seq_ranges(seqs):
+                    await db.execute(
+                        "UPDATE records SET batch = ? WHERE seq BETWEEN ? AND ?",
+                        (batch_id, low, high),
+                    )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            return batch_id
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def _scan(
+        self, order: str, n: int, exclude: set[int] | frozenset[int]
+    ) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        bound: int | None = None
+        op = ">" if order == "ASC" else "<"
+        async with self._lock:
+            while len(out) < n:
+                want = n - len(out) + len(exclude)
+                if bound is None:
+                    sql = f"SELECT seq, raw FROM records ORDER BY seq {order} LIMIT ?"
+                    rows = await self._db.execute_fetchall(sql, (want,))
+                else:
+                    sql = (
+                        f"SELECT seq, raw FROM records WHERE seq {op} ? "
+                        f"ORDER BY seq {order} LIMIT ?"
+                    )
+                    rows = await self._db.execute_fetchall(sql, (bound, want))
+                rows = list(rows)
+                for seq, raw in rows:
+                    if seq not in exclude:
+                        out.append((seq, raw))
+                        if len(out) == n:
+                            break
+                if len(rows) < want:
+                    break
+                bound = rows[-1][0]
+        return out
+
+    async def oldest(
+        self, n: int, exclude: set[int] | frozenset[int] = frozenset()
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``n`` unacked records, oldest first, skipping ``exclude`` (in flight)."""
+        return await self._scan("ASC", n, exclude)
+
+    async def newest_unsent(
+        self, n: int, exclude: set[int] | frozenset[int] = frozenset()
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``n`` unacked records, the newest, skipping ``exclude``; ascending order."""
+        rows = await self._scan("DESC", n, exclude)
+        rows.reverse()
+        return rows
+
+    async def backlog(self) -> int:
+        """Records held (captured, not yet acked by the head-end)."""
+        if self.readonly:
+            async with self._lock:
+                rows = await self._db.execute_fetchall("SELECT count(*) FROM records")
+            return int(rows[0][0])  # type: ignore[index]
+        return self.count
+
+    async def seqs(self) -> list[int]:
+        """Every seq held (tests and diagnostics)."""
+        async with self._lock:
+            rows = await self._db.execute_fetchall("SELECT seq FROM records ORDER BY seq")
+        return [r[0] for r in rows]
+
+    async def summary(self) -> dict[str, Any]:
+        """What ``agent status`` prints: a consistent snapshot (one read transaction)."""
+        async with self._lock:
+            db = self._db
+            await db.execute("BEGIN")
+            try:
+                meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
+                ((count, oldest_seq, oldest_ms, newest_seq, sent),) = await db.execute_fetchall(
+                    "SELECT count(*), min(seq), min(captured_ms), max(seq), count(batch) "
+                    "FROM records"
+                )
+                unsent = await db.execute_fetchall(
+                    "SELECT seq, captured_ms FROM records WHERE batch IS NULL ORDER BY seq LIMIT 1"
+                )
+                meters = await db.execute_fetchall(
+                    "SELECT meter_id, records, readings, read_errors, skipped_slots, "
+                    "last_capture_ms, last_error, last_error_ms FROM meter_stats "
+                    "ORDER BY meter_id"
+                )
+                losses = await db.execute_fetchall(
+                    "SELECT first_seq, last_seq, count, reason, at_ms FROM losses ORDER BY id"
+                )
+            finally:
+                await db.execute("COMMIT")
+        unsent_row = list(unsent)
+        return {
+            "gateway_id": meta["gateway_id"],
+            "schema_version": int(meta["schema_version"]),
+            "next_seq": int(meta["next_seq"]),
+            "last_seq": int(meta["next_seq"]) - 1,
+            "next_batch_id": int(meta["next_batch_id"]),
+            "backlog": count,
+            "sent_not_acked": sent,
+            "oldest_seq": oldest_seq,
+            "oldest_captured_ms": oldest_ms,
+            "newest_seq": newest_seq,
+            "oldest_unsent_seq": unsent_row[0][0] if unsent_row else None,
+            "oldest_unsent_captured_ms": unsent_row[0][1] if unsent_row else None,
+            "dropped_total": int(meta["dropped_total"]),
+            "refused_total": int(meta["refused_total"]),
+            "meters": [
+                {
+                    "meter_id": m[0],
+                    "records": m[1],
+                    "readings": m[2],
+                    "read_errors": m[3],
+                    "skipped_slots": m[4],
+                    "last_capture_ms": m[5],
+                    "last_error": m[6],
+                    "last_error_ms": m[7],
+                }
+                for m in meters
+            ],
+            "losses": [
+                {"first_seq": lo, "last_seq": hi, "count": c, "reason": r, "at_ms": at}
+                for lo, hi, c, r, at in losses
+            ],
+        }

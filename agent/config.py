@@ -1,0 +1,413 @@
+"""The agent's TOML configuration, loaded into frozen dataclasses.
+
+Every problem is collected (not only the first) and named by file, line and key. ``tomllib``
+reports a line only for syntax errors; for a value that parses but means nothing (a negative
+port, an unknown policy) the key's line is found in the text: the table header
+(``[mqtt]``, the n-th ``[[meters]]``) and then the first ``key =`` line after it.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from protocols.clock import ClockSetting, ClockSettingError
+from protocols.errors import EncodeError
+from protocols.record import check_id
+
+__all__ = [
+    "AgentConfig",
+    "BufferConfig",
+    "ConfigError",
+    "ConfigIssue",
+    "GatewayConfig",
+    "MeterConfig",
+    "MqttConfig",
+    "load_config",
+    "parse_duration",
+]
+
+WHEN_FULL = ("drop-oldest", "stop-capture")
+DRIVERS = ("modbus-tcp",)
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
+
+
+def parse_duration(value: object) -> int:
+    """``"15m"``, ``"30s"``, ``"1h"``, ``"250ms"``, ``"1d"`` or integer seconds -> nanoseconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like '15m' or integer seconds, got {value!r}")
+    if isinstance(value, int):
+        ns = value * 10**9
+    elif isinstance(value, Decimal):
+        ns = int(value * 10**9)
+    elif isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match is None:
+            raise ValueError(
+                f"not a duration: {value!r} (use e.g. '15m', '30s', '1h', '250ms' or seconds)"
+            )
+        ns = int(Decimal(match.group(1)) * _UNIT_NS[match.group(2)])
+    else:
+        raise ValueError(f"expected a duration like '15m' or integer seconds, got {value!r}")
+    if ns <= 0:
+        raise ValueError(f"a duration must be > 0, got {value!r}")
+    return ns
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    path: Path
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more configuration problems; ``issues`` lists all of them."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    id: str
+    state_dir: Path
+    clock: ClockSetting
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    keepalive: int = 30
+    batch_max_records: int = 500
+    max_inflight: int = 8
+    ack_timeout_ns: int = 30 * 10**9
+    session_expiry_s: int = 7 * 86400
+    status_interval_ns: int = 60 * 10**9
+
+    @property
+    def ack_timeout(self) -> float:
+        return self.ack_timeout_ns / 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class BufferConfig:
+    max_records: int = 1_000_000
+    when_full: str = "drop-oldest"
+
+
+@dataclass(frozen=True, slots=True)
+class MeterConfig:
+    id: str
+    driver: str
+    host: str
+    port: int
+    unit: int
+    profile: str
+    profile_path: Path
+    interval_ns: int  # virtual time
+    timeout_ns: int  # real time, per request
+    retries: int
+    line: int | None = None  # of its [[meters]] header, for messages
+
+    @property
+    def timeout(self) -> float:
+        return self.timeout_ns / 1e9
+
+    @property
+    def connection(self) -> tuple[str, str, int]:
+        """Meters with the same (driver, host, port) share one connection."""
+        return (self.driver, self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    path: Path
+    gateway: GatewayConfig
+    mqtt: MqttConfig
+    buffer: BufferConfig
+    meters: tuple[MeterConfig, ...] = field(default=())
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.gateway.state_dir / "keys"
+
+    @property
+    def buffer_path(self) -> Path:
+        return self.gateway.state_dir / "buffer.sqlite"
+
+
+class _Locator:
+    """Finds the line of ``key`` in table ``table`` (the ``index``-th one for ``[[arrays]]``)."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def header_line(self, table: str, index: int | None = None) -> int | None:
+        if index is None:
+            pattern = re.compile(rf"^\s*\[\s*{re.escape(table)}\s*\]")
+        else:
+            pattern = re.compile(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]")
+        seen = -1
+        for number, line in enumerate(self.lines, 1):
+            if pattern.match(line):
+                seen += 1
+                if index is None or seen == index:
+                    return number
+        return None
+
+    def key_line(self, table: str, index: int | None, key: str) -> int | None:
+        start = self.header_line(table, index)
+        if start is None:
+            return None
+        key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        for number in range(start + 1, len(self.lines) + 1):
+            line = self.lines[number - 1]
+            if re.match(r"^\s*\[", line):
+                break
+            if key_re.match(line):
+                return number
+        return start
+
+
+class _Section:
+    """Typed access to one table, recording issues instead of raising."""
+
+    def __init__(self, loader: _Loader, table: str, data: Any, index: int | None = None) -> None:
+        self.loader = loader
+        self.table = table
+        self.index = index
+        self.data = data if isinstance(data, dict) else {}
+        self.used: set[str] = set()
+        if not isinstance(data, dict) and data is not None:
+            self.fail("", f"[{table}] must be a table")
+
+    @property
+    def prefix(self) -> str:
+        return self.table if self.index is None else f"{self.table}[{self.index}]"
+
+    def fail(self, key: str, message: str) -> None:
+        line = (
+            self.loader.locator.key_line(self.table, self.index, key)
+            if key
+            else (self.loader.locator.header_line(self.table, self.index))
+        )
+        self.loader.issues.append(
+            ConfigIssue(
+                self.loader.path, line, f"{self.prefix}.{key}" if key else self.prefix, message
+            )
+        )
+
+    def get(
+        self,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+        *,
+        low: int | None = None,
+        high: int | None = None,
+    ) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                self.fail(key, "missing (required)")
+                return None
+            return default
+        value = self.data[key]
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            self.fail(key, f"expected {names}, got {value!r}")
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            if low is not None and value < low:
+                self.fail(key, f"must be >= {low}, got {value}")
+                return None
+            if high is not None and value > high:
+                self.fail(key, f"must be <= {high}, got {value}")
+                return None
+        return value
+
+    def duration(self, key: str, default: Any = ...) -> int | None:
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                self.fail(key, "missing (required)")
+                return None
+            return parse_duration(default)
+        try:
+            return parse_duration(self.data[key])
+        except ValueError as exc:
+            self.fail(key, str(exc))
+            return None
+
+    def finish(self) -> None:
+        for key in self.data:
+            if key not in self.used:
+                self.fail(key, "unknown key")
+
+
+class _Loader:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.locator = _Locator(text)
+        self.issues: list[ConfigIssue] = []
+
+
+def _resolve_profile(config_dir: Path, profile: str) -> Path:
+    """A name (``eastron_sdm630``) is looked up in ``config/profiles/``; anything with a
+    slash or a ``.toml`` suffix is a path relative to the config file."""
+    if "/" in profile or profile.endswith(".toml"):
+        return (config_dir / profile).resolve()
+    candidates = [
+        config_dir / "profiles" / f"{profile}.toml",
+        config_dir.parent / "profiles" / f"{profile}.toml",
+        Path(__file__).resolve().parents[1] / "config" / "profiles" / f"{profile}.toml",
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    return candidates[-1]
+
+
+def load_config(path: str | Path, clock_override: str | None = None) -> AgentConfig:
+    """Load and check a config file; raises ConfigError listing every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(path, None, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        doc = tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        line = int(match.group(1)) if match else None
+        raise ConfigError([ConfigIssue(path, line, "", f"TOML syntax: {exc}")]) from None
+    loader = _Loader(path, text)
+    config_dir = path.resolve().parent
+
+    for key in doc:
+        if key not in ("gateway", "mqtt", "buffer", "meters"):
+            line = loader.locator.header_line(key) or loader.locator.key_line(key, None, key)
+            loader.issues.append(ConfigIssue(path, line, key, "unknown table"))
+
+    gw = _Section(loader, "gateway", doc.get("gateway"))
+    if "gateway" not in doc:
+        loader.issues.append(ConfigIssue(path, None, "gateway", "missing [gateway] table"))
+    gw_id = gw.get("id", str)
+    if gw_id is not None:
+        try:
+            check_id("gateway", gw_id)
+        except EncodeError as exc:
+            gw.fail("id", str(exc))
+    state_dir = gw.get("state_dir", str, "state")
+    clock_text = clock_override if clock_override is not None else gw.get("clock", str, "system")
+    gw.used.add("clock")
+    clock = ClockSetting.system()
+    try:
+        clock = ClockSetting.parse(clock_text or "system")
+    except ClockSettingError as exc:
+        if clock_override is not None:
+            loader.issues.append(ConfigIssue(path, None, "--clock", str(exc)))
+        else:
+            gw.fail("clock", str(exc))
+    gw.finish()
+
+    mq = _Section(loader, "mqtt", doc.get("mqtt"))
+    mqtt = MqttConfig(
+        host=mq.get("host", str, "127.0.0.1") or "127.0.0.1",
+        port=mq.get("port", int, 1883, low=1, high=65535) or 1883,
+        keepalive=mq.get("keepalive", int, 30, low=5, high=65535) or 30,
+        batch_max_records=mq.get("batch_max_records", int, 500, low=1, high=10000) or 500,
+        max_inflight=mq.get("max_inflight", int, 8, low=1, high=1000) or 8,
+        ack_timeout_ns=mq.duration("ack_timeout", "30s") or 30 * 10**9,
+        session_expiry_s=(mq.duration("session_expiry", "7d") or 7 * 86400 * 10**9) // 10**9,
+        status_interval_ns=mq.duration("status_interval", "60s") or 60 * 10**9,
+    )
+    mq.finish()
+
+    bu = _Section(loader, "buffer", doc.get("buffer"))
+    when_full = bu.get("when_full", str, "drop-oldest")
+    if when_full is not None and when_full not in WHEN_FULL:
+        bu.fail("when_full", f"must be one of {', '.join(WHEN_FULL)}, got {when_full!r}")
+        when_full = None
+    buffer = BufferConfig(
+        max_records=bu.get("max_records", int, 1_000_000, low=1) or 1_000_000,
+        when_full=when_full or "drop-oldest",
+    )
+    bu.finish()
+
+    meters: list[MeterConfig] = []
+    raw_meters = doc.get("meters", [])
+    if not isinstance(raw_meters, list):
+        loader.issues.append(ConfigIssue(path, None, "meters", "must be [[meters]] tables"))
+        raw_meters = []
+    seen_ids: dict[str, int] = {}
+    seen_units: dict[tuple[str, int, int], str] = {}
+    for index, raw in enumerate(raw_meters):
+        sec = _Section(loader, "meters", raw, index)
+        meter_id = sec.get("id", str)
+        if meter_id is not None:
+            try:
+                check_id("meter", meter_id)
+            except EncodeError as exc:
+                sec.fail("id", str(exc))
+            if meter_id in seen_ids:
+                first = seen_ids[meter_id]
+                sec.fail("id", f"duplicate meter id {meter_id!r} (also meters[{first}])")
+            seen_ids.setdefault(meter_id, index)
+        driver = sec.get("driver", str, "modbus-tcp")
+        if driver is not None and driver not in DRIVERS:
+            sec.fail("driver", f"unknown driver {driver!r}; known: {', '.join(DRIVERS)}")
+        host = sec.get("host", str)
+        port = sec.get("port", int, 502, low=1, high=65535)
+        unit = sec.get("unit", int, 1, low=0, high=255)
+        if host is not None and port is not None and unit is not None:
+            other = seen_units.get((host, port, unit))
+            if other is not None:
+                sec.fail("unit", f"unit {unit} at {host}:{port} is also meter {other!r}")
+            seen_units.setdefault((host, port, unit), meter_id or f"meters[{index}]")
+        profile = sec.get("profile", str)
+        profile_path = _resolve_profile(config_dir, profile) if profile else Path()
+        if profile and not profile_path.is_file():
+            sec.fail("profile", f"profile {profile!r} not found (looked for {profile_path})")
+        interval = sec.duration("interval", "15m")
+        timeout = sec.duration("timeout", "1s")
+        retries = sec.get("retries", int, 2, low=0, high=20)
+        sec.finish()
+        if None in (meter_id, driver, host, port, unit, profile, interval, timeout, retries):
+            continue
+        meters.append(
+            MeterConfig(
+                meter_id,
+                driver,
+                host,
+                port,
+                unit,
+                profile,
+                profile_path,
+                interval,
+                timeout,
+                retries,
+                loader.locator.header_line("meters", index),
+            )
+        )
+
+    if loader.issues:
+        raise ConfigError(loader.issues)
+    assert gw_id is not None and state_dir is not None
+    state = Path(state_dir)
+    if not state.is_absolute():
+        state = config_dir / state
+    return AgentConfig(path, GatewayConfig(gw_id, state, clock), mqtt, buffer, tuple(meters))

@@ -1,0 +1,443 @@
+"""Ingest: MQTT messages in, one committed transaction out, then the acks to send.
+
+The order for each record is: topic gateway == record gateway -> gateway enrolled and
+signature verified with one of its active keys -> meter bound to the gateway -> dedup by
+(gateway, seq) -> dedup of each value by its identity (meter, OBIS, captured_ms). All
+messages handed to one ``Ingestor.ingest`` call are written in ONE transaction; only after
+its COMMIT does the caller get the outcomes (and so may ack the broker and the gateway).
+Nothing here knows about MQTT clients: a benchmark or a test drives ``ingest`` directly.
+
+Duplicates are found set-based: one ``IN (...)`` query per gateway for the sequence numbers
+and one per meter for the capture times of the whole transaction, then dictionaries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from protocols.batch import Ack, decode_batch, seq_ranges
+from protocols.errors import DecodeError
+from protocols.obis import Obis
+from protocols.record import SignedRecord
+from protocols.status import GatewayStatus
+from protocols.topics import parse_topic, readings_topic
+
+from .registry import Registry
+from .store.base import (
+    ConflictRow,
+    IngestWrite,
+    QuarantineRow,
+    ReadingRow,
+    RecordRow,
+    StatusRow,
+    Store,
+    StoredReading,
+)
+
+__all__ = ["Incoming", "IngestTotals", "Ingestor", "Outcome"]
+
+REASON_TOPIC_MISMATCH = "topic gateway mismatch"
+REASON_SEQ_REUSED = "sequence reused with different content"
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One received MQTT message; ``token`` is the caller's (e.g. mid, qos, connection)."""
+
+    topic: str
+    payload: bytes
+    received_ms: int
+    token: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    incoming: Incoming
+    gateway_id: str | None  # the gateway named by the topic, if any
+    ack: Ack | None  # to publish to the gateway's ack topic (None: nothing to ack)
+
+
+@dataclass
+class IngestTotals:
+    """Running totals, for the rate log line and the benchmark."""
+
+    batches: int = 0
+    records: int = 0
+    records_stored: int = 0
+    readings_stored: int = 0
+    duplicate_records: int = 0
+    duplicate_readings: int = 0
+    rejected: int = 0
+    conflicts: int = 0
+    statuses: int = 0
+    transactions: int = 0
+
+    def snapshot(self) -> IngestTotals:
+        return IngestTotals(**self.__dict__)
+
+
+@dataclass
+class _BatchState:
+    gateway_id: str
+    batch_id: int
+    handled: list[int] = field(default_factory=list)
+    unparsed: list[int] = field(default_factory=list)
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    conflicts: int = 0
+
+    def ack(self) -> Ack:
+        return Ack(
+            self.gateway_id,
+            self.batch_id,
+            tuple(seq_ranges(self.handled)),
+            self.stored,
+            self.duplicates,
+            self.rejected,
+            self.conflicts,
+            tuple(self.unparsed),
+        )
+
+
+_OBIS_TEXT: dict[Obis, str] = {}
+
+
+def _obis_text(obis: Obis) -> str:
+    text = _OBIS_TEXT.get(obis)
+    if text is None:
+        text = str(obis)
+        if len(_OBIS_TEXT) < 4096:
+            _OBIS_TEXT[obis] = text
+    return text
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Ingestor:
+    """Runs the pipeline over a list of messages in one transaction of ``store``."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.store = store
+        self.registry = registry or Registry()
+        self.clock_ms = clock_ms
+        self.totals = IngestTotals()
+
+    async def ingest(self, messages: Sequence[Incoming]) -> list[Outcome]:
+        """Verify, dedup and store ``messages`` in one transaction; return what to ack.
+
+        Raises if the transaction fails; then nothing of it was written and nothing may be
+        acked (the broker will redeliver).
+        """
+        totals = IngestTotals()
+        # Checks (parse, verify, bind) need no lock: they run before the write transaction.
+        await self.registry.refresh(self.store)
+        rows = IngestWrite()
+        checked: list[tuple[Incoming, str | None, _BatchState | None]] = []
+        # (batch state, signed record, received_ms) that passed every check but dedup
+        candidates: list[tuple[_BatchState, SignedRecord, int]] = []
+        for message in messages:
+            checked.append(self._check(message, rows, candidates, totals))
+        async with self.store.ingest_transaction() as tx:
+            # Dedup by (gateway, seq), against the store and within this transaction.
+            wanted: dict[str, set[int]] = {}
+            for _state, signed, _ms in candidates:
+                wanted.setdefault(signed.record.gateway_id, set()).add(signed.record.seq)
+            stored_raw = await tx.existing_records(wanted) if wanted else {}
+            fresh: list[tuple[_BatchState, SignedRecord, int]] = []
+            for state, signed, received_ms in candidates:
+                rec = signed.record
+                key = (rec.gateway_id, rec.seq)
+                state.handled.append(rec.seq)
+                prior = stored_raw.get(key)
+                if prior is None:
+                    stored_raw[key] = signed.raw
+                    fresh.append((state, signed, received_ms))
+                elif prior == signed.raw:
+                    state.duplicates += 1
+                    rows.count(rec.gateway_id, rec.meter_id).duplicate_records += 1
+                    totals.duplicate_records += 1
+                else:
+                    self._reject(
+                        rows,
+                        state,
+                        totals,
+                        QuarantineRow(
+                            received_ms,
+                            readings_topic(rec.gateway_id),
+                            rec.gateway_id,
+                            rec.seq,
+                            rec.meter_id,
+                            REASON_SEQ_REUSED,
+                            signed.raw,
+                        ),
+                    )
+            await self._store_fresh(tx, fresh, rows, totals)
+            await tx.write(rows)
+        # committed: only now may the caller ack anything
+        totals.transactions = 1
+        self._add(totals)
+        return [
+            Outcome(message, gateway_id, None if state is None else state.ack())
+            for message, gateway_id, state in checked
+        ]
+
+    # ------------------------------------------------------------------------------------
+
+    def _add(self, totals: IngestTotals) -> None:
+        for name, value in totals.__dict__.items():
+            setattr(self.totals, name, getattr(self.totals, name) + value)
+
+    @staticmethod
+    def _reject(
+        rows: IngestWrite, state: _BatchState | None, totals: IngestTotals, row: QuarantineRow
+    ) -> None:
+        """Keep ``row`` in quarantine and count it as rejected."""
+        rows.quarantine.append(row)
+        rows.count(row.gateway_id, row.meter_id).rejected += 1
+        totals.rejected += 1
+        if state is not None:
+            state.rejected += 1
+
+    def _check(
+        self,
+        message: Incoming,
+        rows: IngestWrite,
+        candidates: list[tuple[_BatchState, SignedRecord, int]],
+        totals: IngestTotals,
+    ) -> tuple[Incoming, str | None, _BatchState | None]:
+        ms = message.received_ms
+        try:
+            gateway_id, kind = parse_topic(message.topic)
+        except DecodeError as exc:
+            self._reject(
+                rows,
+                None,
+                totals,
+                QuarantineRow(ms, message.topic, "", None, None, str(exc), message.payload),
+            )
+            return message, None, None
+        if kind == "status":
+            self._status(message, gateway_id, rows, totals)
+            return message, gateway_id, None
+        if kind != "readings":
+            self._reject(
+                rows,
+                None,
+                totals,
+                QuarantineRow(
+                    ms,
+                    message.topic,
+                    gateway_id,
+                    None,
+                    None,
+                    f"unexpected topic kind {kind!r}",
+                    message.payload,
+                ),
+            )
+            return message, gateway_id, None
+        totals.batches += 1
+        try:
+            batch = decode_batch(message.payload, f"batch on {message.topic}")
+        except DecodeError as exc:
+            self._reject(
+                rows,
+                None,
+                totals,
+                QuarantineRow(
+                    ms,
+                    message.topic,
+                    gateway_id,
+                    None,
+                    None,
+                    f"unparseable batch: {exc}",
+                    message.payload,
+                ),
+            )
+            return message, gateway_id, None
+        state = _BatchState(gateway_id, batch.batch_id)
+        for bad in batch.bad:
+            state.unparsed.append(bad.index)
+            self._reject(
+                rows,
+                state,
+                totals,
+                QuarantineRow(
+                    ms,
+                    message.topic,
+                    gateway_id,
+                    None,
+                    None,
+                    f"unparseable record: {bad.error}",
+                    bad.raw,
+                ),
+            )
+        registry = self.registry
+        for signed in batch.records:
+            rec = signed.record
+            totals.records += 1
+            if rec.gateway_id != gateway_id:
+                reason: str | None = REASON_TOPIC_MISMATCH
+            else:
+                reason = registry.check(gateway_id, signed)
+            if reason is not None:
+                state.handled.append(rec.seq)
+                self._reject(
+                    rows,
+                    state,
+                    totals,
+                    QuarantineRow(
+                        ms, message.topic, gateway_id, rec.seq, rec.meter_id, reason, signed.raw
+                    ),
+                )
+                continue
+            candidates.append((state, signed, ms))
+        return message, gateway_id, state
+
+    def _status(
+        self, message: Incoming, gateway_id: str, rows: IngestWrite, totals: IngestTotals
+    ) -> None:
+        if not message.payload:
+            return  # a retained status being cleared
+        ms = message.received_ms
+        try:
+            status = GatewayStatus.from_bytes(message.payload)
+        except DecodeError as exc:
+            self._reject(
+                rows,
+                None,
+                totals,
+                QuarantineRow(
+                    ms,
+                    message.topic,
+                    gateway_id,
+                    None,
+                    None,
+                    f"unparseable status: {exc}",
+                    message.payload,
+                ),
+            )
+            return
+        if status.gateway_id != gateway_id:
+            self._reject(
+                rows,
+                None,
+                totals,
+                QuarantineRow(
+                    ms,
+                    message.topic,
+                    gateway_id,
+                    None,
+                    None,
+                    REASON_TOPIC_MISMATCH,
+                    message.payload,
+                ),
+            )
+            return
+        totals.statuses += 1
+        rows.statuses.append(
+            StatusRow(
+                gateway_id,
+                str(status.state),
+                str(status.reason),
+                status.at_ms,
+                int(status.backlog),
+                int(status.dropped),
+                int(status.last_seq),
+                str(status.version),
+                ms,
+            )
+        )
+
+    async def _store_fresh(
+        self,
+        tx,
+        fresh: list[tuple[_BatchState, SignedRecord, int]],
+        rows: IngestWrite,
+        totals: IngestTotals,
+    ) -> None:
+        if not fresh:
+            return
+        wanted: dict[str, set[int]] = {}
+        for _state, signed, _ms in fresh:
+            rec = signed.record
+            wanted.setdefault(rec.meter_id, set()).add(rec.captured_ms)
+        known: dict[tuple[str, str, int], StoredReading] = await tx.existing_readings(wanted)
+        detected_ms = self.clock_ms()
+        records_out = rows.records
+        readings_out = rows.readings
+        for state, signed, received_ms in fresh:
+            rec = signed.record
+            gateway_id, meter_id, seq, captured_ms = (
+                rec.gateway_id,
+                rec.meter_id,
+                rec.seq,
+                rec.captured_ms,
+            )
+            records_out.append(
+                RecordRow(gateway_id, seq, meter_id, captured_ms, signed.raw, received_ms)
+            )
+            state.stored += 1
+            delta = rows.count(gateway_id, meter_id)
+            delta.records_stored += 1
+            record_flags = int(rec.flags)
+            clock_source = int(rec.clock_source)
+            stored = duplicates = 0
+            for value in rec.values:
+                obis = _obis_text(value.obis)
+                ident = (meter_id, obis, captured_ms)
+                prior = known.get(ident)
+                text = str(value.value)
+                if prior is None:
+                    known[ident] = StoredReading(text, value.unit, gateway_id, seq)
+                    readings_out.append(
+                        ReadingRow(
+                            meter_id,
+                            obis,
+                            captured_ms,
+                            text,
+                            value.unit,
+                            record_flags | int(value.flags),
+                            clock_source,
+                            gateway_id,
+                            seq,
+                        )
+                    )
+                    stored += 1
+                elif prior.unit == value.unit and Decimal(prior.value) == value.value:
+                    duplicates += 1
+                else:
+                    rows.conflicts.append(
+                        ConflictRow(
+                            meter_id,
+                            obis,
+                            captured_ms,
+                            prior.value,
+                            prior.unit,
+                            prior.gateway_id,
+                            prior.seq,
+                            text,
+                            value.unit,
+                            gateway_id,
+                            seq,
+                            detected_ms,
+                        )
+                    )
+                    delta.conflicts += 1
+                    state.conflicts += 1
+                    totals.conflicts += 1
+            delta.readings_stored += stored
+            delta.duplicate_readings += duplicates
+            totals.readings_stored += stored
+            totals.duplicate_readings += duplicates
+            totals.records_stored += 1

@@ -391,7 +391,8 @@ def parse_profile(
     try:
         data = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
+        found = re.search(r"at line (\d+)", str(exc))  # Python 3.11 has no exc.lineno
+        line = int(found.group(1)) if found else None
         raise ModbusProfileError(f"not valid TOML: {exc}", source=source, line=line) from exc
     r = _Reader(text, source)
     for key in data:
@@ -403,6 +404,8 @@ def parse_profile(
     if not isinstance(head, dict):
         raise r.error("missing [profile] table", key="profile")
     _unknown_keys(r, head, _PROFILE_KEYS, "profile")
+    if default_name is None and not source.startswith("<"):
+        default_name = Path(source).stem
     name = _str(r, head, "name", "profile", default=default_name)
     function = _function(r, head, "function", "profile", None, FUNCTION_INPUT)
     order = _order(r, head, "profile", None, Order.ABCD)

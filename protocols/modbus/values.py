@@ -129,8 +129,11 @@ def _shortest_float32(raw: bytes) -> Decimal:
     (value,) = struct.unpack(">f", raw)
     for digits in range(1, 10):
         text = format(value, f".{digits}g")
-        if struct.pack(">f", float(text)) == raw:
-            return Decimal(text)
+        try:
+            if struct.pack(">f", float(text)) == raw:
+                return Decimal(text)
+        except OverflowError:  # rounded up past the largest float32
+            continue
     raise AssertionError("9 significant digits always round-trip a float32")  # pragma: no cover
 
 

@@ -1,0 +1,133 @@
+"""The per-bus scheduler: one task per connection, captures aligned to virtual-clock slots.
+
+Each meter has an interval in virtual time. Its slots are the multiples of the interval on
+the virtual clock (``ceil(now / interval) * interval``); the task sleeps the *real* time until
+the earliest slot of its meters (``clock.real_ns(slot) - time.time_ns()``) and then reads the
+meters that are due, one after the other (they share the bus). A capture's timestamp is the
+virtual clock's reading when its first request was sent (ms, clock source GATEWAY).
+
+If a cycle overruns so that whole slots pass, the missed slots are skipped (never read in a
+burst to catch up: the values would carry wrong timestamps), logged once per occurrence with
+their number, and counted in the meter's stats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from protocols.clock import ClockSetting
+from protocols.record import Quality
+
+from .buffer import Capture, ReadError
+
+__all__ = ["BusScheduler", "MeterDriver", "ScheduledMeter", "next_slot"]
+
+log = logging.getLogger("agent.scheduler")
+
+
+class MeterDriver(Protocol):
+    meter_id: str
+
+    async def read(self) -> object:  # returns a ReadOutcome (values, errors)
+        ...
+
+
+@dataclass(slots=True)
+class ScheduledMeter:
+    meter_id: str
+    interval_ns: int
+    driver: MeterDriver
+    next_slot: int = 0
+    first: bool = True
+    captures: int = 0
+    errors: int = 0
+    skipped: int = 0
+
+
+def next_slot(now_ns: int, interval_ns: int) -> int:
+    """The first slot boundary at or after ``now_ns``: ``ceil(now / interval) * interval``."""
+    return -(-now_ns // interval_ns) * interval_ns
+
+
+class BusScheduler:
+    """Polls the meters of one connection in slot order; hands results to ``sink``."""
+
+    def __init__(
+        self,
+        name: str,
+        meters: Sequence[ScheduledMeter],
+        clock: ClockSetting,
+        sink: Callable[[Capture | ReadError], None],
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.name = name
+        self.meters = list(meters)
+        self.clock = clock
+        self.sink = sink
+        self.wall_ns = wall_ns
+        self.overruns = 0
+
+    def virtual_now(self) -> int:
+        return self.clock.virtual_ns(self.wall_ns())
+
+    async def run(self) -> None:
+        now = self.virtual_now()
+        for meter in self.meters:
+            meter.next_slot = next_slot(now, meter.interval_ns)
+        while True:
+            due = min(m.next_slot for m in self.meters)
+            delay = (self.clock.real_ns(due) - self.wall_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for meter in self.meters:
+                if meter.next_slot <= due:
+                    await self._poll(meter)
+
+    async def _poll(self, meter: ScheduledMeter) -> None:
+        slot = meter.next_slot
+        started = self.virtual_now()
+        captured_ms = started // 1_000_000
+        try:
+            outcome = await meter.driver.read()
+        except Exception as exc:  # a failing meter never stops the bus: counted, logged
+            meter.errors += 1
+            log.warning(
+                "%s", exc if str(exc).startswith("meter ") else f"meter {meter.meter_id}: {exc!r}"
+            )
+            self.sink(ReadError(meter.meter_id, captured_ms, str(exc) or repr(exc)))
+        else:
+            flags = Quality.NONE
+            values = outcome.values  # type: ignore[attr-defined]
+            errors: list[str] = outcome.errors  # type: ignore[attr-defined]
+            if errors:
+                flags |= Quality.PARTIAL
+                meter.errors += 1
+                for text in errors:
+                    log.warning("%s (capture is partial)", text)
+                self.sink(ReadError(meter.meter_id, captured_ms, "; ".join(errors)))
+            if meter.first:
+                flags |= Quality.RESTARTED
+            meter.first = False
+            meter.captures += 1
+            self.sink(Capture(meter.meter_id, captured_ms, tuple(values), flags))
+        now = self.virtual_now()
+        following = max(slot + meter.interval_ns, next_slot(now, meter.interval_ns))
+        skipped = (following - slot) // meter.interval_ns - 1
+        if skipped > 0:
+            meter.skipped += skipped
+            self.overruns += 1
+            log.warning(
+                "meter %s on %s: poll of slot %d overran, %d slot(s) skipped (interval %gs)",
+                meter.meter_id,
+                self.name,
+                slot // 1_000_000,
+                skipped,
+                meter.interval_ns / 1e9,
+            )
+            self.sink(ReadError(meter.meter_id, now // 1_000_000, "", skipped_slots=skipped))
+        meter.next_slot = following

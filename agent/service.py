@@ -1,0 +1,236 @@
+"""The running agent: buffer, writer, uplink and one scheduler task per connection.
+
+Start order: key, profiles, buffer, writer, uplink, pollers, then READY=1 to systemd.
+Stop order (SIGTERM/SIGINT): pollers stop, queued captures are committed, the offline status
+is published, the client disconnects, the buffer closes; exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sdnotify
+
+from protocols.modbus import ModbusError, Profile, load_profile
+
+from .buffer import Buffer
+from .config import AgentConfig, MeterConfig
+from .drivers.modbus_tcp import ModbusTcpConnection, ModbusTcpMeter
+from .keys import load_key
+from .scheduler import BusScheduler, ScheduledMeter
+from .uplink import Uplink
+from .writer import CaptureWriter
+
+__all__ = ["AgentService", "ProfileIssue", "build_meters", "load_profiles"]
+
+log = logging.getLogger("agent")
+
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileIssue:
+    meter_id: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"meter {self.meter_id}: {self.message}"
+
+
+def load_profiles(meters: Sequence[MeterConfig]) -> tuple[dict[str, Profile], list[ProfileIssue]]:
+    """Load and plan each meter's profile (each file once); every problem is listed."""
+    by_path: dict[str, Profile | str] = {}
+    profiles: dict[str, Profile] = {}
+    issues: list[ProfileIssue] = []
+    for meter in meters:
+        key = str(meter.profile_path)
+        if key not in by_path:
+            try:
+                profile = load_profile(meter.profile_path)
+                profile.plan()
+                by_path[key] = profile
+            except (ModbusError, OSError) as exc:
+                by_path[key] = str(exc)
+        loaded = by_path[key]
+        if isinstance(loaded, str):
+            issues.append(ProfileIssue(meter.id, loaded))
+        else:
+            profiles[meter.id] = loaded
+    return profiles, issues
+
+
+def build_meters(
+    config: AgentConfig, profiles: dict[str, Profile]
+) -> tuple[dict[tuple[str, str, int], list[ModbusTcpMeter]], list[ModbusTcpConnection]]:
+    """One connection per (driver, host, port); its meters in config order."""
+    connections: dict[tuple[str, str, int], ModbusTcpConnection] = {}
+    groups: dict[tuple[str, str, int], list[ModbusTcpMeter]] = {}
+    for meter in config.meters:
+        conn = connections.get(meter.connection)
+        if conn is None:
+            conn = connections[meter.connection] = ModbusTcpConnection(meter.host, meter.port)
+        driver = ModbusTcpMeter(
+            meter.id, meter.unit, profiles[meter.id], conn, meter.timeout, meter.retries
+        )
+        groups.setdefault(meter.connection, []).append(driver)
+    return groups, list(connections.values())
+
+
+@dataclass(slots=True)
+class ProgressOptions:
+    log_every: float = 10.0  # real seconds between INFO progress lines
+    json_every: float | None = None  # seconds between JSON lines on stdout (None: off)
+
+
+@dataclass(slots=True)
+class AgentService:
+    config: AgentConfig
+    progress: ProgressOptions = field(default_factory=ProgressOptions)
+    buffer: Buffer | None = None
+    writer: CaptureWriter | None = None
+    uplink: Uplink | None = None
+    schedulers: list[BusScheduler] = field(default_factory=list)
+    connections: list[ModbusTcpConnection] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def counters(self) -> dict[str, object]:
+        writer, uplink, buffer = self.writer, self.uplink, self.buffer
+        assert writer is not None and uplink is not None and buffer is not None
+        c = uplink.counters
+        return {
+            "t_ms": time.time_ns() // 10**6,
+            "virtual_ms": self.config.gateway.clock.virtual_ns(time.time_ns()) // 10**6,
+            "captured_records": writer.records,
+            "captured_readings": writer.readings,
+            "read_errors": writer.errors,
+            "skipped_slots": sum(m.skipped for s in self.schedulers for m in s.meters),
+            "backlog": buffer.count,
+            "last_seq": buffer.next_seq - 1,
+            "dropped": buffer.dropped_total,
+            "refused": buffer.refused_total,
+            "published_batches": c.batches_published,
+            "published_records": c.records_published,
+            "resent_batches": c.batches_resent,
+            "refused_batches": c.batches_refused,
+            "acked_records": c.records_acked,
+            "inflight_batches": len(uplink.inflight),
+            "connected": uplink.connected,
+        }
+
+    async def run(self) -> int:
+        cfg = self.config
+        key = load_key(cfg.keys_dir)
+        profiles, issues = load_profiles(cfg.meters)
+        if issues:
+            for issue in issues:
+                log.error("%s", issue)
+            return 2
+        self.buffer = await Buffer.open(
+            cfg.buffer_path,
+            cfg.gateway.id,
+            key.private,
+            cfg.buffer.max_records,
+            cfg.buffer.when_full,
+        )
+        log.info(
+            "gateway %s key %s buffer %s: %d records held, next seq %d",
+            cfg.gateway.id,
+            key.key_id,
+            cfg.buffer_path,
+            self.buffer.count,
+            self.buffer.next_seq,
+        )
+        self.uplink = Uplink(cfg.gateway.id, cfg.mqtt, self.buffer, cfg.gateway.clock, VERSION)
+        self.writer = CaptureWriter(self.buffer, on_commit=self.uplink.wake)
+        self.writer.start()
+        await self.uplink.start()
+        groups, self.connections = build_meters(cfg, profiles)
+        by_id = {m.id: m for m in cfg.meters}
+        for (driver, host, port), drivers in groups.items():
+            scheduled = [
+                ScheduledMeter(d.meter_id, by_id[d.meter_id].interval_ns, d) for d in drivers
+            ]
+            sched = BusScheduler(
+                f"{driver}://{host}:{port}", scheduled, cfg.gateway.clock, self.writer.put
+            )
+            self.schedulers.append(sched)
+            self._tasks.append(asyncio.create_task(sched.run(), name=f"bus {host}:{port}"))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        notifier = sdnotify.SystemdNotifier()
+        notifier.notify("READY=1")
+        print(
+            f"READY agent gateway={cfg.gateway.id} meters={len(cfg.meters)} "
+            f"buses={len(self.schedulers)} clock={cfg.gateway.clock}",
+            flush=True,
+        )
+        helpers = [asyncio.create_task(self._progress_log())]
+        if self.progress.json_every:
+            helpers.append(asyncio.create_task(self._progress_json(self.progress.json_every)))
+        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if watchdog_usec > 0:
+            helpers.append(asyncio.create_task(self._watchdog(notifier, watchdog_usec / 2e6)))
+        await self._stop.wait()
+        log.info("stopping: polling ends, queued captures are committed")
+        notifier.notify("STOPPING=1")
+        for task in self._tasks + helpers:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *helpers, return_exceptions=True)
+        await self.writer.stop()
+        await self.uplink.stop("shutdown")
+        for conn in self.connections:
+            await conn.close()
+        final = self.counters()
+        await self.buffer.close()
+        if self.progress.json_every:
+            print(json.dumps({"final": True, **final}), flush=True)
+        log.info(
+            "stopped: captured %s records, backlog %s, acked %s",
+            final["captured_records"],
+            final["backlog"],
+            final["acked_records"],
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        return 0
+
+    async def _watchdog(self, notifier: sdnotify.SystemdNotifier, every: float) -> None:
+        # From the event loop itself: a blocked loop stops the pings and systemd restarts us.
+        while True:
+            notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(every)
+
+    async def _progress_log(self) -> None:
+        while True:
+            await asyncio.sleep(self.progress.log_every)
+            c = self.counters()
+            log.info(
+                "progress: captured %s records (%s readings), %s read errors, backlog %s, "
+                "acked %s, %s batches in flight, %s",
+                c["captured_records"],
+                c["captured_readings"],
+                c["read_errors"],
+                c["backlog"],
+                c["acked_records"],
+                c["inflight_batches"],
+                "connected" if c["connected"] else "DISCONNECTED",
+            )
+
+    async def _progress_json(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            sys.stdout.write(json.dumps(self.counters()) + "\n")
+            sys.stdout.flush()

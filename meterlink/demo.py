@@ -1,0 +1,426 @@
+"""``meterlink demo``: a whole billing month of a small fleet in about a minute.
+
+It starts, on loopback ports of its own choosing: a private mosquitto, the simulated meters
+of ``config/scenarios/demo.toml`` (Modbus TCP servers), one agent and one collector, all on
+one accelerated virtual clock (``protocols.clock``), then prints per-meter counts and one
+bill per customer account, and leaves the collector's database, the logs and a report in
+the output folder. Every process it starts is stopped again, also on Ctrl-C.
+
+The demo only orchestrates: it runs the real commands (``meterlink sim``, ``agent``,
+``collector``) as child processes, exactly as an operator would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from protocols.clock import ClockSetting, format_utc_ms
+
+from .broker import Mosquitto
+from .notify import NotifySocket
+from .procs import Proc
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIO = REPO / "config" / "scenarios" / "demo.toml"
+ACCOUNTS = REPO / "config" / "accounts" / "demo.toml"
+TARIFFS = REPO / "config" / "tariffs"
+GATEWAY = "gw-demo-01"
+BILLING_TZ = "Europe/Amsterdam"
+
+
+@dataclass(frozen=True)
+class SimMeter:
+    meter_id: str
+    host: str
+    port: int
+    unit: int
+    profile: str
+
+
+def parse_ready_line(line: str) -> list[SimMeter]:
+    """``READY modbus 127.0.0.1:PORT profile=NAME units=1,2 meters=A,B`` -> meters."""
+    words = line.split()
+    host, _, port = words[2].rpartition(":")
+    fields = dict(word.split("=", 1) for word in words[3:] if "=" in word)
+    units = [int(u) for u in fields["units"].split(",")]
+    meters = fields["meters"].split(",")
+    return [
+        SimMeter(meter, host, int(port), unit, fields["profile"])
+        for unit, meter in zip(units, meters, strict=True)
+    ]
+
+
+def month_window(period: str, tz: str) -> tuple[datetime, datetime]:
+    """The UTC instants at which billing month ``YYYY-MM`` starts and ends in ``tz``."""
+    year, month = (int(p) for p in period.split("-"))
+    zone = ZoneInfo(tz)
+    start = datetime(year, month, 1, tzinfo=zone)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=zone)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        self.out = Path(args.out or f"demo-output/{stamp}").resolve()
+        self.procs: list[Proc] = []
+        self.broker: Mosquitto | None = None
+        self.sockets: list[NotifySocket] = []
+        period_start, period_end = month_window(args.period, BILLING_TZ)
+        self.period_start, self.period_end = period_start, period_end
+        # a margin on both sides so that each boundary has readings around it
+        self.virtual_start = period_start - timedelta(hours=12)
+        self.virtual_end = period_end + timedelta(hours=2)
+        span = (self.virtual_end - self.virtual_start).total_seconds()
+        self.speed = Decimal(round(span / args.duration))
+        self.clock: ClockSetting | None = None
+
+    # -- processes ---------------------------------------------------------------------
+
+    def log(self, text: str) -> None:
+        print(text, flush=True)
+
+    def spawn(self, name: str, *args: str, notify: NotifySocket | None = None) -> Proc:
+        env = {"METERLINK_LOG_LEVEL": "INFO", **(notify.env if notify else {})}
+        proc = Proc(
+            [sys.executable, "-m", "meterlink", *args],
+            name,
+            cwd=self.out,
+            env=env,
+            log_path=self.out / "logs" / f"{name}.log",
+        )
+        self.procs.append(proc)
+        return proc
+
+    def run_command(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "meterlink", *args],
+            cwd=self.out,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"`meterlink {' '.join(args)}` failed ({result.returncode}):\n"
+                f"{result.stderr.strip() or result.stdout.strip()}"
+            )
+        return result.stdout
+
+    def stop_all(self) -> None:
+        # the agent first (it flushes its buffer), then the collector, the meters, the broker
+        for proc in reversed(self.procs):
+            if proc.alive():
+                code = proc.stop(timeout=20)
+                if code not in (0, -signal.SIGTERM):
+                    self.log(f"  {proc.name} exited with {code} (log: logs/{proc.name}.log)")
+        self.procs.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
+
+    # -- the run -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "logs").mkdir(exist_ok=True)
+        minutes = (self.virtual_end - self.virtual_start).total_seconds() / 60
+        self.log(f"meterlink demo -> {self.out}")
+        self.log(
+            f"  virtual time {self.virtual_start:%Y-%m-%d %H:%M}Z .. "
+            f"{self.virtual_end:%Y-%m-%d %H:%M}Z ({minutes / 1440:.1f} days) "
+            f"at {self.speed}x, about {self.args.duration:.0f} s"
+        )
+        # everything starts with the clock standing at the start; it runs from the anchor on
+        anchor_ns = time.time_ns() + int(self.args.setup_seconds * 1e9)
+        self.clock = ClockSetting.accelerated(self.virtual_start, anchor_ns, self.speed)
+        self.log(f"  clock setting {self.clock}")
+
+        self.broker = Mosquitto(self.out / "broker").start()
+        self.log(f"  mosquitto on 127.0.0.1:{self.broker.port}")
+
+        sims = self.spawn("sim", "sim", "run", str(SCENARIO), "--clock", str(self.clock))
+        meters: list[SimMeter] = []
+        for _ in range(self.count_servers()):
+            line = sims.wait_line(lambda text: text.startswith("READY modbus"), timeout=30)
+            meters.extend(parse_ready_line(line))
+        for meter in meters:
+            self.log(
+                f"  meter {meter.meter_id:<12} {meter.profile} "
+                f"at {meter.host}:{meter.port} unit {meter.unit}"
+            )
+
+        agent_config = self.write_agent_config(meters)
+        collector_config = self.write_collector_config()
+        self.run_command("agent", "keys", "init", "--config", str(agent_config))
+        public_key = self.out / "agent" / "state" / "keys" / "gateway.pub"
+        self.run_command(
+            "collector", "enrol", GATEWAY,
+            "--public-key", str(public_key),
+            "--meters", ",".join(m.meter_id for m in meters),
+            "--config", str(collector_config),
+        )  # fmt: skip
+
+        collector_ready = NotifySocket()
+        self.sockets.append(collector_ready)
+        collector = self.spawn(
+            "collector", "collector", "run", str(collector_config), notify=collector_ready
+        )
+        collector_ready.wait_for("READY", timeout=30, alive=collector.alive)
+
+        agent_ready = NotifySocket()
+        self.sockets.append(agent_ready)
+        agent = self.spawn(
+            "agent", "agent", "run", str(agent_config),
+            "--clock", str(self.clock),
+            "--until", self.virtual_end.isoformat().replace("+00:00", "Z"),
+            notify=agent_ready,
+        )  # fmt: skip
+        agent_ready.wait_for("READY", timeout=30, alive=agent.alive)
+        late = (time.time_ns() - anchor_ns) / 1e9
+        if late > 0:
+            self.log(f"  warning: setup took {late:.1f} s longer than the clock's head start")
+
+        self.watch(agent, collector_config)
+        code = agent.popen.wait(timeout=120)
+        if code != 0:
+            self.log(f"  agent exited with {code}; see logs/agent.log")
+        self.stop_all()
+        return self.report(agent_config, collector_config)
+
+    def count_servers(self) -> int:
+        import tomllib
+
+        return len(tomllib.loads(SCENARIO.read_text())["servers"])
+
+    def watch(self, agent: Proc, collector_config: Path) -> None:
+        """Print progress once a second until the agent has finished its run."""
+        assert self.clock is not None
+        last = 0.0
+        while agent.alive():
+            now = time.monotonic()
+            if now - last >= 1.0:
+                last = now
+                virtual_ms = self.clock.virtual_ns(time.time_ns()) // 1_000_000
+                p = self.latest_progress(agent)
+                self.log(
+                    f"  {format_utc_ms(virtual_ms)[:16]}Z"
+                    f"  captured {p.get('records', 0):>6} records"
+                    f" ({p.get('readings', 0):>7} readings)"
+                    f"  acked {p.get('acked', 0):>6}  backlog {p.get('backlog', 0):>5}"
+                )
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                agent.popen.wait(timeout=0.2)
+
+    @staticmethod
+    def latest_progress(agent: Proc) -> dict:
+        for line in reversed(agent.lines[-50:]):
+            if line.startswith("{") and '"progress"' in line:
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    continue
+        return {}
+
+    # -- configuration -----------------------------------------------------------------
+
+    def write_agent_config(self, meters: list[SimMeter]) -> Path:
+        folder = self.out / "agent"
+        folder.mkdir(exist_ok=True)
+        assert self.broker is not None
+        lines = [
+            "# written by `meterlink demo`",
+            "[gateway]",
+            f"id = {toml_str(GATEWAY)}",
+            'state_dir = "state"',
+            "",
+            "[mqtt]",
+            'host = "127.0.0.1"',
+            f"port = {self.broker.port}",
+            "batch_max_records = 200",
+            "max_inflight = 8",
+            'ack_timeout = "10s"',
+            "",
+            "[buffer]",
+            "max_records = 1000000",
+            'when_full = "drop-oldest"',
+        ]
+        for meter in meters:
+            lines += [
+                "",
+                "[[meters]]",
+                f"id = {toml_str(meter.meter_id)}",
+                'driver = "modbus-tcp"',
+                f"host = {toml_str(meter.host)}",
+                f"port = {meter.port}",
+                f"unit = {meter.unit}",
+                f"profile = {toml_str(meter.profile)}",
+                f"interval = {toml_str(self.args.interval)}",
+                'timeout = "2s"',
+                "retries = 2",
+            ]
+        path = folder / "agent.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def write_collector_config(self) -> Path:
+        folder = self.out / "collector"
+        folder.mkdir(exist_ok=True)
+        assert self.broker is not None
+        text = "\n".join(
+            [
+                "# written by `meterlink demo`",
+                "[collector]",
+                'database = "collector.sqlite"',
+                'id = "collector-demo"',
+                "",
+                "[mqtt]",
+                'host = "127.0.0.1"',
+                f"port = {self.broker.port}",
+                'group = "collectors"',
+                "",
+                "[billing]",
+                f"accounts = {toml_str(str(ACCOUNTS))}",
+                f"tariffs = {toml_str(str(TARIFFS))}",
+            ]
+        )
+        path = folder / "collector.toml"
+        path.write_text(text + "\n")
+        return path
+
+    # -- the result --------------------------------------------------------------------
+
+    def report(self, agent_config: Path, collector_config: Path) -> int:
+        agent = json.loads(self.run_command("agent", "status", str(agent_config), "--json"))
+        head = json.loads(
+            self.run_command("collector", "stats", "--config", str(collector_config), "--json")
+        )
+        captured = {m["meter_id"]: m for m in agent["meters"]}
+        stored = {m["meter_id"]: m for m in head["meters"]}
+        in_buffer = {m: n for m, n in agent.get("backlog_by_meter", {}).items()}
+        rows = [
+            f"{'meter':<14}{'captured':>10}{'stored':>10}{'rejected':>10}{'in buffer':>11}"
+            f"{'readings':>10}{'errors':>8}"
+        ]
+        ok = True
+        for meter_id in sorted(set(captured) | set(stored)):
+            cap = captured.get(meter_id, {})
+            got = stored.get(meter_id, {})
+            n_captured = int(cap.get("records_captured", 0))
+            n_stored = int(got.get("records", 0))
+            n_rejected = int(got.get("rejected", 0))
+            n_buffer = int(in_buffer.get(meter_id, 0))
+            ok &= n_captured == n_stored + n_rejected + n_buffer
+            rows.append(
+                f"{meter_id:<14}{n_captured:>10}{n_stored:>10}{n_rejected:>10}{n_buffer:>11}"
+                f"{int(got.get('readings', 0)):>10}{int(cap.get('read_errors', 0)):>8}"
+            )
+        rows.append(
+            "every captured record is stored, rejected or still buffered: "
+            + ("yes" if ok else "NO (see logs)")
+        )
+        table = "\n".join(rows)
+        self.log("\nper meter (records; one record = one capture of all a meter's values):")
+        self.log(table)
+
+        bills = []
+        for account in self.account_ids():
+            text = self.run_command(
+                "collector", "bill", "--account", account, "--period", self.args.period,
+                "--config", str(collector_config),
+            )  # fmt: skip
+            bills.append(text.rstrip())
+        self.log("\n" + "\n\n".join(bills))
+
+        report = self.out / "report.md"
+        report.write_text(
+            "\n".join(
+                [
+                    "# meterlink demo report",
+                    "",
+                    f"- virtual time: {self.virtual_start.isoformat()} .. "
+                    f"{self.virtual_end.isoformat()}",
+                    f"- clock setting: `{self.clock}`",
+                    f"- billing period: {self.args.period} ({BILLING_TZ})",
+                    f"- collector database: `{collector_config.parent / 'collector.sqlite'}`",
+                    f"- logs: `{self.out / 'logs'}`",
+                    "",
+                    "## Per meter",
+                    "",
+                    "```",
+                    table,
+                    "```",
+                    "",
+                    "## Bills",
+                    "",
+                    "```",
+                    "\n\n".join(bills),
+                    "```",
+                    "",
+                ]
+            )
+        )
+        self.log(f"\ncollector database: {collector_config.parent / 'collector.sqlite'}")
+        self.log(f"report: {report}")
+        return 0 if ok else 1
+
+    @staticmethod
+    def account_ids() -> list[str]:
+        import tomllib
+
+        return [a["id"] for a in tomllib.loads(ACCOUNTS.read_text())["accounts"]]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="meterlink demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", help="output folder (default: demo-output/<UTC time>)")
+    parser.add_argument("--period", default="2026-11", help="billing month (default 2026-11)")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="real seconds for the whole month (default 60)"
+    )
+    parser.add_argument("--interval", default="15m", help="poll interval, virtual (default 15m)")
+    parser.add_argument(
+        "--setup-seconds", type=float, default=6.0,
+        help="real seconds the clock stands still while the processes start (default 6)",
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo the way Ctrl-C does
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    demo = Demo(args)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return demo.run()
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every process the demo started", flush=True)
+        return 130
+    except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        demo.stop_all()
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,193 @@
+"""``meterlink collector ...`` (and ``python -m collector ...``).
+
+    run CONFIG
+    enrol GATEWAY --public-key FILE --meters M1,M2,... --config CONFIG
+    bill --account A --period YYYY-MM --config CONFIG [--json]
+    stats --config CONFIG [--json]
+    quarantine --config CONFIG [--limit N]
+
+Exit codes: 0 done, 1 runtime failure (database), 2 bad input (arguments, config, key file,
+account or period).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sqlite3
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from protocols.clock import format_utc_ms
+
+from .config import Config, load_config
+from .errors import CollectorError, ConfigError, RatingError
+from .registry import enrol_gateway
+from .store import open_store
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meterlink collector", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the collector service")
+    p.add_argument("config", type=Path)
+    p = sub.add_parser("enrol", help="enrol a gateway's public key and the meters it reports")
+    p.add_argument("gateway")
+    p.add_argument("--public-key", type=Path, required=True, help="PEM file from the agent")
+    p.add_argument("--meters", required=True, help="comma-separated meter ids")
+    p.add_argument("--config", type=Path, required=True)
+    p = sub.add_parser("bill", help="bill one account for one month")
+    p.add_argument("--account", required=True)
+    p.add_argument("--period", required=True, help="YYYY-MM in the account's time zone")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("stats", help="counters per meter, quarantine, gateway status")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("quarantine", help="list quarantined messages and records")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--limit", type=int, default=100)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        config = load_config(args.config)
+        if args.command == "run":
+            from .service import run_service
+
+            logging.basicConfig(
+                level=logging.INFO,
+                stream=sys.stderr,
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+            return asyncio.run(run_service(config))
+        command = {
+            "enrol": _enrol,
+            "bill": _bill,
+            "stats": _stats,
+            "quarantine": _quarantine,
+        }[args.command]
+        return asyncio.run(command(config, args))
+    except CollectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (sqlite3.Error, RuntimeError) as exc:
+        print(f"error: database: {exc}", file=sys.stderr)
+        return 1
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def _enrol(config: Config, args: argparse.Namespace) -> int:
+    store = await open_store(config.collector.database)
+    try:
+        result = await enrol_gateway(
+            store, args.gateway, args.public_key, args.meters.split(","), _now_ms()
+        )
+    finally:
+        await store.close()
+    what = "key added" if result.key_added else "key already enrolled"
+    print(
+        f"gateway {result.gateway_id}: {what} (key id {result.key_id}); "
+        f"meters bound: {', '.join(result.meters)}"
+    )
+    return 0
+
+
+async def _bill(config: Config, args: argparse.Namespace) -> int:
+    from .rating import bill_to_json, build_bill, load_accounts, load_tariffs, render_text
+
+    if config.billing is None:
+        raise ConfigError(f"{config.path}: no [billing] table (accounts, tariffs)")
+    tariffs = load_tariffs(config.billing.tariffs)
+    accounts = load_accounts(config.billing.accounts, tariffs)
+    account = accounts.get(args.account)
+    if account is None:
+        known = ", ".join(sorted(accounts)) or "none"
+        raise RatingError(
+            f"{config.billing.accounts}: no account {args.account!r} (known: {known})"
+        )
+    store = await open_store(config.collector.database)
+    try:
+        bill = await build_bill(store, account, args.period, _now_ms())
+    finally:
+        await store.close()
+    print(bill_to_json(bill) if args.json else render_text(bill), end="" if not args.json else "\n")
+    return 0
+
+
+async def _stats(config: Config, args: argparse.Namespace) -> int:
+    store = await open_store(config.collector.database)
+    try:
+        counters = await store.counters()
+        reasons = await store.quarantine_by_reason()
+        statuses = await store.gateway_statuses()
+    finally:
+        await store.close()
+    if args.json:
+        doc = {
+            "counters": [
+                {"gateway": gw, "meter": meter or None, **asdict(delta)}
+                for gw, meter, delta in counters
+            ],
+            "quarantine": {reason: count for reason, count in reasons},
+            "gateways": [row._asdict() for row in statuses],
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    print("per meter (gateway):")
+    header = "records  readings  dup.rec  dup.read  rejected  conflicts"
+    print(f"  {'meter':<16} {'gateway':<14} {header}")
+    for gw, meter, d in counters:
+        print(
+            f"  {meter or '(none)':<16} {gw or '(none)':<14} {d.records_stored:>7}"
+            f"  {d.readings_stored:>8}  {d.duplicate_records:>7}  {d.duplicate_readings:>8}"
+            f"  {d.rejected:>8}  {d.conflicts:>9}"
+        )
+    print("quarantine by reason:")
+    for reason, count in reasons:
+        print(f"  {count:>7}  {reason}")
+    if not reasons:
+        print("  (empty)")
+    print("gateways (last status):")
+    for row in statuses:
+        at = format_utc_ms(row.received_ms)
+        extra = f" ({row.reason})" if row.reason else ""
+        print(
+            f"  {row.gateway_id:<14} {row.state}{extra}  backlog {row.backlog}"
+            f"  dropped {row.dropped}  last seq {row.last_seq}  received {at}"
+        )
+    if not statuses:
+        print("  (none)")
+    return 0
+
+
+async def _quarantine(config: Config, args: argparse.Namespace) -> int:
+    store = await open_store(config.collector.database)
+    try:
+        entries = await store.quarantine_entries(args.limit)
+    finally:
+        await store.close()
+    for ident, row in entries:
+        seq = "-" if row.seq is None else row.seq
+        print(
+            f"#{ident} {format_utc_ms(row.received_ms)} gateway {row.gateway_id or '-'}"
+            f" seq {seq} meter {row.meter_id or '-'} ({len(row.raw)} bytes on {row.topic}):"
+            f" {row.reason}"
+        )
+    if not entries:
+        print("quarantine is empty")
+    return 0

@@ -1,0 +1,289 @@
+"""The collector as a service: MQTT in, one ingest task, acks out, systemd notifications.
+
+Threads: paho-mqtt runs its network loop in its own thread (``loop_start``); ``on_message``
+only hands each message to the asyncio loop (``call_soon_threadsafe``). One ingest task
+takes what is waiting (up to ``batch_coalesce`` messages), runs ``Ingestor.ingest`` (one
+transaction), and only after its COMMIT sends the broker's PUBACKs (``manual_ack``) and the
+gateways' acks. A message that was never committed is never acked, so the broker keeps it
+in our session (``clean_start=False`` with a session expiry) and delivers it again.
+
+PUBACKs carry the packet id of one connection: after a reconnect an old message's id may
+belong to a new message, so messages are tagged with the connection they arrived on and a
+stale one is not acked (the broker redelivers it; it is then a counted duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import sdnotify
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from protocols.topics import PREFIX, ack_topic, shared_subscription
+
+from .config import Config
+from .ingest import Incoming, Ingestor, IngestTotals, Outcome
+from .store import open_store
+
+__all__ = ["CollectorService", "run_service"]
+
+log = logging.getLogger("collector")
+
+STATUS_SUBSCRIPTION = f"{PREFIX}/+/status"
+_STOP = object()  # sentinel in the message queue
+
+
+class CollectorService:
+    def __init__(self, config: Config, ingestor: Ingestor) -> None:
+        self.config = config
+        self.ingestor = ingestor
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.subscribed = asyncio.Event()
+        self.stopping = False
+        self.notifier = sdnotify.SystemdNotifier()
+        self._connection = 0  # bumped on every CONNACK (paho thread); tags messages
+        self._sub_mid: int | None = None
+        self._pub_lock = threading.Lock()
+        self._pub_pending: set[int] = set()
+        self._pub_early: set[int] = set()
+        self._pub_drained = asyncio.Event()
+        self.client = self._make_client()
+
+    # paho side (network thread) ------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.config.collector.id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("MQTT connect refused: %s", reason_code)
+            return
+        self._connection += 1
+        log.info(
+            "MQTT connected to %s:%s (session present: %s)",
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+            flags.session_present,
+        )
+        options = SubscribeOptions(qos=1)
+        _result, mid = client.subscribe(
+            [
+                (shared_subscription(self.config.mqtt.group), options),
+                (STATUS_SUBSCRIPTION, options),
+            ]
+        )
+        self._sub_mid = mid
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not self.stopping:
+            log.warning("MQTT disconnected (%s); reconnecting", reason_code)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("MQTT subscription refused: %s", ", ".join(failed))
+            return
+        if mid == self._sub_mid and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.subscribed.set)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        if self.stopping or self.loop is None:
+            return  # not acked: the broker keeps it for our next session
+        incoming = Incoming(
+            msg.topic,
+            bytes(msg.payload),
+            time.time_ns() // 1_000_000,
+            (msg.mid, msg.qos, self._connection),
+        )
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, incoming)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("ack publish refused by the broker: %s", reason_code)
+        with self._pub_lock:
+            if mid in self._pub_pending:
+                self._pub_pending.discard(mid)
+            else:
+                self._pub_early.add(mid)  # on_publish ran before publish() returned
+            drained = not self._pub_pending
+        if drained and self.loop is not None:
+            self.loop.call_soon_threadsafe(self._pub_drained.set)
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        with self._pub_lock:
+            info = self.client.publish(topic, payload, qos=1)
+            if info.mid in self._pub_early:
+                self._pub_early.discard(info.mid)
+            else:
+                self._pub_pending.add(info.mid)
+                self._pub_drained.clear()
+
+    # asyncio side --------------------------------------------------------------------
+
+    def _ack(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            mid, qos, connection = outcome.incoming.token  # type: ignore[misc]
+            if connection == self._connection:
+                self.client.ack(mid, qos)
+            if outcome.ack is not None and outcome.gateway_id is not None:
+                self._publish(ack_topic(outcome.gateway_id), outcome.ack.to_bytes())
+
+    async def _ingest_loop(self) -> None:
+        limit = self.config.collector.batch_coalesce
+        while True:
+            first = await self.queue.get()
+            if first is _STOP:
+                return
+            messages = [first]
+            stop_after = False
+            while len(messages) < limit and not self.queue.empty():
+                item = self.queue.get_nowait()
+                if item is _STOP:
+                    stop_after = True
+                    break
+                messages.append(item)
+            delay = 0.5
+            while True:
+                try:
+                    outcomes = await self.ingestor.ingest(messages)  # type: ignore[arg-type]
+                    break
+                except Exception:
+                    # Nothing was committed and nothing is acked; try the same messages
+                    # again (a locked or full disk may clear) rather than drop them.
+                    log.exception("ingest transaction failed; retrying in %.1fs", delay)
+                    if self.stopping:
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+            self._ack(outcomes)
+            if stop_after:
+                return
+
+    async def _stats_loop(self) -> None:
+        interval = self.config.collector.stats_interval
+        last = self.ingestor.totals.snapshot()
+        while True:
+            await asyncio.sleep(interval)
+            now = self.ingestor.totals.snapshot()
+            log.info("rates per s: %s", _rates(last, now, interval))
+            last = now
+
+    async def _watchdog_loop(self, period: float) -> None:
+        while True:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(period)
+
+    def request_stop(self) -> None:
+        if not self.stopping:
+            log.info("stopping: finishing the transaction in progress")
+            self.stopping = True
+            self.notifier.notify("STOPPING=1")
+            self.queue.put_nowait(_STOP)
+
+    async def run(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.request_stop)
+        helpers: list[asyncio.Task] = [asyncio.create_task(self._stats_loop())]
+        watchdog_usec = os.environ.get("WATCHDOG_USEC")
+        if watchdog_usec and watchdog_usec.isdigit() and int(watchdog_usec) > 0:
+            period = int(watchdog_usec) / 2 / 1_000_000
+            helpers.append(asyncio.create_task(self._watchdog_loop(period)))
+        mqtt_cfg = self.config.mqtt
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = mqtt_cfg.session_expiry
+        self.client.connect_async(
+            mqtt_cfg.host,
+            mqtt_cfg.port,
+            mqtt_cfg.keepalive,
+            clean_start=False,
+            properties=props,
+        )
+        self.client.loop_start()
+        try:
+            ingest_task = asyncio.create_task(self._ingest_loop())
+            subscribed = asyncio.create_task(self.subscribed.wait())
+            done, _ = await asyncio.wait(
+                {ingest_task, subscribed}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if subscribed in done:
+                log.info(
+                    "ready: subscribed to %s and %s",
+                    shared_subscription(mqtt_cfg.group),
+                    STATUS_SUBSCRIPTION,
+                )
+                self.notifier.notify("READY=1")
+            else:
+                subscribed.cancel()
+            await ingest_task
+            await self._flush_acks(5.0)
+        finally:
+            self.stopping = True
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self.client.disconnect()
+            self.client.loop_stop()
+        t = self.ingestor.totals
+        log.info(
+            "stopped after %d transactions: %d records stored, %d rejected",
+            t.transactions,
+            t.records_stored,
+            t.rejected,
+        )
+        return 0
+
+    async def _flush_acks(self, timeout: float) -> None:
+        """Give the last acks to the gateways a chance to reach the broker before we leave."""
+        with self._pub_lock:
+            if not self._pub_pending:
+                return
+        try:
+            await asyncio.wait_for(self._pub_drained.wait(), timeout)
+        except TimeoutError:
+            log.warning("%d gateway acks not confirmed by the broker", len(self._pub_pending))
+
+
+def _rates(a: IngestTotals, b: IngestTotals, seconds: float) -> str:
+    def r(name: str) -> str:
+        return f"{(getattr(b, name) - getattr(a, name)) / seconds:.1f}"
+
+    return (
+        f"batches={r('batches')} records={r('records')} readings_stored={r('readings_stored')}"
+        f" duplicate_records={r('duplicate_records')}"
+        f" duplicate_readings={r('duplicate_readings')} rejected={r('rejected')}"
+        f" conflicts={r('conflicts')}"
+    )
+
+
+async def run_service(config: Config) -> int:
+    store = await open_store(config.collector.database)
+    try:
+        service = CollectorService(config, Ingestor(store))
+        return await service.run()
+    finally:
+        await store.close()

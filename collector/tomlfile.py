@@ -70,7 +70,10 @@ def load_toml(path: Path, what: str = "file") -> Section:
 class Section:
     """A table of a TOML file with typed getters whose errors say file, key and line."""
 
-    def __init__(self, file: TomlFile, data: dict[str, Any], table: str, index: int) -> None:
+    def __init__(
+        self, file: TomlFile, data: dict[str, Any], table: str, index: int, array: bool = False
+    ) -> None:
+        self.array = array
         self.file = file
         self.data = data
         self.table = table
@@ -83,7 +86,7 @@ class Section:
     def _name(self, key: str) -> str:
         if not self.table:
             return key
-        if self.index:
+        if self.array:
             return f"{self.table}[{self.index}].{key}"
         return f"{self.table}.{key}"
 
@@ -91,6 +94,8 @@ class Section:
         if key is None:
             line = self.file.header_line(self.table, self.index)
             where = f"[{self.table}]" if self.table else "top level"
+            if self.array:
+                where = f"[[{self.table}]] number {self.index + 1}"
         else:
             line = self.file.key_line(self.table, self.index, key)
             if line is None:
@@ -116,7 +121,7 @@ class Section:
             return []
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise self.error(key, f"must be an array of tables ([[{key}]])")
-        return [Section(self.file, item, key, i) for i, item in enumerate(value)]
+        return [Section(self.file, item, key, i, True) for i, item in enumerate(value)]
 
     def check_keys(self, known: set[str]) -> None:
         for key in self.data:

@@ -201,7 +201,7 @@ class Uplink:
     def _on_disconnected(self, reason: str) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if self.inflight:
+        if self.inflight and not self._stopping:
             log.warning(
                 "connection lost (%s): %d batches in flight will be resent",
                 reason,

@@ -1,0 +1,169 @@
+"""Uplink against a real mosquitto and a fake head-end: delete only after the head-end's ack."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from agent.buffer import Buffer
+from agent.config import MqttConfig
+from agent.keys import GatewayKey, create_key
+from agent.uplink import Uplink
+from protocols.status import GatewayStatus
+from protocols.topics import status_topic
+from tests.agent._headend import FakeHeadEnd
+from tests.agent._helpers import capture
+from tests.support.procs import Mosquitto
+
+pytestmark = pytest.mark.integration
+
+GW = "gw-up-01"
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> GatewayKey:
+    return create_key(tmp_path / "keys")
+
+
+async def until(condition: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
+    """Poll a condition with a deadline (the event is observable, its timing is not)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def mqtt_config(port: int, **kw) -> MqttConfig:
+    base = {"port": port, "batch_max_records": 50, "max_inflight": 4, "ack_timeout_ns": 30 * 10**9}
+    base.update(kw)
+    return MqttConfig(**base)
+
+
+async def start(tmp_path: Path, key: GatewayKey, cfg: MqttConfig) -> tuple[Buffer, Uplink]:
+    buffer = await Buffer.open(tmp_path / "buffer.sqlite", GW, key.private)
+    uplink = Uplink(GW, cfg, buffer)
+    await uplink.start()
+    return buffer, uplink
+
+
+async def fill(buffer: Buffer, uplink: Uplink, n: int, start_ms: int = 1_700_000_000_000) -> None:
+    await buffer.append([capture(f"m{i % 4}", start_ms + i) for i in range(n)])
+    uplink.wake()
+
+
+def test_records_are_deleted_only_after_the_head_end_ack(tmp_path, key, mosquitto: Mosquitto):
+    headend = FakeHeadEnd(mosquitto.port, key.public)
+    headend.acking = False
+
+    async def scenario() -> None:
+        # 4 batches of 125 in flight: all 500 records can be out while none is acked
+        # (the head-end acks nothing at first: the batches come back after ack_timeout)
+        cfg = mqtt_config(mosquitto.port, batch_max_records=125, ack_timeout_ns=2 * 10**9)
+        buffer, uplink = await start(tmp_path, key, cfg)
+        try:
+            await fill(buffer, uplink, 500)
+            await until(lambda: len(headend.seqs()) == 500, what="all records at the head-end")
+            # every batch was PUBACKed by the broker, yet nothing left the buffer
+            await until(lambda: all(b.pubacked for b in uplink.inflight.values()), what="PUBACKs")
+            assert uplink.counters.batches_published > 0
+            assert await buffer.backlog() == 500 and len(await buffer.seqs()) == 500
+            headend.acking = True
+            await until(lambda: buffer.count == 0, what="buffer drained after acks")
+            assert await buffer.seqs() == []
+            assert uplink.counters.records_acked == 500
+        finally:
+            await uplink.stop()
+            await buffer.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        headend.close()
+    assert headend.seqs() == set(range(1, 501))
+    assert headend.bad_signatures == 0
+
+
+def test_a_batch_not_acked_in_time_is_resent(tmp_path, key, mosquitto: Mosquitto):
+    headend = FakeHeadEnd(mosquitto.port, key.public)
+    headend.skip_first_delivery = True  # acks only the second delivery of each batch
+
+    async def scenario() -> None:
+        cfg = mqtt_config(mosquitto.port, ack_timeout_ns=300 * 10**6)
+        buffer, uplink = await start(tmp_path, key, cfg)
+        try:
+            await fill(buffer, uplink, 120)
+            await until(lambda: buffer.count == 0, what="buffer drained after resends")
+            assert uplink.counters.batches_resent >= 3
+        finally:
+            await uplink.stop()
+            await buffer.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        headend.close()
+    assert headend.seqs() == set(range(1, 121))
+    assert headend.duplicates() >= 120  # each record went twice, the same signed bytes
+
+
+def test_broker_stop_and_restart_loses_nothing(tmp_path, key, mosquitto: Mosquitto):
+    headend = FakeHeadEnd(mosquitto.port, key.public)
+
+    async def scenario() -> None:
+        buffer, uplink = await start(tmp_path, key, mqtt_config(mosquitto.port))
+        try:
+            await fill(buffer, uplink, 200)
+            await until(lambda: buffer.count == 0, what="first records acked")
+            await asyncio.to_thread(mosquitto.stop)
+            await until(lambda: not uplink.connected, what="uplink sees the broker gone")
+            # captures continue while the broker is down: they wait in the buffer
+            await fill(buffer, uplink, 300, start_ms=1_700_000_100_000)
+            assert buffer.count == 300
+            await asyncio.to_thread(mosquitto.start)
+            await until(lambda: buffer.count == 0, timeout=60, what="backlog drained")
+        finally:
+            await uplink.stop()
+            await buffer.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        headend.close()
+    assert headend.seqs() == set(range(1, 501))
+
+
+def test_status_online_retained_and_offline_on_shutdown(tmp_path, key, mosquitto: Mosquitto):
+    seen: list[GatewayStatus] = []
+    got = threading.Event()
+
+    def on_message(client, userdata, message) -> None:
+        seen.append(GatewayStatus.from_bytes(message.payload))
+        got.set()
+
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.on_message = on_message
+    watcher.connect("127.0.0.1", mosquitto.port)
+    watcher.loop_start()
+    watcher.subscribe(status_topic(GW), qos=1)
+
+    async def scenario() -> None:
+        buffer, uplink = await start(tmp_path, key, mqtt_config(mosquitto.port))
+        await fill(buffer, uplink, 5)
+        await until(lambda: any(s.state == "online" for s in seen), what="online status")
+        await uplink.stop()
+        await buffer.close()
+        await until(lambda: seen[-1].state == "offline", what="offline status")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        watcher.disconnect()
+        watcher.loop_stop()
+    assert seen[-1].reason == "shutdown" and seen[-1].gateway_id == GW

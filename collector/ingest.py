@@ -28,6 +28,7 @@ from protocols.topics import parse_topic, readings_topic
 from .registry import Registry
 from .store.base import (
     ConflictRow,
+    IngestTx,
     IngestWrite,
     QuarantineRow,
     ReadingRow,
@@ -361,11 +362,17 @@ class Ingestor:
 
     async def _store_fresh(
         self,
-        tx,
+        tx: IngestTx,
         fresh: list[tuple[_BatchState, SignedRecord, int]],
         rows: IngestWrite,
         totals: IngestTotals,
     ) -> None:
+        """Store new records and their readings; dedup each value by its identity.
+
+        Fast path: a record whose (meter, captured_ms) is neither in the store nor earlier
+        in this transaction cannot hold a duplicate value, so its values are appended
+        without a look-up each. Only captures seen before are compared value by value.
+        """
         if not fresh:
             return
         wanted: dict[str, set[int]] = {}
@@ -373,6 +380,8 @@ class Ingestor:
             rec = signed.record
             wanted.setdefault(rec.meter_id, set()).add(rec.captured_ms)
         known: dict[tuple[str, str, int], StoredReading] = await tx.existing_readings(wanted)
+        known_captures = {(meter, ms) for meter, _obis, ms in known}
+        earlier: dict[tuple[str, int], SignedRecord] = {}  # captures stored by this transaction
         detected_ms = self.clock_ms()
         records_out = rows.records
         readings_out = rows.readings
@@ -388,10 +397,37 @@ class Ingestor:
                 RecordRow(gateway_id, seq, meter_id, captured_ms, signed.raw, received_ms)
             )
             state.stored += 1
+            totals.records_stored += 1
             delta = rows.count(gateway_id, meter_id)
             delta.records_stored += 1
             record_flags = int(rec.flags)
             clock_source = int(rec.clock_source)
+            capture = (meter_id, captured_ms)
+            first = earlier.get(capture)
+            if first is not None:
+                _remember(known, first)
+                known_captures.add(capture)
+                del earlier[capture]
+            if capture not in known_captures:
+                earlier[capture] = signed
+                readings_out.extend(
+                    (
+                        meter_id,
+                        _obis_text(value.obis),
+                        captured_ms,
+                        str(value.value),
+                        value.unit,
+                        record_flags | int(value.flags),
+                        clock_source,
+                        gateway_id,
+                        seq,
+                    )
+                    for value in rec.values
+                )
+                stored = len(rec.values)
+                delta.readings_stored += stored
+                totals.readings_stored += stored
+                continue
             stored = duplicates = 0
             for value in rec.values:
                 obis = _obis_text(value.obis)
@@ -440,4 +476,13 @@ class Ingestor:
             delta.duplicate_readings += duplicates
             totals.readings_stored += stored
             totals.duplicate_readings += duplicates
-            totals.records_stored += 1
+
+
+def _remember(known: dict[tuple[str, str, int], StoredReading], signed: SignedRecord) -> None:
+    """Enter the values of a record stored earlier in this transaction into ``known``."""
+    rec = signed.record
+    for value in rec.values:
+        ident = (rec.meter_id, _obis_text(value.obis), rec.captured_ms)
+        known.setdefault(
+            ident, StoredReading(str(value.value), value.unit, rec.gateway_id, rec.seq)
+        )

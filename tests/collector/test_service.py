@@ -157,3 +157,38 @@ def test_run_with_a_broken_config_exits_2_naming_file_and_key(tmp_path: Path, ca
     assert collector_main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "line 4" in err and "mqtt.port" in err
+
+
+def test_collector_reconnects_after_a_broker_restart(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    key = Ed25519PrivateKey.generate()
+    config = write_config(tmp_path, mosquitto.port)
+    pem = write_public_key(key, tmp_path / "gw.pem")
+    enrol = ["enrol", GW, "--public-key", str(pem), "--meters", "em-sdm-01"]
+    assert collector_main([*enrol, "--config", str(config)]) == 0
+    collector = Proc([sys.executable, "-m", "collector", "run", str(config)], "collector")
+    try:
+        collector.wait_line(lambda line: "ready: subscribed" in line, timeout=30)
+        mosquitto.stop()
+        collector.wait_line(lambda line: "MQTT disconnected" in line, timeout=30)
+        mosquitto.start()  # same port, same persistence directory
+        collector.wait_line(lambda line: "session present: True" in line, timeout=60)
+
+        got_ack = threading.Event()
+        subscribed = threading.Event()
+        gw = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=GW, protocol=mqtt.MQTTv5)
+        gw.on_message = lambda *a: got_ack.set()
+        gw.on_subscribe = lambda *a: subscribed.set()
+        gw.connect("127.0.0.1", mosquitto.port)
+        gw.loop_start()
+        try:
+            gw.subscribe(ack_topic(GW), qos=1)
+            assert subscribed.wait(10)
+            raw = record(key, GW, "em-sdm-01", 1, T0).raw
+            gw.publish(readings_topic(GW), encode_batch(GW, 1, [raw]), qos=1)
+            assert got_ack.wait(30), collector.output[-2000:]
+        finally:
+            gw.loop_stop()
+            gw.disconnect()
+    finally:
+        code = collector.stop()
+    assert code == 0

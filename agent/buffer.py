@@ -487,6 +487,9 @@ class Buffer:
                 losses = await db.execute_fetchall(
                     "SELECT first_seq, last_seq, count, reason, at_ms FROM losses ORDER BY id"
                 )
+                held = await db.execute_fetchall(
+                    "SELECT meter_id, count(*) FROM records GROUP BY meter_id"
+                )
             finally:
                 await db.execute("COMMIT")
         unsent_row = list(unsent)
@@ -503,6 +506,7 @@ class Buffer:
             "newest_seq": newest_seq,
             "oldest_unsent_seq": unsent_row[0][0] if unsent_row else None,
             "oldest_unsent_captured_ms": unsent_row[0][1] if unsent_row else None,
+            "backlog_by_meter": dict(held),  # type: ignore[arg-type]
             "dropped_total": int(meta["dropped_total"]),
             "refused_total": int(meta["refused_total"]),
             "meters": [

@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from protocols.clock import format_utc_ms
+from protocols.clock import ClockSettingError, format_utc_ms, parse_utc
 
 from .buffer import Buffer, BufferError
 from .config import ConfigError, load_config
@@ -39,6 +39,19 @@ def _parser() -> argparse.ArgumentParser:
         "--progress-every", type=float, default=10.0, help="seconds between INFO progress lines"
     )
     run.add_argument("--log-level", default="INFO")
+    run.add_argument(
+        "--until",
+        metavar="INSTANT",
+        help="poll no slot at or after this virtual instant (ISO 8601), wait for the "
+        "head-end to ack the backlog, then exit 0 (demos and test rigs)",
+    )
+    run.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --until: real seconds to wait for the backlog to drain (default 60)",
+    )
 
     check = sub.add_parser("check", help="validate the config and profiles, show the polling plan")
     check.add_argument("config", type=Path)
@@ -222,7 +235,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
         return 2
-    service = AgentService(config, ProgressOptions(args.progress_every, args.progress_json))
+    until_ns = None
+    if args.until:
+        try:
+            until_ns = int(parse_utc(args.until).timestamp()) * 10**9
+        except ClockSettingError as exc:
+            _err(f"--until: {exc}")
+            return 2
+    service = AgentService(
+        config,
+        ProgressOptions(args.progress_every, args.progress_json),
+        until_ns=until_ns,
+        drain_timeout=args.drain_timeout,
+    )
     try:
         return asyncio.run(service.run())
     except (KeyFileError, BufferError) as exc:

@@ -6,6 +6,9 @@ the earliest slot of its meters (``clock.real_ns(slot) - time.time_ns()``) and t
 meters that are due, one after the other (they share the bus). A capture's timestamp is the
 virtual clock's reading when its first request was sent (ms, clock source GATEWAY).
 
+With an end instant (``agent run --until``), the task returns once the next slot is at or
+after it: a run over a fixed window of virtual time, as demos and test rigs need.
+
 If a cycle overruns so that whole slots pass, the missed slots are skipped (never read in a
 burst to catch up: the values would carry wrong timestamps), logged once per occurrence with
 their number, and counted in the meter's stats.
@@ -64,8 +67,10 @@ class BusScheduler:
         clock: ClockSetting,
         sink: Callable[[Capture | ReadError], None],
         wall_ns: Callable[[], int] = time.time_ns,
+        until_ns: int | None = None,
     ) -> None:
         self.name = name
+        self.until_ns = until_ns  # no slot at or after this virtual instant is polled
         self.meters = list(meters)
         self.clock = clock
         self.sink = sink
@@ -81,6 +86,8 @@ class BusScheduler:
             meter.next_slot = next_slot(now, meter.interval_ns)
         while True:
             due = min(m.next_slot for m in self.meters)
+            if self.until_ns is not None and due >= self.until_ns:
+                return
             delay = (self.clock.real_ns(due) - self.wall_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -94,6 +94,8 @@ class ProgressOptions:
 class AgentService:
     config: AgentConfig
     progress: ProgressOptions = field(default_factory=ProgressOptions)
+    until_ns: int | None = None  # virtual instant: poll no slot from here on, drain, exit
+    drain_timeout: float = 60.0  # real seconds to wait for the head-end's acks after `until`
     buffer: Buffer | None = None
     writer: CaptureWriter | None = None
     uplink: Uplink | None = None
@@ -163,7 +165,11 @@ class AgentService:
                 ScheduledMeter(d.meter_id, by_id[d.meter_id].interval_ns, d) for d in drivers
             ]
             sched = BusScheduler(
-                f"{driver}://{host}:{port}", scheduled, cfg.gateway.clock, self.writer.put
+                f"{driver}://{host}:{port}",
+                scheduled,
+                cfg.gateway.clock,
+                self.writer.put,
+                until_ns=self.until_ns,
             )
             self.schedulers.append(sched)
             self._tasks.append(asyncio.create_task(sched.run(), name=f"bus {host}:{port}"))
@@ -183,6 +189,8 @@ class AgentService:
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if watchdog_usec > 0:
             helpers.append(asyncio.create_task(self._watchdog(notifier, watchdog_usec / 2e6)))
+        if self.until_ns is not None:
+            helpers.append(asyncio.create_task(self._finish_window()))
         await self._stop.wait()
         log.info("stopping: polling ends, queued captures are committed")
         notifier.notify("STOPPING=1")
@@ -206,6 +214,19 @@ class AgentService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         return 0
+
+    async def _finish_window(self) -> None:
+        """After the last slot before ``until``: commit, wait for the head-end's acks, stop."""
+        assert self.writer is not None and self.buffer is not None
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.writer.stop()
+        log.info("run window ends: backlog drains (up to %.0fs)", self.drain_timeout)
+        deadline = time.monotonic() + self.drain_timeout
+        while self.buffer.count > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # acks arrive from the network thread; poll the count
+        if self.buffer.count:
+            log.warning("run window ends with %d records not yet acked", self.buffer.count)
+        self.request_stop()
 
     async def _watchdog(self, notifier: sdnotify.SystemdNotifier, every: float) -> None:
         # From the event loop itself: a blocked loop stops the pings and systemd restarts us.

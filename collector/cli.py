@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from protocols.clock import format_utc_ms
+from protocols.clock import ClockSettingError, format_utc_ms, parse_utc
 
 from .config import Config, load_config
 from .errors import CollectorError, ConfigError, RatingError
@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--period", required=True, help="YYYY-MM in the account's time zone")
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--as-of",
+        metavar="INSTANT",
+        help="bill as at this instant (ISO 8601; default now): a period not over by then is "
+        "billed to date (simulated fleets run on a virtual clock)",
+    )
     p = sub.add_parser("stats", help="counters per meter, quarantine, gateway status")
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--json", action="store_true")
@@ -122,7 +128,13 @@ async def _bill(config: Config, args: argparse.Namespace) -> int:
         )
     store = await open_store(config.collector.database)
     try:
-        bill = await build_bill(store, account, args.period, _now_ms())
+        as_of = _now_ms()
+        if args.as_of:
+            try:
+                as_of = int(parse_utc(args.as_of).timestamp() * 1000)
+            except ClockSettingError as exc:
+                raise RatingError(f"--as-of: {exc}") from None
+        bill = await build_bill(store, account, args.period, as_of)
     finally:
         await store.close()
     print(bill_to_json(bill) if args.json else render_text(bill), end="" if not args.json else "\n")

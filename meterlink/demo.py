@@ -160,8 +160,8 @@ class Demo:
 
         sims = self.spawn("sim", "sim", "run", str(SCENARIO), "--clock", str(self.clock))
         meters: list[SimMeter] = []
-        for _ in range(self.count_servers()):
-            line = sims.wait_line(lambda text: text.startswith("READY modbus"), timeout=30)
+        ready = sims.wait_lines(lambda t: t.startswith("READY modbus"), self.count_servers(), 30)
+        for line in ready:
             meters.extend(parse_ready_line(line))
         for meter in meters:
             self.log(
@@ -193,6 +193,7 @@ class Demo:
             "agent", "agent", "run", str(agent_config),
             "--clock", str(self.clock),
             "--until", self.virtual_end.isoformat().replace("+00:00", "Z"),
+            "--progress-json", "1",
             notify=agent_ready,
         )  # fmt: skip
         agent_ready.wait_for("READY", timeout=30, alive=agent.alive)
@@ -224,9 +225,10 @@ class Demo:
                 p = self.latest_progress(agent)
                 self.log(
                     f"  {format_utc_ms(virtual_ms)[:16]}Z"
-                    f"  captured {p.get('records', 0):>6} records"
-                    f" ({p.get('readings', 0):>7} readings)"
-                    f"  acked {p.get('acked', 0):>6}  backlog {p.get('backlog', 0):>5}"
+                    f"  captured {p.get('captured_records', 0):>6} records"
+                    f" ({p.get('captured_readings', 0):>7} readings)"
+                    f"  stored+acked {p.get('acked_records', 0):>6}"
+                    f"  backlog {p.get('backlog', 0):>5}"
                 )
             with contextlib.suppress(subprocess.TimeoutExpired):
                 agent.popen.wait(timeout=0.2)
@@ -234,7 +236,7 @@ class Demo:
     @staticmethod
     def latest_progress(agent: Proc) -> dict:
         for line in reversed(agent.lines[-50:]):
-            if line.startswith("{") and '"progress"' in line:
+            if line.startswith("{") and '"captured_records"' in line:
                 try:
                     return json.loads(line)
                 except ValueError:
@@ -315,27 +317,32 @@ class Demo:
             self.run_command("collector", "stats", "--config", str(collector_config), "--json")
         )
         captured = {m["meter_id"]: m for m in agent["meters"]}
-        stored = {m["meter_id"]: m for m in head["meters"]}
-        in_buffer = {m: n for m, n in agent.get("backlog_by_meter", {}).items()}
+        stored: dict[str, dict[str, int]] = {}
+        for row in head["counters"]:
+            if row["meter"] is None:
+                continue
+            totals = stored.setdefault(row["meter"], {})
+            for key in ("records_stored", "readings_stored", "rejected", "duplicate_records"):
+                totals[key] = totals.get(key, 0) + int(row[key])
+        in_buffer = agent.get("backlog_by_meter", {})
         rows = [
             f"{'meter':<14}{'captured':>10}{'stored':>10}{'rejected':>10}{'in buffer':>11}"
-            f"{'readings':>10}{'errors':>8}"
+            f"{'readings':>10}{'resent':>8}{'errors':>8}"
         ]
         ok = True
         for meter_id in sorted(set(captured) | set(stored)):
-            cap = captured.get(meter_id, {})
-            got = stored.get(meter_id, {})
-            n_captured = int(cap.get("records_captured", 0))
-            n_stored = int(got.get("records", 0))
-            n_rejected = int(got.get("rejected", 0))
+            cap, got = captured.get(meter_id, {}), stored.get(meter_id, {})
+            n_captured = int(cap.get("records", 0))
+            n_stored, n_rejected = got.get("records_stored", 0), got.get("rejected", 0)
             n_buffer = int(in_buffer.get(meter_id, 0))
             ok &= n_captured == n_stored + n_rejected + n_buffer
             rows.append(
                 f"{meter_id:<14}{n_captured:>10}{n_stored:>10}{n_rejected:>10}{n_buffer:>11}"
-                f"{int(got.get('readings', 0)):>10}{int(cap.get('read_errors', 0)):>8}"
+                f"{got.get('readings_stored', 0):>10}{got.get('duplicate_records', 0):>8}"
+                f"{int(cap.get('read_errors', 0)):>8}"
             )
         rows.append(
-            "every captured record is stored, rejected or still buffered: "
+            "every captured record is stored once, rejected or still buffered: "
             + ("yes" if ok else "NO (see logs)")
         )
         table = "\n".join(rows)
@@ -347,6 +354,7 @@ class Demo:
             text = self.run_command(
                 "collector", "bill", "--account", account, "--period", self.args.period,
                 "--config", str(collector_config),
+                "--as-of", self.virtual_end.isoformat(),
             )  # fmt: skip
             bills.append(text.rstrip())
         self.log("\n" + "\n\n".join(bills))
@@ -387,7 +395,7 @@ class Demo:
     def account_ids() -> list[str]:
         import tomllib
 
-        return [a["id"] for a in tomllib.loads(ACCOUNTS.read_text())["accounts"]]
+        return [a["id"] for a in tomllib.loads(ACCOUNTS.read_text())["account"]]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

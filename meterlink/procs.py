@@ -113,16 +113,25 @@ class Proc:
             return "\n".join(self.lines)
 
     def wait_line(self, predicate: Callable[[str], bool], timeout: float = 30.0) -> str:
-        """Wait for an output line satisfying ``predicate``; seen lines count too."""
+        """Wait for an output line satisfying ``predicate``; lines already seen count too."""
+        return self.wait_lines(predicate, 1, timeout)[0]
+
+    def wait_lines(
+        self, predicate: Callable[[str], bool], count: int, timeout: float = 30.0
+    ) -> list[str]:
+        """Wait until ``count`` output lines satisfy ``predicate``; return the first ``count``."""
         deadline = time.monotonic() + timeout
         index = 0
+        found: list[str] = []
         with self._cond:
             while True:
                 while index < len(self.lines):
                     line = self.lines[index]
                     index += 1
                     if predicate(line):
-                        return line
+                        found.append(line)
+                        if len(found) == count:
+                            return found
                 if self.popen.poll() is not None and not self._reader.is_alive():
                     raise RuntimeError(
                         f"{self.name} exited with {self.popen.returncode} before the expected "

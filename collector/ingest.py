@@ -210,6 +210,24 @@ class Ingestor:
         if state is not None:
             state.rejected += 1
 
+    def _quarantine(
+        self,
+        rows: IngestWrite,
+        state: _BatchState | None,
+        totals: IngestTotals,
+        message: Incoming,
+        gateway_id: str,
+        reason: str,
+        raw: bytes,
+        seq: int | None = None,
+        meter_id: str | None = None,
+    ) -> None:
+        """Quarantine what arrived in ``message`` (all of it, or one record of it)."""
+        row = QuarantineRow(
+            message.received_ms, message.topic, gateway_id, seq, meter_id, reason, raw
+        )
+        self._reject(rows, state, totals, row)
+
     def _check(
         self,
         message: Incoming,
@@ -221,67 +239,51 @@ class Ingestor:
         try:
             gateway_id, kind = parse_topic(message.topic)
         except DecodeError as exc:
-            self._reject(
-                rows,
-                None,
-                totals,
-                QuarantineRow(ms, message.topic, "", None, None, str(exc), message.payload),
-            )
+            self._quarantine(rows, None, totals, message, "", str(exc), message.payload)
             return message, None, None
         if kind == "status":
             self._status(message, gateway_id, rows, totals)
             return message, gateway_id, None
         if kind != "readings":
-            self._reject(
+            self._quarantine(
                 rows,
                 None,
                 totals,
-                QuarantineRow(
-                    ms,
-                    message.topic,
-                    gateway_id,
-                    None,
-                    None,
-                    f"unexpected topic kind {kind!r}",
-                    message.payload,
-                ),
+                message,
+                gateway_id,
+                f"unexpected topic kind {kind!r}",
+                message.payload,
             )
             return message, gateway_id, None
         totals.batches += 1
         try:
             batch = decode_batch(message.payload, f"batch on {message.topic}")
         except DecodeError as exc:
-            self._reject(
+            self._quarantine(
                 rows,
                 None,
                 totals,
-                QuarantineRow(
-                    ms,
-                    message.topic,
-                    gateway_id,
-                    None,
-                    None,
-                    f"unparseable batch: {exc}",
-                    message.payload,
-                ),
+                message,
+                gateway_id,
+                f"unparseable batch: {exc}",
+                message.payload,
             )
+            return message, gateway_id, None
+        if batch.gateway_id != gateway_id:
+            why = f"{REASON_TOPIC_MISMATCH} (batch header names {batch.gateway_id!r})"
+            self._quarantine(rows, None, totals, message, gateway_id, why, message.payload)
             return message, gateway_id, None
         state = _BatchState(gateway_id, batch.batch_id)
         for bad in batch.bad:
             state.unparsed.append(bad.index)
-            self._reject(
+            self._quarantine(
                 rows,
                 state,
                 totals,
-                QuarantineRow(
-                    ms,
-                    message.topic,
-                    gateway_id,
-                    None,
-                    None,
-                    f"unparseable record: {bad.error}",
-                    bad.raw,
-                ),
+                message,
+                gateway_id,
+                f"unparseable record: {bad.error}",
+                bad.raw,
             )
         registry = self.registry
         for signed in batch.records:
@@ -293,13 +295,16 @@ class Ingestor:
                 reason = registry.check(gateway_id, signed)
             if reason is not None:
                 state.handled.append(rec.seq)
-                self._reject(
+                self._quarantine(
                     rows,
                     state,
                     totals,
-                    QuarantineRow(
-                        ms, message.topic, gateway_id, rec.seq, rec.meter_id, reason, signed.raw
-                    ),
+                    message,
+                    gateway_id,
+                    reason,
+                    signed.raw,
+                    seq=rec.seq,
+                    meter_id=rec.meter_id,
                 )
                 continue
             candidates.append((state, signed, ms))
@@ -314,35 +319,19 @@ class Ingestor:
         try:
             status = GatewayStatus.from_bytes(message.payload)
         except DecodeError as exc:
-            self._reject(
+            self._quarantine(
                 rows,
                 None,
                 totals,
-                QuarantineRow(
-                    ms,
-                    message.topic,
-                    gateway_id,
-                    None,
-                    None,
-                    f"unparseable status: {exc}",
-                    message.payload,
-                ),
+                message,
+                gateway_id,
+                f"unparseable status: {exc}",
+                message.payload,
             )
             return
         if status.gateway_id != gateway_id:
-            self._reject(
-                rows,
-                None,
-                totals,
-                QuarantineRow(
-                    ms,
-                    message.topic,
-                    gateway_id,
-                    None,
-                    None,
-                    REASON_TOPIC_MISMATCH,
-                    message.payload,
-                ),
+            self._quarantine(
+                rows, None, totals, message, gateway_id, REASON_TOPIC_MISMATCH, message.payload
             )
             return
         totals.statuses += 1

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from collector.ingest import Incoming, Ingestor
 from collector.registry import enrol_gateway
 from collector.store import open_store
-from protocols.batch import Ack
+from protocols.batch import Ack, encode_batch
 from protocols.status import GatewayStatus
-from protocols.topics import status_topic
+from protocols.topics import readings_topic, status_topic
 
 from ._fixtures import IMPORT, POWER, T0, message, record, write_public_key
 
@@ -111,9 +111,26 @@ def test_topic_naming_another_gateway_is_rejected(tmp_path: Path, key) -> None:
     msg = message(GW, 1, [record(key, GW, "em-sdm-01", 1, T0).raw], topic_gateway="gw-2")
     [outcome] = ingest(db, key, msg)
     assert rows(db, "SELECT reason, gateway_id, topic FROM quarantine") == [
-        ("topic gateway mismatch", "gw-2", "meterlink/v1/gw-2/readings")
+        (
+            "topic gateway mismatch (batch header names 'gw-1')",
+            "gw-2",
+            "meterlink/v1/gw-2/readings",
+        )
     ]
     assert outcome.gateway_id == "gw-2"
+    assert outcome.ack is None  # a batch that lies about its gateway is not acked to anyone
+    assert rows(db, "SELECT COUNT(*) FROM records") == [(0,)]
+
+
+def test_record_of_another_gateway_inside_a_batch_is_rejected(tmp_path: Path, key) -> None:
+    db = tmp_path / "c.sqlite"
+    # batch header and topic agree on gw-2, but the record inside is signed as gw-1
+    payload = encode_batch("gw-2", 1, [record(key, GW, "em-sdm-01", 1, T0).raw])
+    [outcome] = ingest(db, key, Incoming(readings_topic("gw-2"), payload, T0))
+    assert rows(db, "SELECT reason, gateway_id, seq FROM quarantine") == [
+        ("topic gateway mismatch", "gw-2", 1)
+    ]
+    assert outcome.ack is not None and outcome.ack.rejected == 1
     assert rows(db, "SELECT COUNT(*) FROM records") == [(0,)]
 
 

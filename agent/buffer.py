@@ -30,7 +30,7 @@ import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.batch import seq_ranges
-from protocols.record import ClockSource, Quality, Record, Value, sign_record
+from protocols.record import ClockSource, Quality, Record, Value, key_id_of, sign_record
 
 __all__ = [
     "AppendResult",
@@ -270,6 +270,7 @@ class Buffer:
             stats: dict[str, list[int]] = {}
             seq = self.next_seq
             key = self._key
+            key_id = key_id_of(key.public_key())
             for cap in accepted:
                 record = Record(
                     self.gateway_id,
@@ -280,7 +281,9 @@ class Buffer:
                     cap.flags,
                     cap.values,
                 )
-                rows.append((seq, cap.meter_id, cap.captured_ms, sign_record(record, key).raw))
+                rows.append(
+                    (seq, cap.meter_id, cap.captured_ms, sign_record(record, key, key_id).raw)
+                )
                 result.seqs.append(seq)
                 entry = stats.setdefault(cap.meter_id, [0, 0, 0])
                 entry[0] += 1

@@ -6,8 +6,10 @@ gateway again with another key adds that key; both stay active (records signed w
 key may still sit in the gateway's buffer) until revocation (a later issue) retires the old.
 Enrolling again with more meters adds their bindings; bindings are never removed here.
 
-Records carry no key id, so a record is accepted if any active key of its gateway verifies
-it (newest first): with one or two active keys that costs at most one extra verify.
+Each record names the key that signed it (its key id), so one lookup finds the key and one
+verify checks it; a key the registry does not hold for that gateway is "unknown key", a
+revoked one "revoked key", and only a known, active key that does not verify is "bad
+signature".
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ class Registry:
     def __init__(self) -> None:
         self.version = -1
         self._enrolled: set[str] = set()
-        self._keys: dict[str, list[Ed25519PublicKey]] = {}  # active keys, newest first
+        # (gateway, raw key id) -> (key, status)
+        self._keys: dict[tuple[str, bytes], tuple[Ed25519PublicKey, str]] = {}
         self._bound: set[tuple[str, str]] = set()
 
     async def refresh(self, store: Store) -> None:
@@ -89,13 +92,13 @@ class Registry:
             return
         keys = await store.gateway_keys()
         self._enrolled = {k.gateway_id for k in keys}
-        active: dict[str, list[Ed25519PublicKey]] = {}
-        for key in sorted(keys, key=lambda k: -k.enrolled_ms):
-            if key.status == "active":
-                active.setdefault(key.gateway_id, []).append(
-                    Ed25519PublicKey.from_public_bytes(key.public_key)
-                )
-        self._keys = active
+        self._keys = {
+            (k.gateway_id, bytes.fromhex(k.key_id)): (
+                Ed25519PublicKey.from_public_bytes(k.public_key),
+                k.status,
+            )
+            for k in keys
+        }
         self._bound = set(await store.bindings())
         self.version = version
 
@@ -103,10 +106,14 @@ class Registry:
         """None if the record's signature and meter binding check out, else the reason."""
         if gateway_id not in self._enrolled:
             return "gateway not enrolled"
-        keys = self._keys.get(gateway_id)
-        if not keys:
-            return "unknown gateway key"
-        if not any(signed.verify(key) for key in keys):
+        key_id = signed.record.key_id
+        entry = self._keys.get((gateway_id, key_id))
+        if entry is None:
+            return f"unknown key {key_id.hex()} for gateway"
+        key, status = entry
+        if status != "active":
+            return f"{status} key {key_id.hex()}"
+        if not signed.verify(key):
             return "bad signature"
         if (gateway_id, signed.record.meter_id) not in self._bound:
             return "meter not bound to gateway"

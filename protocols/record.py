@@ -10,9 +10,10 @@ exponent on the wire (the DLMS "scaler"). No float is ever involved.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import IntEnum, IntFlag
 
@@ -25,6 +26,7 @@ from .units import UnitError, unit_by_code, unit_by_symbol
 from .varint import Reader, put_svarint, put_uvarint
 
 __all__ = [
+    "KEY_ID_SIZE",
     "RECORD_VERSION",
     "SIGNATURE_CONTEXT",
     "SIGNATURE_SIZE",
@@ -36,14 +38,21 @@ __all__ = [
     "Value",
     "check_id",
     "decode_record",
+    "key_id_of",
     "sign_record",
 ]
 
 RECORD_VERSION = 1
 SIGNATURE_SIZE = 64
+KEY_ID_SIZE = 8
 #: Prepended to the record body before signing (domain separation: a meterlink record
 #: signature can never be mistaken for a signature over anything else the key signs).
 SIGNATURE_CONTEXT = b"meterlink/v1/record\x00"
+
+def key_id_of(public_key: Ed25519PublicKey) -> bytes:
+    """A key's id: the first 8 bytes of SHA-256 over its raw 32 bytes (shown in hex)."""
+    return hashlib.sha256(public_key.public_bytes_raw()).digest()[:KEY_ID_SIZE]
+
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -98,10 +107,14 @@ class Record:
     clock_source: ClockSource
     flags: Quality
     values: tuple[Value, ...]
+    key_id: bytes = b""  # which of the gateway's keys signs it; set by ``sign_record``
 
     def body(self) -> bytes:
         """The record's bytes without the signature (see docs/wire-format.md)."""
+        if len(self.key_id) != KEY_ID_SIZE:
+            raise EncodeError(f"key id must be {KEY_ID_SIZE} bytes (sign with sign_record)")
         out = bytearray((RECORD_VERSION,))
+        out += self.key_id
         for kind, ident in (("gateway", self.gateway_id), ("meter", self.meter_id)):
             raw = check_id(kind, ident).encode("ascii")
             out.append(len(raw))
@@ -197,7 +210,15 @@ class SignedRecord:
             )
 
 
-def sign_record(record: Record, private_key: Ed25519PrivateKey) -> SignedRecord:
+def sign_record(
+    record: Record, private_key: Ed25519PrivateKey, key_id: bytes | None = None
+) -> SignedRecord:
+    """Sign ``record`` with ``private_key``; ``key_id`` (``key_id_of`` its public key) may be
+    passed in by a caller that signs many records, to save hashing the key each time."""
+    if key_id is None:
+        key_id = key_id_of(private_key.public_key())
+    if record.key_id != key_id:
+        record = replace(record, key_id=key_id)
     body = record.body()
     return SignedRecord(body + private_key.sign(SIGNATURE_CONTEXT + body), record)
 
@@ -210,6 +231,7 @@ def decode_record(raw: bytes, where: str = "record") -> SignedRecord:
     version = reader.u8("version")
     if version != RECORD_VERSION:
         raise reader.fail(f"unknown record version {version}")
+    key_id = reader.take(KEY_ID_SIZE, "key id")
     gateway_id = reader.text("gateway id", 64)
     meter_id = reader.text("meter id", 64)
     try:
@@ -234,7 +256,9 @@ def decode_record(raw: bytes, where: str = "record") -> SignedRecord:
         values.append(_read_value(reader, index))
     if not reader.at_end():
         raise reader.fail(f"{len(reader.data) - reader.pos} bytes after the last value")
-    record = Record(gateway_id, meter_id, seq, captured_ms, clock_source, flags, tuple(values))
+    record = Record(
+        gateway_id, meter_id, seq, captured_ms, clock_source, flags, tuple(values), key_id
+    )
     return SignedRecord(bytes(raw), record)
 
 

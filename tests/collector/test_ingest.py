@@ -13,6 +13,7 @@ from collector.ingest import Incoming, Ingestor
 from collector.registry import enrol_gateway
 from collector.store import open_store
 from protocols.batch import Ack, encode_batch
+from protocols.record import key_id_of, sign_record
 from protocols.status import GatewayStatus
 from protocols.topics import readings_topic, status_topic
 
@@ -85,6 +86,17 @@ def test_record_signed_by_an_unenrolled_key_is_rejected(tmp_path: Path, key) -> 
     db = tmp_path / "c.sqlite"
     other = Ed25519PrivateKey.generate()
     ingest(db, key, message(GW, 1, [record(other, GW, "em-sdm-01", 1, T0).raw]))
+    unknown = key_id_of(other.public_key()).hex()
+    assert rows(db, "SELECT reason FROM quarantine") == [(f"unknown key {unknown} for gateway",)]
+    assert rows(db, "SELECT COUNT(*) FROM records") == [(0,)]
+
+
+def test_record_claiming_the_enrolled_key_but_signed_by_another_is_bad(tmp_path: Path, key) -> None:
+    db = tmp_path / "c.sqlite"
+    forger = Ed25519PrivateKey.generate()
+    rec = record(forger, GW, "em-sdm-01", 1, T0).record
+    forged = sign_record(rec, forger, key_id_of(key.public_key()))  # names the real key
+    ingest(db, key, message(GW, 1, [forged.raw]))
     assert rows(db, "SELECT reason FROM quarantine") == [("bad signature",)]
     assert rows(db, "SELECT COUNT(*) FROM records") == [(0,)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 
 import pytest
@@ -18,6 +19,7 @@ from protocols.record import (
     Record,
     Value,
     decode_record,
+    key_id_of,
     sign_record,
 )
 
@@ -47,7 +49,9 @@ def make_record(values: tuple[Value, ...] | None = None, **kw) -> Record:
 def test_record_round_trips_exactly_and_verifies() -> None:
     signed = sign_record(make_record(), KEY)
     decoded = decode_record(signed.raw)
-    assert decoded.record == make_record()
+    assert decoded.record == make_record(key_id=key_id_of(KEY.public_key()))
+    raw_public = KEY.public_key().public_bytes_raw()
+    assert decoded.record.key_id == hashlib.sha256(raw_public).digest()[:8]
     assert decoded.raw == signed.raw
     assert decoded.verify(KEY.public_key())
 
@@ -69,6 +73,18 @@ def test_every_single_byte_change_is_detected() -> None:
         except DecodeError:
             continue
         assert not decoded.verify(public), f"flip at byte {index} went unnoticed"
+
+
+def test_record_names_the_key_that_signed_it() -> None:
+    other = Ed25519PrivateKey.generate()
+    decoded = decode_record(sign_record(make_record(), other).raw)
+    assert decoded.record.key_id == key_id_of(other.public_key())
+    assert decoded.record.key_id != key_id_of(KEY.public_key())
+
+
+def test_unsigned_record_has_no_body() -> None:
+    with pytest.raises(EncodeError, match="key id"):
+        make_record().body()
 
 
 def test_other_key_does_not_verify() -> None:
@@ -101,12 +117,12 @@ def test_bytes_per_reading_for_a_ten_value_record() -> None:
 )
 def test_bad_records_are_refused_at_encoding(change: dict, message: str) -> None:
     with pytest.raises(EncodeError, match=message):
-        make_record(**change).body()
+        make_record(key_id=bytes(8), **change).body()
 
 
 def test_float_values_are_refused() -> None:
     with pytest.raises(EncodeError, match="Decimal"):
-        make_record((Value(E_IMPORT, 1.5, "kWh"),)).body()  # type: ignore[arg-type]
+        sign_record(make_record((Value(E_IMPORT, 1.5, "kWh"),)), KEY)  # type: ignore[arg-type]
 
 
 def test_truncated_record_names_meter_and_byte() -> None:

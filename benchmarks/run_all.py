@@ -1,0 +1,96 @@
+"""Run every benchmark, each in its own process, then print one summary table.
+
+    .venv/bin/python -m benchmarks.run_all      (``make bench``)
+
+Each benchmark runs as ``python -m benchmarks.NAME`` (its own process, so peak RSS and
+CPU pinning of one do not leak into the next); its output is shown as it comes and its
+``SUMMARY`` line is collected. A benchmark that fails is reported, and the others still run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from .machine import SUMMARY_PREFIX, print_header
+
+BENCHES = ("wire_size", "capture", "ingest", "drain")
+
+
+def run(name: str) -> dict | None:
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", f"benchmarks.{name}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    summary = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(SUMMARY_PREFIX):
+            summary = json.loads(line[len(SUMMARY_PREFIX) :])
+        else:
+            print(line, end="")
+    code = proc.wait()
+    if code != 0:
+        print(f"!! benchmarks.{name} exited with {code}")
+    return summary
+
+
+def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
+    ok = value >= target if higher_is_better else value <= target
+    return "meets target" if ok else "BELOW target"
+
+
+def main() -> int:
+    print_header("run_all", {"benchmarks": ",".join(BENCHES)})
+    t0 = time.perf_counter()
+    results = {}
+    for name in BENCHES:
+        print()
+        results[name] = run(name)
+    rows: list[tuple[str, str, str, str]] = []
+    w = results.get("wire_size")
+    if w:
+        for key, label in (
+            ("sdm630_batch200_wire", "wire: SDM630 record, batch 200"),
+            ("em24_batch200_wire", "wire: EM24 record, batch 200"),
+            ("v10_batch1_wire", "wire: 10 values, batch 1"),
+        ):
+            target = w["target_bytes_per_reading"]
+            rows.append((label, f"{w[key]:.1f} B/reading", f"<= {target:.0f}",
+                         verdict(w[key], target, False)))  # fmt: skip
+    c = results.get("capture")
+    if c:
+        rows.append(("capture -> sign -> commit (agent, 1 core)",
+                     f"{c['readings_per_s']:,} readings/s", f">= {c['target_readings_per_s']:,}",
+                     verdict(c["readings_per_s"], c["target_readings_per_s"])))  # fmt: skip
+        rows.append(("  agent peak RSS", f"{c['peak_rss_mib']} MiB", "", ""))
+    i = results.get("ingest")
+    if i:
+        rows.append(("ingest via mosquitto (collector, 1 core)",
+                     f"{i['readings_per_s']:,} readings/s", f">= {i['target_readings_per_s']:,}",
+                     verdict(i["readings_per_s"], i["target_readings_per_s"])))  # fmt: skip
+        rows.append(("  in-process Ingestor (no MQTT)",
+                     f"{i['inprocess_readings_per_s']:,} readings/s", "", ""))  # fmt: skip
+        rows.append(("  collector peak RSS", f"{i['collector_peak_rss_mib']} MiB", "", ""))
+    d = results.get("drain")
+    if d:
+        rows.append(("backlog drain with acks (agent+collector)",
+                     f"{d['readings_per_s']:,} readings/s", f">= {d['target_readings_per_s']:,}",
+                     verdict(d["readings_per_s"], d["target_readings_per_s"])))  # fmt: skip
+    print()
+    print(f"== summary ({time.perf_counter() - t0:.0f}s)")
+    widths = [max(len(r[k]) for r in rows) if rows else 0 for k in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[k]) for k, cell in enumerate(row)).rstrip())
+    missing = [n for n, r in results.items() if r is None]
+    if missing:
+        print(f"no figures from: {', '.join(missing)}")
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -39,7 +39,8 @@ def print_header(title: str, params: Mapping[str, object]) -> None:
     print(
         f"machine: nproc={os.cpu_count()} cpu={cpu_model()!r} "
         f"python={platform.python_version()} sqlite={sqlite3.sqlite_version} "
-        f"date={time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+        f"date={time.strftime('%Y-%m-%d %H:%M:%S %Z')} "
+        f"loadavg={' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     print("parameters: " + " ".join(f"{k}={v}" for k, v in params.items()))
     sys.stdout.flush()

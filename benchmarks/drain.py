@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             rss = head.collector_peak_rss_kb()
             db_records, db_readings = head.stored()
+        tx = head.transactions()
     elapsed = float(res["elapsed"])  # type: ignore[arg-type]
     drained = args.records - int(res["left"])  # type: ignore[call-overload]
     rate = drained * args.values / elapsed
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{res['resent']} resent, {res['acked']} records acked and deleted"
     )
     print(f"  collector database: {db_records} records, {db_readings} readings; "
-          f"collector peak RSS {rss / 1024:.1f} MiB")  # fmt: skip
+          f"{tx} transactions; collector peak RSS {rss / 1024:.1f} MiB")  # fmt: skip
     cpu: dict[str, float] = res["cpu"]  # type: ignore[assignment]
     print(
         "  CPU seconds in the window: "

@@ -134,6 +134,16 @@ class HeadEnd:
         pid = self.pids().get("collector")
         return rss_kb(pid) if pid else 0
 
+    def transactions(self) -> int | None:
+        """Transactions the collector committed, from its last log line (after ``stop``)."""
+        log = self.workdir / "collector.log"
+        found = None
+        if log.exists():
+            for line in log.read_text(errors="replace").splitlines():
+                if "stopped after " in line:
+                    found = int(line.split("stopped after ", 1)[1].split()[0])
+        return found
+
     def stored(self) -> tuple[int, int]:
         """(records, readings) in the collector's database."""
         con = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)

@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = t_end - t0
             acked = len(publisher.handled)
             db_records, db_readings = head.stored()
+        tx = head.transactions()
         print(
             f"through mosquitto: {acked} of {args.records} records acked in {elapsed:.2f}s"
             + ("" if finished else f"  (TIMED OUT after {args.timeout:.0f}s)")
@@ -204,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{publisher.last_puback - t0:.2f}s; {publisher.acks} acks: stored "
             f"{publisher.stored} duplicates {publisher.duplicates} rejected {publisher.rejected}"
         )
-        print(f"  collector database: {db_records} records, {db_readings} readings")
+        print(
+            f"  collector database: {db_records} records, {db_readings} readings; "
+            f"{tx} transactions (mean {len(batches) / tx if tx else 0:.1f} batches each)"
+        )
         print(f"  collector peak RSS (VmHWM): {rss / 1024:.1f} MiB")
         busy = {name: cpu1[name] - cpu0.get(name, 0.0) for name in cpu1}
         print(

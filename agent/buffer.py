@@ -122,6 +122,13 @@ class AppendResult:
     dropped: int = 0
 
 
+def _sign_rows(
+    records: Sequence[Record], key: Ed25519PrivateKey
+) -> list[tuple[int, str, int, bytes]]:
+    key_id = key_id_of(key.public_key())
+    return [(r.seq, r.meter_id, r.captured_ms, sign_record(r, key, key_id).raw) for r in records]
+
+
 class Buffer:
     """One SQLite file per gateway; every call is serialised through one asyncio lock."""
 
@@ -266,23 +273,20 @@ class Buffer:
                 elif self._full_logged and room > len(accepted):
                     self._full_logged = False
                     log.info("buffer has room again: capturing resumes")
-            rows = []
+            records: list[Record] = []
             stats: dict[str, list[int]] = {}
             seq = self.next_seq
-            key = self._key
-            key_id = key_id_of(key.public_key())
             for cap in accepted:
-                record = Record(
-                    self.gateway_id,
-                    cap.meter_id,
-                    seq,
-                    cap.captured_ms,
-                    cap.clock_source,
-                    cap.flags,
-                    cap.values,
-                )
-                rows.append(
-                    (seq, cap.meter_id, cap.captured_ms, sign_record(record, key, key_id).raw)
+                records.append(
+                    Record(
+                        self.gateway_id,
+                        cap.meter_id,
+                        seq,
+                        cap.captured_ms,
+                        cap.clock_source,
+                        cap.flags,
+                        cap.values,
+                    )
                 )
                 result.seqs.append(seq)
                 entry = stats.setdefault(cap.meter_id, [0, 0, 0])
@@ -290,6 +294,9 @@ class Buffer:
                 entry[1] += len(cap.values)
                 entry[2] = max(entry[2], cap.captured_ms)
                 seq += 1
+            # Signing is CPU work that releases the GIL: off the event loop, so pollers and
+            # the uplink keep running while a large group is signed. The lock keeps the seqs.
+            rows = await asyncio.to_thread(_sign_rows, records, self._key)
             db = self._db
             await db.execute("BEGIN IMMEDIATE")
             try:

@@ -214,6 +214,9 @@ class CollectorService:
         mqtt_cfg = self.config.mqtt
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = mqtt_cfg.session_expiry
+        # PUBACKs are held until the commit, so the broker may have at most this many batches
+        # outstanding with us: let it send as many as one transaction takes.
+        props.ReceiveMaximum = max(self.config.collector.batch_coalesce, 1)
         self.client.connect_async(
             mqtt_cfg.host,
             mqtt_cfg.port,

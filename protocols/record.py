@@ -300,7 +300,22 @@ def _read_value(reader: Reader, index: int) -> Value:
     exponent = data[pos + 7]
     if exponent >= 128:
         exponent -= 256
+    # fast path: a mantissa of up to 4 varint bytes and flags of one byte (nearly all values)
+    mantissa = 0
+    end = pos + 8
+    for shift_bits in (0, 7, 14, 21):
+        if end >= len(data):
+            break
+        byte = data[end]
+        mantissa |= (byte & 0x7F) << shift_bits
+        end += 1
+        if not byte & 0x80:
+            if end < len(data) and data[end] == 0 and (byte or shift_bits == 0):
+                reader.pos = end + 1
+                value = Decimal((mantissa >> 1) ^ -(mantissa & 1)).scaleb(exponent + shift)
+                return Value(obis, value, unit, Quality.NONE)
+            break
     reader.pos = pos + 8
-    mantissa = reader.svarint("value mantissa")
+    zigzag = reader.svarint("value mantissa")
     flags = _quality(reader.uvarint("value flags"))
-    return Value(obis, Decimal(mantissa).scaleb(exponent + shift), unit, flags)
+    return Value(obis, Decimal(zigzag).scaleb(exponent + shift), unit, flags)

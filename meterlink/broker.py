@@ -27,7 +27,11 @@ def mosquitto_binary() -> str:
 class Mosquitto:
     """A private mosquitto on 127.0.0.1 with persistence, as the architecture prescribes."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, acl: str | None = None
+    ) -> None:
+        """``acl``: the text of a mosquitto ACL file (``topic read|write|readwrite PATTERN``
+        lines) to enforce for anonymous clients; None lets everyone do everything."""
         self.workdir = workdir
         self.port = port or free_port()
         self.data = workdir / "mosquitto-data"
@@ -44,6 +48,10 @@ class Mosquitto:
             "log_type error",
             "log_type warning",
         ]
+        if acl is not None:
+            acl_path = workdir / "mosquitto.acl"
+            acl_path.write_text(acl)
+            lines.append(f"acl_file {acl_path}")
         if os.geteuid() == 0:
             lines.append("user root")
         self.conf.write_text("\n".join(lines) + "\n")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,11 +17,12 @@ from agent.buffer import Buffer
 from agent.config import MqttConfig
 from agent.keys import GatewayKey, create_key
 from agent.uplink import Uplink
+from meterlink.notify import NotifySocket
 from protocols.status import GatewayStatus
 from protocols.topics import status_topic
 from tests.agent._headend import FakeHeadEnd
 from tests.agent._helpers import capture
-from tests.support.procs import Mosquitto
+from tests.support.procs import Mosquitto, Proc
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +170,107 @@ def test_status_online_retained_and_offline_on_shutdown(tmp_path, key, mosquitto
         watcher.disconnect()
         watcher.loop_stop()
     assert seen[-1].reason == "shutdown" and seen[-1].gateway_id == GW
+
+
+def test_a_batch_the_broker_refuses_is_counted_and_kept(tmp_path: Path, key: GatewayKey) -> None:
+    # The broker's ACL lets the gateway publish its status but not its readings: mosquitto
+    # answers the readings with PUBACK reason 0x87 (not authorized), which paho reports
+    # through on_publish like a success. The records must stay in the buffer.
+    acl = f"topic readwrite meterlink/v1/{GW}/status\ntopic read meterlink/v1/{GW}/ack\n"
+    broker = Mosquitto(tmp_path / "broker", acl=acl).start()
+
+    async def scenario() -> tuple[int, int, int]:
+        buffer, uplink = await start(tmp_path, key, mqtt_config(broker.port))
+        try:
+            await fill(buffer, uplink, 10)
+            await until(lambda: uplink.counters.batches_refused >= 1, what="a refused PUBACK")
+            return uplink.counters.batches_refused, uplink.counters.records_acked, buffer.count
+        finally:
+            await uplink.stop()
+            await buffer.close()
+
+    try:
+        refused, acked, held = asyncio.run(scenario())
+    finally:
+        broker.stop()
+    assert refused >= 1
+    assert acked == 0
+    assert held == 10
+
+
+def agent_config(tmp_path: Path, broker_port: int) -> Path:
+    """An agent with one meter nobody answers for: enough to watch its MQTT side."""
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[gateway]\nid = "{GW}"\nstate_dir = "state"\n\n[mqtt]\nport = {broker_port}\n\n'
+        '[[meters]]\nid = "m1"\nhost = "127.0.0.1"\nport = 1\nunit = 1\n'
+        'profile = "eastron_sdm630"\ninterval = "1h"\n'
+    )
+    return config
+
+
+def keys_init(config: Path) -> None:
+    init = subprocess.run(
+        [sys.executable, "-m", "agent", "keys", "init", "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+
+
+def test_last_will_marks_a_killed_gateway_offline(tmp_path: Path, key: GatewayKey) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    statuses: list[GatewayStatus] = []
+    seen = {"online": threading.Event(), "offline": threading.Event()}
+
+    def on_message(client, userdata, message) -> None:
+        status = GatewayStatus.from_bytes(message.payload)
+        statuses.append(status)
+        seen[status.state].set()
+
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.on_message = on_message
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.loop_start()
+    watcher.subscribe(status_topic(GW), qos=1)
+    config = agent_config(tmp_path, broker.port)
+    agent = None
+    try:
+        keys_init(config)
+        agent = Proc.python("agent", "run", str(config), name="agent")
+        assert seen["online"].wait(15), f"no online status: {agent.output}"
+        agent.kill()  # SIGKILL: no clean disconnect, so the broker publishes the will
+        assert seen["offline"].wait(15), f"no offline status after SIGKILL: {statuses}"
+        assert (statuses[-1].state, statuses[-1].reason) == ("offline", "connection lost")
+    finally:
+        if agent is not None:
+            agent.stop()
+        watcher.loop_stop()
+        watcher.disconnect()
+        broker.stop()
+
+
+def test_agent_tells_systemd_ready_feeds_the_watchdog_and_says_stopping(
+    tmp_path: Path, key: GatewayKey
+) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    config = agent_config(tmp_path, broker.port)
+    notify = NotifySocket()
+    agent = None
+    try:
+        keys_init(config)
+        agent = Proc(
+            [sys.executable, "-m", "agent", "run", str(config)],
+            "agent",
+            env={**notify.env, "WATCHDOG_USEC": "200000"},  # a ping every 0.1 s
+        )
+        notify.wait_for("READY", timeout=30, alive=agent.alive)
+        for _ in range(3):
+            notify.messages.clear()
+            notify.wait_for("WATCHDOG", timeout=5, alive=agent.alive)
+        assert agent.stop() == 0
+        notify.wait_for("STOPPING", timeout=5)
+    finally:
+        if agent is not None:
+            agent.stop()
+        notify.close()
+        broker.stop()

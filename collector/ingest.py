@@ -228,6 +228,12 @@ class Ingestor:
         )
         self._reject(rows, state, totals, row)
 
+    def _refuse(
+        self, rows: IngestWrite, totals: IngestTotals, message: Incoming, gateway_id: str, why: str
+    ) -> None:
+        """Quarantine a whole message that cannot be taken apart into records."""
+        self._quarantine(rows, None, totals, message, gateway_id, why, message.payload)
+
     def _check(
         self,
         message: Incoming,
@@ -239,39 +245,23 @@ class Ingestor:
         try:
             gateway_id, kind = parse_topic(message.topic)
         except DecodeError as exc:
-            self._quarantine(rows, None, totals, message, "", str(exc), message.payload)
+            self._refuse(rows, totals, message, "", str(exc))
             return message, None, None
         if kind == "status":
             self._status(message, gateway_id, rows, totals)
             return message, gateway_id, None
         if kind != "readings":
-            self._quarantine(
-                rows,
-                None,
-                totals,
-                message,
-                gateway_id,
-                f"unexpected topic kind {kind!r}",
-                message.payload,
-            )
+            self._refuse(rows, totals, message, gateway_id, f"unexpected topic kind {kind!r}")
             return message, gateway_id, None
         totals.batches += 1
         try:
             batch = decode_batch(message.payload, f"batch on {message.topic}")
         except DecodeError as exc:
-            self._quarantine(
-                rows,
-                None,
-                totals,
-                message,
-                gateway_id,
-                f"unparseable batch: {exc}",
-                message.payload,
-            )
+            self._refuse(rows, totals, message, gateway_id, f"unparseable batch: {exc}")
             return message, gateway_id, None
         if batch.gateway_id != gateway_id:
             why = f"{REASON_TOPIC_MISMATCH} (batch header names {batch.gateway_id!r})"
-            self._quarantine(rows, None, totals, message, gateway_id, why, message.payload)
+            self._refuse(rows, totals, message, gateway_id, why)
             return message, gateway_id, None
         state = _BatchState(gateway_id, batch.batch_id)
         for bad in batch.bad:
@@ -319,20 +309,10 @@ class Ingestor:
         try:
             status = GatewayStatus.from_bytes(message.payload)
         except DecodeError as exc:
-            self._quarantine(
-                rows,
-                None,
-                totals,
-                message,
-                gateway_id,
-                f"unparseable status: {exc}",
-                message.payload,
-            )
+            self._refuse(rows, totals, message, gateway_id, f"unparseable status: {exc}")
             return
         if status.gateway_id != gateway_id:
-            self._quarantine(
-                rows, None, totals, message, gateway_id, REASON_TOPIC_MISMATCH, message.payload
-            )
+            self._refuse(rows, totals, message, gateway_id, REASON_TOPIC_MISMATCH)
             return
         totals.statuses += 1
         rows.statuses.append(

@@ -24,7 +24,7 @@ from protocols.batch import Ack, decode_batch, encode_batch
 from protocols.obis import Obis
 from protocols.record import ClockSource, Quality, Record, Value, sign_record
 from protocols.topics import ack_topic, readings_topic
-from tests.integration._fleet import GATEWAY, Fleet
+from tests.support.fleet import GATEWAY, Fleet
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,9 @@ Guarantees (see docs/agent.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ __all__ = [
     "Buffer",
     "BufferError",
     "Capture",
+    "DiskFullError",
     "ReadError",
 ]
 
@@ -94,6 +97,23 @@ class BufferError(Exception):
     """The buffer file cannot be used as it is (other gateway, newer schema, ...)."""
 
 
+class DiskFullError(BufferError):
+    """SQLite reported SQLITE_FULL ("database or disk is full"): nothing was committed."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "full" in str(exc)
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    # SQLite may already have rolled back on its own (SQLITE_FULL does): ignore "no transaction".
+    with contextlib.suppress(sqlite3.OperationalError):
+        await db.execute("ROLLBACK")
+
+
 @dataclass(frozen=True, slots=True)
 class Capture:
     """One poll of one meter: what the buffer turns into a signed record."""
@@ -147,6 +167,11 @@ class Buffer:
         self.refused_total = 0
         self._full_logged = False
         self._closed = False
+        # per meter, the newest capture time committed (meter_stats.last_capture_ms): a capture
+        # not after it means the gateway clock went back (Modbus meters have no clock)
+        self.last_capture_ms: dict[str, int] = {}
+        self.clock_suspect_total = 0
+        self._suspect_logged: set[str] = set()
 
     # -- opening -----------------------------------------------------------------------
 
@@ -223,6 +248,13 @@ class Buffer:
         self.next_seq = int(meta["next_seq"])
         self.dropped_total = int(meta["dropped_total"])
         self.refused_total = int(meta["refused_total"])
+        self.last_capture_ms = {
+            meter: ms
+            for meter, ms in await self._db.execute_fetchall(
+                "SELECT meter_id, last_capture_ms FROM meter_stats "
+                "WHERE last_capture_ms IS NOT NULL"
+            )
+        }
         rows = await self._db.execute_fetchall("SELECT count(*), max(seq) FROM records")
         self.count, max_seq = rows[0]  # type: ignore[index]
         if max_seq is not None and max_seq >= self.next_seq:
@@ -276,7 +308,28 @@ class Buffer:
             records: list[Record] = []
             stats: dict[str, list[int]] = {}
             seq = self.next_seq
+            last = dict(self.last_capture_ms)
+            suspect = 0
             for cap in accepted:
+                flags = cap.flags
+                previous = last.get(cap.meter_id)
+                if previous is not None and cap.captured_ms <= previous:
+                    # the gateway clock stepped back: the timestamp is not after the meter's
+                    # previous capture. Stored (never dropped, never overwriting), but flagged.
+                    flags |= Quality.CLOCK_SUSPECT
+                    suspect += 1
+                    if cap.meter_id not in self._suspect_logged:
+                        self._suspect_logged.add(cap.meter_id)
+                        log.warning(
+                            "meter %s: capture at %d ms is not after the previous capture at "
+                            "%d ms (gateway clock stepped back?): flagged CLOCK_SUSPECT",
+                            cap.meter_id,
+                            cap.captured_ms,
+                            previous,
+                        )
+                else:
+                    self._suspect_logged.discard(cap.meter_id)
+                last[cap.meter_id] = max(previous or cap.captured_ms, cap.captured_ms)
                 records.append(
                     Record(
                         self.gateway_id,
@@ -284,7 +337,7 @@ class Buffer:
                         seq,
                         cap.captured_ms,
                         cap.clock_source,
-                        cap.flags,
+                        flags,
                         cap.values,
                     )
                 )
@@ -348,9 +401,13 @@ class Buffer:
                         [(e.meter_id, e.skipped_slots) for e in errors if e.skipped_slots],
                     )
                 await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
+            except BaseException as exc:
+                await _rollback(db)
+                if _is_disk_full(exc):
+                    raise DiskFullError(f"{self.path}: {exc}") from exc
                 raise
+            self.last_capture_ms = last
+            self.clock_suspect_total += suspect
             self.next_seq = seq
             self.count += len(rows) - result.dropped
             self.dropped_total += result.dropped
@@ -365,6 +422,71 @@ class Buffer:
                 self.dropped_total,
             )
         return result
+
+    async def drop_oldest(self, n: int, reason: str, now_ms: int) -> int:
+        """Delete the ``n`` oldest records as the drop-oldest policy does (losses, counted),
+        then checkpoint the WAL so the pages can be reused; used when the disk is full."""
+        async with self._lock:
+            db = self._db
+            dropped_ranges: list[tuple[int, int]] = []
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                dropped = [
+                    r[0]
+                    for r in await db.execute_fetchall(
+                        "SELECT seq FROM records ORDER BY seq LIMIT ?", (n,)
+                    )
+                ]
+                if dropped:
+                    await db.execute("DELETE FROM records WHERE seq <= ?", (dropped[-1],))
+                    dropped_ranges = seq_ranges(dropped)
+                    await db.executemany(
+                        "INSERT INTO losses (first_seq, last_seq, count, reason, at_ms) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [(lo, hi, hi - lo + 1, reason, now_ms) for lo, hi in dropped_ranges],
+                    )
+                    await db.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'dropped_total'",
+                        (str(self.dropped_total + len(dropped)),),
+                    )
+                await db.execute("COMMIT")
+            except BaseException as exc:
+                await _rollback(db)
+                if _is_disk_full(exc):
+                    raise DiskFullError(f"{self.path}: {exc}") from exc
+                raise
+            with contextlib.suppress(sqlite3.OperationalError):
+                await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.count -= len(dropped)
+            self.dropped_total += len(dropped)
+        if dropped:
+            log.warning(
+                "%s: dropped %d oldest unacked records, seqs %s (total dropped %d)",
+                reason,
+                len(dropped),
+                ", ".join(f"{lo}-{hi}" for lo, hi in dropped_ranges),
+                self.dropped_total,
+            )
+        return len(dropped)
+
+    async def note_refused(self, captures: Sequence[Capture], reason: str) -> None:
+        """Count captures that could not be stored (the disk is full); best effort on disk."""
+        async with self._lock:
+            self.refused_total += len(captures)
+            with contextlib.suppress(sqlite3.OperationalError):
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._db.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'refused_total'",
+                        (str(self.refused_total),),
+                    )
+                    await self._db.executemany(
+                        _STATS_ERROR, [(c.meter_id, 1, reason, c.captured_ms) for c in captures]
+                    )
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    await _rollback(self._db)
+                    raise
 
     async def delete_acked(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Delete the records the head-end acknowledged (inclusive seq ranges)."""
@@ -383,7 +505,7 @@ class Buffer:
                     deleted += cursor.rowcount
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                await _rollback(db)
                 raise
             self.count -= deleted
             return deleted
@@ -412,7 +534,7 @@ class Buffer:
                     )
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                await _rollback(db)
                 raise
             return batch_id
 

@@ -340,7 +340,12 @@ class Uplink:
                 await self._wait(min(next_expiry - now, 1.0))
                 continue
             seqs = [seq for seq, _ in rows]
-            batch_id = await self.buffer.start_batch(seqs)
+            try:
+                batch_id = await self.buffer.start_batch(seqs)
+            except Exception as exc:  # e.g. disk full: the publisher must not die
+                log.warning("cannot start a batch (%s): retrying in 1s", exc)
+                await self._wait(1.0)
+                continue
             payload = encode_batch(self.gateway_id, batch_id, [raw for _, raw in rows])
             if not self.connected or self._stopping:
                 continue

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .buffer import Buffer, Capture, ReadError
+from .buffer import Buffer, Capture, DiskFullError, ReadError
 
 __all__ = ["CaptureWriter"]
 
@@ -33,6 +33,7 @@ class CaptureWriter:
         self.readings = 0
         self.errors = 0
         self.commits = 0
+        self._disk_full_logged = False
         self._task: asyncio.Task[None] | None = None
 
     def put(self, item: Capture | ReadError) -> None:
@@ -65,6 +66,10 @@ class CaptureWriter:
                 continue
             try:
                 result = await self.buffer.append(captures, errors, now_ms=time.time_ns() // 10**6)
+            except DiskFullError as exc:
+                # SQLITE_FULL: apply the buffer policy instead of retrying forever.
+                await self._disk_full(captures, errors, exc)
+                continue
             except Exception:
                 # Nothing was committed (the transaction rolled back): keep the group and
                 # retry, the readings are not lost while the process lives.
@@ -76,6 +81,9 @@ class CaptureWriter:
                     stopping = False
                 await asyncio.sleep(1)
                 continue
+            if self._disk_full_logged:
+                self._disk_full_logged = False
+                log.info("buffer writes succeed again after disk full")
             stored = len(result.seqs)
             self.records += stored
             self.readings += sum(len(c.values) for c in captures[:stored])
@@ -83,3 +91,39 @@ class CaptureWriter:
             self.commits += 1
             if self.on_commit is not None and stored:
                 self.on_commit()
+
+    async def _disk_full(
+        self, captures: list[Capture], errors: list[ReadError], exc: DiskFullError
+    ) -> None:
+        """The disk is full: drop-oldest makes room (losses recorded) and retries once per
+        step; stop-capture (or no room to make) refuses the captures, counted as read errors.
+        Never a retry loop: the next group comes with the next slot."""
+        buffer = self.buffer
+        now_ms = time.time_ns() // 10**6
+        if buffer.when_full == "drop-oldest":
+            want = max(len(captures), 1)
+            for _attempt in range(4):
+                try:
+                    if not await buffer.drop_oldest(want, "disk full: drop-oldest", now_ms):
+                        break
+                    result = await buffer.append(captures, errors, now_ms=now_ms)
+                except DiskFullError:
+                    want *= 4
+                    continue
+                self.records += len(result.seqs)
+                self.readings += sum(len(c.values) for c in captures[: len(result.seqs)])
+                self.errors += sum(1 for e in errors if e.text) + result.refused
+                self.commits += 1
+                if self.on_commit is not None and result.seqs:
+                    self.on_commit()
+                return
+        if not self._disk_full_logged:
+            log.error(
+                "%s; when_full=%s: refusing %d captures (counted as read errors 'disk full')",
+                exc,
+                buffer.when_full,
+                len(captures),
+            )
+            self._disk_full_logged = True
+        self.errors += len(captures) + sum(1 for e in errors if e.text)
+        await buffer.note_refused(captures, "disk full")

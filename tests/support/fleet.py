@@ -44,6 +44,14 @@ class Fleet:
     root: Path
     speed: int = 3600  # one virtual hour per real second: 15-minute slots every 0.25 s
     head_start: float = 3.0  # real seconds the clock stands while the processes start
+    gateway: str = GATEWAY
+    batch_max_records: int = 20
+    ack_timeout: str = "3s"
+    max_records: int = 100000
+    when_full: str = "drop-oldest"
+    interval: str = "15m"
+    agent_env: dict[str, str] = field(default_factory=dict)
+    collector_env: dict[str, str] = field(default_factory=dict)
     broker: Mosquitto | None = None
     sim: Proc | None = None
     agent: Proc | None = None
@@ -73,21 +81,30 @@ class Fleet:
                     {"id": meter, "host": host, "port": port, "unit": unit,
                      "profile": fields["profile"]}
                 )  # fmt: skip
-        self._write_agent_config()
         self._write_collector_config()
-        meterlink("agent", "keys", "init", "--config", str(self.agent_config), cwd=self.root)
+        self.add_gateway(self.gateway, self.agent_config)
+        return self
+
+    def add_gateway(self, gateway: str, config: Path) -> Path:
+        """Write an agent config for ``gateway`` polling every meter, make its key, enrol it."""
+        self._write_agent_config(gateway, config)
+        meterlink("agent", "keys", "init", "--config", str(config), cwd=self.root)
         meterlink(
-            "collector", "enrol", GATEWAY,
-            "--public-key", str(self.root / "agent/state/keys/gateway.pub"),
+            "collector", "enrol", gateway,
+            "--public-key", str(config.parent / "state/keys/gateway.pub"),
             "--meters", ",".join(m["id"] for m in self.meters),
             "--config", str(self.collector_config),
             cwd=self.root,
         )  # fmt: skip
-        return self
+        return config
 
     @property
     def agent_config(self) -> Path:
         return self.root / "agent" / "agent.toml"
+
+    @property
+    def agent_buffer(self) -> Path:
+        return self.root / "agent" / "state" / "buffer.sqlite"
 
     @property
     def collector_config(self) -> Path:
@@ -97,23 +114,25 @@ class Fleet:
     def collector_db(self) -> Path:
         return self.root / "collector" / "collector.sqlite"
 
-    def _write_agent_config(self) -> None:
+    def _write_agent_config(self, gateway: str, config: Path) -> None:
         assert self.broker is not None
         lines = [
-            "[gateway]", f'id = "{GATEWAY}"', 'state_dir = "state"', "",
+            "[gateway]", f'id = "{gateway}"', 'state_dir = "state"', "",
             "[mqtt]", 'host = "127.0.0.1"', f"port = {self.broker.port}",
-            "batch_max_records = 20", 'ack_timeout = "3s"', "",
-            "[buffer]", "max_records = 100000", 'when_full = "drop-oldest"',
+            f"batch_max_records = {self.batch_max_records}",
+            f'ack_timeout = "{self.ack_timeout}"', "",
+            "[buffer]", f"max_records = {self.max_records}",
+            f'when_full = "{self.when_full}"',
         ]  # fmt: skip
         for m in self.meters:
             lines += [
                 "", "[[meters]]", f'id = "{m["id"]}"', 'driver = "modbus-tcp"',
                 f'host = "{m["host"]}"', f"port = {m['port']}", f"unit = {m['unit']}",
-                f'profile = "{m["profile"]}"', 'interval = "15m"', 'timeout = "1s"',
+                f'profile = "{m["profile"]}"', f'interval = "{self.interval}"', 'timeout = "1s"',
                 "retries = 2",
             ]  # fmt: skip
-        self.agent_config.parent.mkdir(parents=True, exist_ok=True)
-        self.agent_config.write_text("\n".join(lines) + "\n")
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text("\n".join(lines) + "\n")
 
     def _write_collector_config(self) -> None:
         assert self.broker is not None
@@ -130,21 +149,27 @@ class Fleet:
 
     # -- processes -------------------------------------------------------------------------
 
-    def _spawn(self, name: str, *args: str, notify: NotifySocket | None = None) -> Proc:
+    def _spawn(
+        self,
+        name: str,
+        *args: str,
+        notify: NotifySocket | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
         proc = Proc(
             [sys.executable, "-m", "meterlink", *args],
             name,
             cwd=self.root,
-            env=notify.env if notify else None,
+            env={**(notify.env if notify else {}), **(env or {})},
             log_path=self.root / f"{name}.log",
         )
         self._procs.append(proc)
         return proc
 
-    def _start_ready(self, name: str, *args: str) -> Proc:
+    def _start_ready(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
         sock = NotifySocket()
         self._sockets.append(sock)
-        proc = self._spawn(name, *args, notify=sock)
+        proc = self._spawn(name, *args, notify=sock, env=env)
         try:
             sock.wait_for("READY", timeout=30, alive=proc.alive)
         except (TimeoutError, RuntimeError) as exc:
@@ -153,17 +178,32 @@ class Fleet:
 
     def start_collector(self) -> Proc:
         self.collector = self._start_ready(
-            "collector", "collector", "run", str(self.collector_config)
+            "collector", "collector", "run", str(self.collector_config), env=self.collector_env
         )
         return self.collector
 
-    def start_agent(self, until_hours: float | None = None) -> Proc:
-        args = ["agent", "run", str(self.agent_config), "--clock", str(self.clock)]
+    def start_agent(
+        self,
+        until_hours: float | None = None,
+        *,
+        config: Path | None = None,
+        clock: ClockSetting | None = None,
+        env: dict[str, str] | None = None,
+        drain_timeout: float = 60,
+        name: str = "agent",
+    ) -> Proc:
+        """Start an agent (this fleet's, or the one of ``config``); ``clock`` overrides the
+        fleet's clock setting (a gateway whose clock was stepped)."""
+        config = config or self.agent_config
+        clock = clock or self.clock
+        args = ["agent", "run", str(config), "--clock", str(clock)]
         if until_hours is not None:
             until = START + timedelta(hours=until_hours)
-            args += ["--until", until.isoformat(), "--drain-timeout", "60"]
-        self.agent = self._start_ready("agent", *args)
-        return self.agent
+            args += ["--until", until.isoformat(), "--drain-timeout", str(drain_timeout)]
+        proc = self._start_ready(name, *args, env={**self.agent_env, **(env or {})})
+        if config == self.agent_config:
+            self.agent = proc
+        return proc
 
     def virtual_hours(self) -> float:
         """Virtual hours since the fleet's clock started."""
@@ -191,7 +231,7 @@ class Fleet:
             con.close()
 
     def stored_records(self) -> int:
-        return self.query("SELECT count(*) FROM records WHERE gateway_id = ?", GATEWAY)[0][0]
+        return self.query("SELECT count(*) FROM records WHERE gateway_id = ?", self.gateway)[0][0]
 
     def agent_status(self) -> dict:
         return json.loads(meterlink("agent", "status", str(self.agent_config), "--json",
@@ -210,7 +250,7 @@ class Fleet:
         last_seq = status["last_seq"]
         held = status["backlog"]
         seqs = [row[0] for row in self.query(
-            "SELECT seq FROM records WHERE gateway_id = ? ORDER BY seq", GATEWAY)]  # fmt: skip
+            "SELECT seq FROM records WHERE gateway_id = ? ORDER BY seq", self.gateway)]  # fmt: skip
         assert held == 0, f"{held} records still in the agent's buffer"
         assert seqs == list(range(1, last_seq + 1)), (
             f"head-end holds {len(seqs)} records for seqs 1..{last_seq}; missing: "
@@ -218,7 +258,7 @@ class Fleet:
         )
         # each stored record's readings are exactly its signed values, once
         expected: dict[tuple[str, str, int], Decimal] = {}
-        for (raw,) in self.query("SELECT raw FROM records WHERE gateway_id = ?", GATEWAY):
+        for (raw,) in self.query("SELECT raw FROM records WHERE gateway_id = ?", self.gateway):
             signed = decode_record(raw)
             for reading in signed.readings():
                 key = (reading.meter_id, str(reading.obis), reading.captured_ms)
@@ -228,7 +268,7 @@ class Fleet:
             (meter, obis, ms): Decimal(value)
             for meter, obis, ms, value in self.query(
                 "SELECT meter_id, obis, captured_ms, value FROM readings WHERE gateway_id = ?",
-                GATEWAY,
+                self.gateway,
             )
         }
         assert stored == expected

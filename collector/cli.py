@@ -5,6 +5,8 @@
     bill --account A --period YYYY-MM --config CONFIG [--json]
     stats --config CONFIG [--json]
     quarantine --config CONFIG [--limit N]
+    export --config CONFIG (--gateway GW | --meter M | --account A --period YYYY-MM)
+           [--from ISO --to ISO] --out FILE
 
 Exit codes: 0 done, 1 runtime failure (database), 2 bad input (arguments, config, key file,
 account or period).
@@ -59,6 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quarantine", help="list quarantined messages and records")
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--limit", type=int, default=100)
+    p = sub.add_parser("export", help="stored records as received, with keys, for verify")
+    p.add_argument("--config", type=Path, required=True)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--gateway")
+    what.add_argument("--meter")
+    what.add_argument("--account")
+    p.add_argument("--period", help="YYYY-MM, with --account")
+    p.add_argument("--from", dest="from_", metavar="ISO", help="captured at or after")
+    p.add_argument("--to", metavar="ISO", help="captured at or before")
+    p.add_argument("--out", type=Path, required=True)
     return parser
 
 
@@ -83,6 +95,7 @@ def main(argv: list[str]) -> int:
             "bill": _bill,
             "stats": _stats,
             "quarantine": _quarantine,
+            "export": _export,
         }[args.command]
         return asyncio.run(command(config, args))
     except CollectorError as exc:
@@ -203,3 +216,9 @@ async def _quarantine(config: Config, args: argparse.Namespace) -> int:
     if not entries:
         print("quarantine is empty")
     return 0
+
+
+async def _export(config: Config, args: argparse.Namespace) -> int:
+    from .export import export_command
+
+    return export_command(config, args, _now_ms())

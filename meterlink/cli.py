@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("agent.cli", "the field agent: run, check, keys, status"),
     "collector": ("collector.cli", "the head-end: run, enrol, bill, stats, quarantine"),
     "sim": ("firmware_sim.cli", "simulated meters: modbus, run SCENARIO"),
+    "verify": ("meterlink.verify", "check an export's signatures (and a bill's readings) offline"),
 }
 
 

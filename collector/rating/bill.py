@@ -16,7 +16,7 @@ the rounded lines, so the lines always add up to the total printed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
@@ -79,14 +79,26 @@ class Boundary:
     method: str  # exact | interpolated | first reading after | latest reading (to date) | ...
     readings: tuple[ReadingPoint, ...]  # the readings behind it, as stored
     explain: str
+    meter_id: str = ""
+    obis: str = ""
 
     def evidence(self) -> dict:
+        """The boundary for JSON. Each reading names its identity (meter, OBIS, capture
+        instant in Unix ms) and exact value, so ``meterlink verify --bill`` can find it in a
+        signed record of an export."""
         return {
             "instant": format_utc_ms(self.instant_ms),
             "value_kwh": None if self.value is None else str(self.value),
             "method": self.method,
             "readings": [
-                {"captured": format_utc_ms(r.captured_ms), "value": r.value, "unit": r.unit}
+                {
+                    "captured": format_utc_ms(r.captured_ms),
+                    "value": r.value,
+                    "unit": r.unit,
+                    "meter": self.meter_id,
+                    "obis": self.obis,
+                    "captured_ms": r.captured_ms,
+                }
                 for r in self.readings
             ],
             "explain": self.explain,
@@ -138,6 +150,11 @@ def _resolution(*values: Decimal) -> Decimal:
 
 async def register_at(store: Store, meter_id: str, obis: str, instant_ms: int) -> Boundary:
     """The register's value at ``instant_ms`` (see the module docstring)."""
+    found = await _register_at(store, meter_id, obis, instant_ms)
+    return replace(found, meter_id=meter_id, obis=obis)
+
+
+async def _register_at(store: Store, meter_id: str, obis: str, instant_ms: int) -> Boundary:
     before = await store.reading_at_or_before(meter_id, obis, instant_ms)
     after = await store.reading_at_or_after(meter_id, obis, instant_ms)
     when = format_utc_ms(instant_ms)

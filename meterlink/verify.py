@@ -21,7 +21,7 @@ import binascii
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -280,12 +280,15 @@ def _check_line(
     return RecordCheck(number, True, "", **base)
 
 
-def verify_export(path: Path, public_keys: list[KeyUsed] | None = None) -> VerifyReport:
+def verify_export(
+    path: Path, public_keys: list[KeyUsed] | None = None, keep_records: bool = True
+) -> VerifyReport:
     """Verify every record line of the export at ``path``.
 
     With ``public_keys`` (keys the auditor obtained on its own) the keys in the file are
     ignored and a key verifies records of any gateway; otherwise the export's keys are used,
-    each for its own gateway only.
+    each for its own gateway only. ``keep_records=False`` drops each decoded record once
+    checked (memory stays flat on a large export; ``check_bill`` needs them kept).
     """
     lines = _lines(path)
     first = next(lines, None)
@@ -302,7 +305,10 @@ def verify_export(path: Path, public_keys: list[KeyUsed] | None = None) -> Verif
     for number, text in lines:
         if not text.strip():
             continue
-        report.records.append(_check_line(number, text, by_id, bool(public_keys)))
+        check = _check_line(number, text, by_id, bool(public_keys))
+        if not keep_records and check.signed is not None:
+            check = replace(check, signed=None)
+        report.records.append(check)
     expected = header.get("records")
     if isinstance(expected, int) and expected != len(report.records):
         report.problems.append(
@@ -475,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         keys = [load_pem_key(path) for path in args.public_key]
-        report = verify_export(args.export, keys or None)
+        report = verify_export(args.export, keys or None, keep_records=args.bill is not None)
         if args.bill is not None:
             report.bill = check_bill(args.bill, report.records)
     except VerifyError as exc:

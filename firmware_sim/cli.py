@@ -2,13 +2,16 @@
 
     sim modbus --port P --profile NAME [--host H] [--units 1,2,3] [--speed X] [--start ISO]
                [--clock SETTING] [--seed N] [--meter-prefix TEXT] [--origin ISO]
+               [--fault UNIT:KIND[:ARG]]...
     sim run SCENARIO.toml [--clock SETTING]
 
 Once every server listens, one line per server goes to stdout (flushed)::
 
     READY modbus 127.0.0.1:PORT profile=NAME units=1,2,3 meters=ID1,ID2,ID3
 
-SIGTERM or SIGINT stops the servers; the exit status is then 0. See docs/simulator.md.
+SIGTERM or SIGINT stops the servers; the exit status is then 0. Bad arguments, scenario
+errors and a port that cannot be bound (in use) exit 2 with one line naming the problem.
+See docs/simulator.md.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -31,7 +34,8 @@ from typing import Any
 from protocols.clock import ClockSetting, ClockSettingError, parse_utc
 from protocols.modbus import ModbusProfileError, Profile, load_profile
 
-from .modbus_server import ModbusSimServer
+from .faults import Fault, FaultSpecError, parse_fault, parse_unit_fault
+from .modbus_server import ListenError, ModbusSimServer
 from .model import BUCKET_NS, MeterModel, ModelParams
 
 __all__ = ["PROFILE_DIR", "ScenarioError", "load_scenario", "main", "resolve_profile"]
@@ -89,6 +93,8 @@ class ServerSpec:
     port: int
     profile: Profile
     meters: dict[int, MeterModel]
+    faults: dict[int, Fault] = field(default_factory=dict)
+    seed: int = 0
 
 
 def _decimal(value: Any, where: str) -> Decimal:
@@ -111,6 +117,7 @@ _UNIT_KEYS = {
     "initial_import_kvarh",
     "initial_export_kvarh",
     "seed",
+    "fault",
 }
 
 
@@ -175,6 +182,7 @@ def load_scenario(
         if port == 0 and any("meter" not in u for u in server.get("units", [])):
             port = free_port(server.get("host", host))  # default meter ids name the port
         meters: dict[int, MeterModel] = {}
+        faults: dict[int, Fault] = {}
         for j, entry in enumerate(server.get("units", [])):
             uwhere = f"{where}.units[{j}]"
             unknown = set(entry) - _UNIT_KEYS
@@ -183,13 +191,24 @@ def load_scenario(
             unit = entry.get("unit", j + 1)
             if unit in meters:
                 raise ScenarioError(f"{uwhere}: unit {unit} used twice")
+            if not isinstance(unit, int) or isinstance(unit, bool) or not 1 <= unit <= 247:
+                raise ScenarioError(f"{uwhere}.unit: must be an integer 1..247, got {unit!r}")
+            if "fault" in entry:
+                if not isinstance(entry["fault"], str):
+                    raise ScenarioError(f"{uwhere}.fault: expected a string like 'garbage'")
+                try:
+                    faults[unit] = parse_fault(entry["fault"])
+                except FaultSpecError as exc:
+                    raise ScenarioError(f"{uwhere}.fault: {exc}") from None
             meter_id = entry.get("meter") or f"sim-{port}-{unit}"
             meters[unit] = MeterModel(
                 meter_id, entry.get("seed", seed), _params(entry, uwhere), origin_ns=origin
             )
         if not meters:
             raise ScenarioError(f"{where}: no [[servers.units]]")
-        servers.append(ServerSpec(server.get("host", host), port, profile, meters))
+        servers.append(
+            ServerSpec(server.get("host", host), port, profile, meters, faults, seed=seed)
+        )
     if not servers:
         raise ScenarioError(f"{path}: no [[servers]]")
     return clock, servers
@@ -218,7 +237,13 @@ async def _serve(clock: ClockSetting, specs: Sequence[ServerSpec]) -> int:
     try:
         for spec in specs:
             server = ModbusSimServer(
-                spec.profile, spec.meters, clock, host=spec.host, port=spec.port
+                spec.profile,
+                spec.meters,
+                clock,
+                host=spec.host,
+                port=spec.port,
+                faults=spec.faults,
+                seed=spec.seed,
             )
             await server.start()
             servers.append(server)
@@ -256,6 +281,14 @@ def _parser() -> argparse.ArgumentParser:
     mb.add_argument("--origin", help="virtual instant of the initial registers (ISO 8601)")
     mb.add_argument("--seed", type=int, default=0)
     mb.add_argument("--meter-prefix", default="sim")
+    mb.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="UNIT:KIND[:ARG]",
+        help="make a unit misbehave: garbage, slow:SECONDS[,SECONDS...], wrong-unit[:UNIT], "
+        "silent, mid-frame, exception:CODE (repeatable; see docs/simulator.md)",
+    )
     run = sub.add_parser("run", help="a fleet of servers from a scenario file")
     run.add_argument("scenario", type=Path)
     run.add_argument("--clock", help="clock setting overriding the scenario's")
@@ -276,17 +309,28 @@ def main(argv: list[str]) -> int:
                 units = sorted({int(u) for u in args.units.split(",") if u.strip()})
             except ValueError:
                 raise ScenarioError(f"--units {args.units!r}: expected e.g. 1,2,3") from None
+            faults = dict(parse_unit_fault(text) for text in args.fault)
+            for unit in faults:
+                if unit not in units:
+                    raise ScenarioError(f"--fault: unit {unit} is not in --units {args.units}")
+            if not 0 <= args.port <= 65535:
+                raise ScenarioError(f"--port {args.port}: must be 0..65535")
             port = args.port or free_port(args.host)  # meter ids name the real port
             meters = {
                 u: MeterModel(f"{args.meter_prefix}-{port}-{u}", args.seed, origin_ns=origin)
                 for u in units
             }
-            spec = ServerSpec(args.host, port, resolve_profile(args.profile), meters)
+            spec = ServerSpec(
+                args.host, port, resolve_profile(args.profile), meters, faults, args.seed
+            )
             return asyncio.run(_serve(clock, [spec]))
         clock, specs = load_scenario(args.scenario, args.clock, now_ns)
         return asyncio.run(_serve(clock, specs))
     except (ScenarioError, ModbusProfileError, ClockSettingError, ValueError) as exc:
         print(f"sim: error: {exc}", file=sys.stderr)
+        return 2
+    except ListenError as exc:  # a port in use is an argument problem, not a crash
+        print(f"sim: error: {exc.strerror}", file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as exc:  # pymodbus: RuntimeError when it cannot listen
         print(f"sim: error: {exc}", file=sys.stderr)

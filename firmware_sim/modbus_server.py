@@ -20,11 +20,19 @@ Behaviour a client can see:
   Addresses past the last mapped register always answer exception 02.
 * an unknown unit id answers exception 0B (gateway target device failed to respond), as a
   Modbus TCP gateway does.
+
+With ``faults`` (unit -> :class:`~firmware_sim.faults.Fault`), pymodbus listens on a private
+port and a :class:`~firmware_sim.faults.FaultFront` on the public one corrupts the answers of
+those units (pymodbus cannot be made to send a malformed frame).
+
+A port that cannot be bound raises :class:`ListenError` naming the address.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
@@ -39,9 +47,10 @@ from protocols.modbus import ModbusValueError, Profile, RegisterSpec
 from protocols.obis import quantity_for
 from protocols.units import convert
 
+from .faults import Fault, FaultFront
 from .model import MeterModel
 
-__all__ = ["ModbusSimServer", "registers_for"]
+__all__ = ["ListenError", "ModbusSimServer", "registers_for"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,25 @@ def registers_for(
     return out
 
 
+class ListenError(OSError):
+    """The server's address cannot be bound (in use, not ours, ...)."""
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Raise :class:`ListenError` naming ``host:port`` if it cannot be bound right now (the
+    same SO_REUSEADDR asyncio uses, so a port in TIME_WAIT is not reported as in use)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ListenError(exc.errno, f"cannot listen on {host}:{port}: {reason}") from None
+
+
 class ModbusSimServer:
     """Serve ``meters`` (unit id -> model) with ``profile`` on ``host:port`` (0: any free)."""
 
@@ -87,6 +115,8 @@ class ModbusSimServer:
         host: str = "127.0.0.1",
         port: int = 0,
         now_ns: Callable[[], int] = time.time_ns,
+        faults: Mapping[int, Fault] | None = None,
+        seed: int = 0,
     ) -> None:
         if not meters:
             raise ValueError("a server needs at least one unit")
@@ -100,6 +130,12 @@ class ModbusSimServer:
         self._port = port
         self._now_ns = now_ns
         self._server: ModbusTcpServer | None = None
+        self.faults = dict(faults or {})
+        for unit in self.faults:
+            if unit not in self.meters:
+                raise ValueError(f"fault for unit {unit}, which this server does not serve")
+        self._seed = seed
+        self._front: FaultFront | None = None
         functions = {spec.function for spec in profile.registers}
         self._functions = {3, 4} if profile.both_functions else functions
         self._end = max(spec.address + spec.count for spec in profile.registers)
@@ -162,17 +198,40 @@ class ModbusSimServer:
         """Listen; returns once the port accepts connections."""
         if self._server is not None:
             raise RuntimeError("server already started")
+        check_bindable(self.host, self._port)
         devices = [self._device(unit, model) for unit, model in sorted(self.meters.items())]
         devices.append(self._unknown_device())
-        server = ModbusTcpServer(devices, address=(self.host, self._port))
-        await server.serve_forever(background=True)
+        # With faults, pymodbus serves a private port behind the fault front.
+        address = ("127.0.0.1", 0) if self.faults else (self.host, self._port)
+        server = ModbusTcpServer(devices, address=address)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:  # pymodbus: "Could not start listen"
+            raise ListenError(
+                errno.EADDRINUSE, f"cannot listen on {address[0]}:{address[1]}: {exc}"
+            ) from None
         self._server = server
         sockets = getattr(server.transport, "sockets", None)
-        if sockets:
-            self._port = sockets[0].getsockname()[1]
+        bound = sockets[0].getsockname()[1] if sockets else self._port
+        if not self.faults:
+            self._port = bound
+            return
+        front = FaultFront(self.host, self._port, bound, self.faults, list(self.meters), self._seed)
+        try:
+            await front.start()
+        except OSError as exc:
+            await self.stop()
+            raise ListenError(
+                exc.errno, f"cannot listen on {self.host}:{self._port}: {exc.strerror}"
+            ) from None
+        self._front = front
+        self._port = front.port
 
     async def stop(self) -> None:
         """Stop listening and close connections; safe to call twice."""
+        front, self._front = self._front, None
+        if front is not None:
+            await front.stop()
         server, self._server = self._server, None
         if server is not None:
             await server.shutdown()
@@ -187,7 +246,10 @@ class ModbusSimServer:
     def ready_line(self) -> str:
         units = ",".join(str(u) for u in sorted(self.meters))
         meters = ",".join(self.meters[u].meter_id for u in sorted(self.meters))
-        return (
+        line = (
             f"READY modbus {self.host}:{self.port} profile={self.profile.name} "
             f"units={units} meters={meters}"
         )
+        if self.faults:
+            line += " faults=" + ",".join(f"{u}:{f}" for u, f in sorted(self.faults.items()))
+        return line

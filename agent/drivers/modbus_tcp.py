@@ -1,21 +1,25 @@
 """Modbus TCP: one connection per host:port, transactions serialised, values via profiles.
 
 Like a real Modbus TCP gateway in front of an RS-485 bus, one TCP connection carries the
-requests of every unit behind it, one at a time (``asyncio.Lock``). pymodbus's own retries
-and reconnect loop are switched off: this driver retries with exponential backoff and
-reconnects itself, so that a timeout is attributed to one meter and one request.
+requests of every unit behind it, one at a time (``asyncio.Lock``). The framing is the
+agent's own (``mbap.py``): every answer is checked against its request (transaction id, unit
+id, function, byte count) before a value is taken from it, and the connection is dropped
+after anything that leaves the byte stream in doubt. Retries with exponential backoff are
+per block read, so that a failure is attributed to one meter and one request.
+
+A meter that gives no usable answer to a block (after its retries) is not asked for its
+other blocks in that cycle: a silent meter costs its bus at most ``timeout x (retries + 1)``
+plus the backoff per cycle, whatever the size of its plan.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import ClassVar
-
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
 
 from protocols.modbus import (
     FUNCTION_INPUT,
@@ -27,6 +31,8 @@ from protocols.modbus import (
 from protocols.obis import Obis
 from protocols.record import Value
 
+from . import mbap
+
 __all__ = ["MeterReadError", "ModbusTcpConnection", "ModbusTcpMeter", "ReadOutcome"]
 
 log = logging.getLogger("agent.modbus")
@@ -36,7 +42,14 @@ BACKOFF_MAX = 2.0
 
 
 class MeterReadError(Exception):
-    """A poll that produced no value at all; the message names meter and request."""
+    """A poll that produced no value at all; the message names meter and request.
+
+    ``answered``: the meter did answer (an exception response), so the connection is fine
+    and its other blocks are still worth asking for."""
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 @dataclass(slots=True)
@@ -55,72 +68,117 @@ def describe(request: ReadRequest, unit: int) -> str:
 
 
 class ModbusTcpConnection:
-    """One TCP connection to host:port, shared by every meter (unit) behind it."""
+    """One TCP connection to host:port, shared by every meter (unit) behind it.
+
+    Exactly one transaction is outstanding at a time. After anything that leaves the byte
+    stream in doubt (a timeout, a half answer, a framing error, a reset) the connection is
+    closed and the next request opens a new one: a late answer is never read as the answer
+    to the following request, which may be for another meter.
+    """
 
     def __init__(self, host: str, port: int, connect_timeout: float = 3.0) -> None:
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
         self.lock = asyncio.Lock()
-        self._client: AsyncModbusTcpClient | None = None  # made in the running loop
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._tid = 0
         self.requests = 0
         self.failures = 0
+        self.reconnects = 0
 
     @property
     def name(self) -> str:
         return f"{self.host}:{self.port}"
 
     @property
-    def client(self) -> AsyncModbusTcpClient:
-        if self._client is None:
-            self._client = AsyncModbusTcpClient(
-                self.host,
-                port=self.port,
-                timeout=self.connect_timeout,
-                retries=0,
-                reconnect_delay=0,
-            )
-        return self._client
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
 
-    async def _ensure_connected(self, timeout: float) -> None:
-        if self.client.connected:
-            return
+    async def _ensure_connected(
+        self, timeout: float
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is not None and self._writer is not None and self.connected:
+            return self._reader, self._writer
+        self._drop()
         try:
-            ok = await asyncio.wait_for(self.client.connect(), timeout)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), min(timeout, self.connect_timeout)
+            )
         except TimeoutError:
-            ok = False
-        if not ok:
-            self.client.close()
-            raise ConnectionError(f"cannot connect to {self.name}")
+            raise ConnectionError(f"cannot connect to {self.name}: timed out") from None
+        except OSError as exc:
+            raise ConnectionError(f"cannot connect to {self.name}: {exc.strerror or exc}") from None
+        self._reader, self._writer = reader, writer
+        self.reconnects += 1
+        return reader, writer
+
+    def _drop(self) -> None:
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+
+    def _next_tid(self) -> int:
+        self._tid = self._tid % 0xFFFF + 1
+        return self._tid
 
     async def read(self, request: ReadRequest, unit: int, timeout: float) -> list[int]:
         """One block read, serialised with the other units on this connection."""
         async with self.lock:
             self.requests += 1
-            await self._ensure_connected(timeout)
-            if request.function == FUNCTION_INPUT:
-                call = self.client.read_input_registers
-            else:
-                call = self.client.read_holding_registers
+            reader, writer = await self._ensure_connected(timeout)
+            tid = self._next_tid()
+            frame = mbap.read_request(tid, unit, request.function, request.address, request.count)
+            received = bytearray()
             try:
-                response = await asyncio.wait_for(
-                    call(request.address, count=request.count, device_id=unit), timeout
-                )
+                async with asyncio.timeout(timeout):
+                    writer.write(frame)
+                    await writer.drain()
+                    await _read_into(reader, received, mbap.HEADER_SIZE)
+                    header = mbap.parse_header(bytes(received))
+                    await _read_into(reader, received, mbap.HEADER_SIZE + header.pdu_size)
+                pdu = bytes(received[mbap.HEADER_SIZE :])
+                return mbap.check_answer(header, pdu, tid, unit, request.function, request.count)
+            except mbap.ExceptionAnswer as exc:
+                raise ModbusExceptionResponse(exc.code) from None
             except TimeoutError:
-                # A late answer would be taken for the next request's: start afresh.
-                self.client.close()
-                raise
-            except (ModbusException, OSError):
-                self.client.close()
-                raise
-            if response.isError():
-                code = getattr(response, "exception_code", 0)
-                raise ModbusExceptionResponse(code)
-            return list(response.registers)
+                self._drop()
+                if received:
+                    raise TimeoutError(
+                        f"answer stopped after {len(received)} bytes, none more within {timeout:g}s"
+                    ) from None
+                raise TimeoutError(f"no answer within {timeout:g}s") from None
+            except asyncio.IncompleteReadError:
+                self._drop()
+                got = len(received)
+                raise ConnectionError(
+                    f"connection closed after {got} bytes of an answer"
+                    if got
+                    else "connection closed without an answer"
+                ) from None
+            except mbap.FrameError as exc:
+                self._drop()
+                raise mbap.FrameError(f"malformed answer: {exc}; reconnecting") from None
+            except OSError as exc:
+                self._drop()
+                raise ConnectionError(f"connection error: {exc.strerror or exc}") from None
 
     async def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        writer = self._writer
+        self._drop()
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+async def _read_into(reader: asyncio.StreamReader, into: bytearray, size: int) -> None:
+    """Read until ``into`` holds ``size`` bytes (what arrived stays in ``into``, for messages)."""
+    while len(into) < size:
+        chunk = await reader.read(size - len(into))
+        if not chunk:
+            raise asyncio.IncompleteReadError(bytes(into), size)
+        into += chunk
 
 
 class ModbusExceptionResponse(Exception):
@@ -166,40 +224,48 @@ class ModbusTcpMeter:
     async def _read_block(self, request: ReadRequest) -> list[int]:
         delay = BACKOFF_START
         last: Exception | None = None
+        reasons: list[str] = []  # distinct, in order: what each attempt got
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
             try:
                 return await self.connection.read(request, self.unit, self.timeout)
-            except ModbusExceptionResponse as exc:
-                last = exc
-                if exc.code in (1, 2, 3):  # the request itself is wrong: retrying cannot help
-                    break
-            except TimeoutError:
-                last = TimeoutError(f"no answer within {self.timeout:g}s")
-            except (ModbusException, OSError) as exc:
-                last = exc
+            except (ModbusExceptionResponse, TimeoutError, mbap.FrameError, OSError) as exc:
+                last = exc  # OSError includes ConnectionError
+                if str(exc) not in reasons:
+                    reasons.append(str(exc))
+                if isinstance(exc, ModbusExceptionResponse) and exc.code in (1, 2, 3):
+                    break  # the request itself is wrong: retrying cannot help
         self.connection.failures += 1
         attempts = attempt + 1
         raise MeterReadError(
             f"meter {self.meter_id}: {describe(request, self.unit)} at {self.connection.name}: "
-            f"{last} ({attempts} attempt{'s' if attempts > 1 else ''})"
+            f"{'; then '.join(reasons)} ({attempts} attempt{'s' if attempts > 1 else ''})",
+            answered=isinstance(last, ModbusExceptionResponse),
         )
 
     async def read(self) -> ReadOutcome:
         """Every planned block; a failed block or value makes the capture partial."""
         values: list[Value] = []
         errors: list[str] = []
-        for request in self.plan:
+        for index, request in enumerate(self.plan):
             try:
                 registers = await self._read_block(request)
                 sliced = split_response(request, registers)
-            except (MeterReadError, ModbusValueError) as exc:
-                text = str(exc)
-                if not text.startswith("meter "):
-                    text = f"meter {self.meter_id}: {describe(request, self.unit)}: {text}"
-                errors.append(text)
+            except MeterReadError as exc:
+                errors.append(str(exc))
+                if not exc.answered and index + 1 < len(self.plan):
+                    # No usable answer: asking for the other blocks would cost the bus
+                    # another timeout x attempts each, for nothing.
+                    skipped = len(self.plan) - index - 1
+                    errors.append(
+                        f"meter {self.meter_id}: {skipped} other block(s) not read this cycle"
+                    )
+                    break
+                continue
+            except ModbusValueError as exc:
+                errors.append(f"meter {self.meter_id}: {describe(request, self.unit)}: {exc}")
                 continue
             for obis, regs in sliced.items():
                 spec = self._specs[obis]  # type: ignore[index]

@@ -147,23 +147,39 @@ class Ack:
     def from_bytes(cls, payload: bytes) -> Ack:
         try:
             doc = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(f"ack: not JSON: {exc}") from None
+        try:
             if doc.get("v") != 1:
                 raise DecodeError(f"ack: unknown version {doc.get('v')!r}")
-            handled = tuple((int(lo), int(hi)) for lo, hi in doc["handled"])
+            handled = tuple((_count(lo), _count(hi)) for lo, hi in doc["handled"])
             for low, high in handled:
                 if not 1 <= low <= high:
                     raise DecodeError(f"ack: bad range {low}..{high}")
             return cls(
-                str(doc["gateway"]),
-                int(doc["batch"]),
+                _text(doc["gateway"]),
+                _count(doc["batch"]),
                 handled,
-                int(doc.get("stored", 0)),
-                int(doc.get("duplicates", 0)),
-                int(doc.get("rejected", 0)),
-                int(doc.get("conflicts", 0)),
-                tuple(int(i) for i in doc.get("unparsed", ())),
+                _count(doc.get("stored", 0)),
+                _count(doc.get("duplicates", 0)),
+                _count(doc.get("rejected", 0)),
+                _count(doc.get("conflicts", 0)),
+                tuple(_count(i) for i in doc.get("unparsed", ())),
             )
         except DecodeError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DecodeError(f"ack: not a valid ack message: {exc}") from None
+
+
+def _count(value: object) -> int:
+    """A JSON integer of an ack: 0..2**64-1 (not a bool, float or string)."""
+    if type(value) is not int or not 0 <= value < 2**64:
+        raise DecodeError(f"ack: {value!r} is not an integer 0..2**64-1")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise DecodeError(f"ack: gateway {value!r} is not a string")
+    return value

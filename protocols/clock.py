@@ -24,6 +24,9 @@ from decimal import Decimal, InvalidOperation
 __all__ = ["ClockSetting", "ClockSettingError", "format_utc_ms", "parse_utc"]
 
 NS_PER_S = 1_000_000_000
+MAX_ANCHOR_S = 10**11  # Unix seconds; about the year 5138
+MIN_SPEED = Decimal("0.000001")
+MAX_SPEED = Decimal(10**9)
 
 
 class ClockSettingError(ValueError):
@@ -38,7 +41,10 @@ def parse_utc(text: str) -> datetime:
         raise ClockSettingError(f"not an ISO 8601 instant: {text!r}") from exc
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ClockSettingError(f"instant out of range: {text!r}") from None
 
 
 def format_utc_ms(ms: int) -> str:
@@ -89,6 +95,16 @@ class ClockSetting:
             ) from exc
         if not anchor.is_finite() or not speed.is_finite():
             raise ClockSettingError(f"clock setting {text!r}: anchor and speed must be finite")
+        # bounded so that the integer arithmetic below stays small (a hostile or mistyped
+        # "1e900000" would otherwise build a million-digit integer)
+        if not 0 <= anchor <= MAX_ANCHOR_S:
+            raise ClockSettingError(
+                f"clock setting {text!r}: anchor must be Unix seconds 0..{MAX_ANCHOR_S}"
+            )
+        if not MIN_SPEED <= speed <= MAX_SPEED:
+            raise ClockSettingError(
+                f"clock setting {text!r}: speed must be in {MIN_SPEED}..{MAX_SPEED}"
+            )
         return cls.accelerated(parse_utc(start_text), int(anchor * NS_PER_S), speed)
 
     @property

@@ -328,7 +328,7 @@ def _function(
             raise r.error("missing", table, index, key)
         return default
     value = data[key]
-    if value not in _FUNCTIONS:
+    if not isinstance(value, str) or value not in _FUNCTIONS:
         raise r.error(f"must be 'input' or 'holding', got {value!r}", table, index, key)
     return _FUNCTIONS[value]
 
@@ -380,6 +380,15 @@ def _scale(r: _Reader, data: Mapping[str, Any], index: int) -> tuple[Decimal, in
     if not isinstance(multiplier, Decimal) or not multiplier.is_finite() or multiplier == 0:
         raise r.error(
             f"must be a finite non-zero decimal, got {value!r}", "registers", index, "scale"
+        )
+    # bounded like an integer scale: decoding stays exact within the codec's precision
+    digits = len(multiplier.as_tuple().digits)
+    if digits > 20 or not -20 <= multiplier.adjusted() <= 20:
+        raise r.error(
+            f"{value!r}: at most 20 significant digits, magnitude 1e-20..1e20",
+            "registers",
+            index,
+            "scale",
         )
     return multiplier, 0
 
@@ -434,6 +443,8 @@ def parse_profile(
     if not isinstance(raw_unreadable, list):
         raise r.error("must be an array of tables [[unreadable]]", key="unreadable")
     for i, entry in enumerate(raw_unreadable):
+        if not isinstance(entry, dict):
+            raise r.error("must be a table [[unreadable]]", "unreadable", i)
         _unknown_keys(r, entry, _UNREADABLE_KEYS, "unreadable", i)
         start = _int(r, entry, "start", "unreadable", i, None, 0, 0xFFFF)
         stop = _int(r, entry, "stop", "unreadable", i, None, start + 1, 0x10000)
@@ -447,6 +458,8 @@ def parse_profile(
         )
     specs: list[RegisterSpec] = []
     for i, entry in enumerate(raw_registers):
+        if not isinstance(entry, dict):
+            raise r.error("must be a table [[registers]]", "registers", i)
         specs.append(_register(r, entry, i, function, order))
     _check_overlaps(r, specs, unreadable)
     profile = Profile(

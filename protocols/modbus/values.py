@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
-from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, DecimalException, Inexact, InvalidOperation
 from enum import StrEnum
 
 from .errors import ModbusValueError
@@ -149,7 +149,10 @@ def _scale_factor(multiplier: Decimal | int, exponent: int) -> Decimal:
     factor = Decimal(multiplier)
     if not factor.is_finite() or factor == 0:
         raise ModbusValueError(f"scale multiplier must be finite and non-zero, got {multiplier}")
-    return factor.scaleb(exponent, context=_EXACT)
+    try:
+        return factor.scaleb(exponent, context=_EXACT)
+    except DecimalException:
+        raise ModbusValueError(f"scale {multiplier}e{exponent} out of range") from None
 
 
 def decode(
@@ -183,9 +186,14 @@ def decode(
     else:
         value = Decimal(int.from_bytes(raw, "big", signed=dtype in _SIGNED))
     factor = _scale_factor(multiplier, exponent)
-    if factor != 1:
-        value = _EXACT.multiply(value, factor)
-    return _plain(value)
+    try:
+        if factor != 1:
+            value = _EXACT.multiply(value, factor)
+        return _plain(value)
+    except DecimalException:  # a scale with more digits than exact arithmetic holds
+        raise ModbusValueError(
+            f"{_where(name)}{value} x {factor} is not exact in {_EXACT.prec} digits"
+        ) from None
 
 
 def _int_range(dtype: DataType) -> tuple[int, int]:

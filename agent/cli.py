@@ -234,6 +234,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
+        print(
+            f"meterlink agent: {len(exc.issues)} error(s) in {args.config}; not started",
+            file=sys.stderr,
+        )
+        return 2
+    # Profiles too, before anything is opened: never run with part of the meters.
+    _profiles, profile_issues = load_profiles(config.meters)
+    if profile_issues:
+        for issue in profile_issues:
+            print(
+                f"error: {config.path}:{_meter_line(config, issue.meter_id)}: {issue}",
+                file=sys.stderr,
+            )
+        print(
+            f"meterlink agent: {len(profile_issues)} profile error(s); not started",
+            file=sys.stderr,
+        )
         return 2
     until_ns = None
     if args.until:

@@ -33,6 +33,8 @@ __all__ = [
 
 WHEN_FULL = ("drop-oldest", "stop-capture")
 DRIVERS = ("modbus-tcp",)
+MIN_INTERVAL_NS = 10**9  # virtual time
+MAX_TIMEOUT_NS = 60 * 10**9  # real time, per request
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 
@@ -354,7 +356,7 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
         loader.issues.append(ConfigIssue(path, None, "meters", "must be [[meters]] tables"))
         raw_meters = []
     seen_ids: dict[str, int] = {}
-    seen_units: dict[tuple[str, int, int], str] = {}
+    seen_units: dict[tuple[str, int, int], str] = {}  # (host, port, unit) -> which meter
     for index, raw in enumerate(raw_meters):
         sec = _Section(loader, "meters", raw, index)
         meter_id = sec.get("id", str)
@@ -370,21 +372,38 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
         driver = sec.get("driver", str, "modbus-tcp")
         if driver is not None and driver not in DRIVERS:
             sec.fail("driver", f"unknown driver {driver!r}; known: {', '.join(DRIVERS)}")
+        # The address has no defaults: a meter read at a guessed address would record
+        # another meter's values under this id.
         host = sec.get("host", str)
-        port = sec.get("port", int, 502, low=1, high=65535)
-        unit = sec.get("unit", int, 1, low=0, high=255)
+        if host is not None and not host.strip():
+            sec.fail("host", "must not be empty")
+            host = None
+        port = sec.get("port", int, low=1, high=65535)
+        unit = sec.get("unit", int, low=1, high=255)
+        if unit is not None and 247 < unit < 255:
+            sec.fail("unit", f"must be 1..247 (or 255 for a device addressed directly), got {unit}")
+            unit = None
         if host is not None and port is not None and unit is not None:
-            other = seen_units.get((host, port, unit))
+            other = seen_units.get((host.lower(), port, unit))
             if other is not None:
-                sec.fail("unit", f"unit {unit} at {host}:{port} is also meter {other!r}")
-            seen_units.setdefault((host, port, unit), meter_id or f"meters[{index}]")
+                sec.fail("unit", f"duplicate address: unit {unit} at {host}:{port} is also {other}")
+            seen_units.setdefault(
+                (host.lower(), port, unit),
+                f"meter {meter_id!r} (meters[{index}])" if meter_id else f"meters[{index}]",
+            )
         profile = sec.get("profile", str)
         profile_path = _resolve_profile(config_dir, profile) if profile else Path()
         if profile and not profile_path.is_file():
             sec.fail("profile", f"profile {profile!r} not found (looked for {profile_path})")
         interval = sec.duration("interval", "15m")
+        if interval is not None and interval < MIN_INTERVAL_NS:
+            sec.fail("interval", f"must be at least 1s, got {sec.data['interval']!r}")
+            interval = None
         timeout = sec.duration("timeout", "1s")
-        retries = sec.get("retries", int, 2, low=0, high=20)
+        if timeout is not None and timeout > MAX_TIMEOUT_NS:
+            sec.fail("timeout", f"must be at most 60s, got {sec.data['timeout']!r}")
+            timeout = None
+        retries = sec.get("retries", int, 2, low=0, high=10)
         sec.finish()
         if None in (meter_id, driver, host, port, unit, profile, interval, timeout, retries):
             continue

@@ -157,3 +157,128 @@ def test_check_command_prints_the_polling_plan(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "connection 127.0.0.1:5020: 2 meter(s)" in out
     assert "m1: unit 1 profile eastron_sdm630" in out and "read input 0x0000+" in out
+
+
+def _issues(tmp_path: Path, text: str) -> dict[str, object]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    for issue in info.value.issues:
+        assert issue.path == tmp_path / "agent.toml" and issue.line is not None, issue
+    return {issue.key: issue for issue in info.value.issues}
+
+
+def _line_of(text: str, needle: str, nth: int = 0) -> int:
+    return [n for n, line in enumerate(text.splitlines(), 1) if line == needle][nth]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("port = 5020\nunit = 1", 'port = "5020"\nunit = 1', "meters[0].port"),
+        ("unit = 2", "unit = 2.0", "meters[1].unit"),
+        ("timeout = 0.5", "timeout = true", "meters[0].timeout"),
+        ('when_full = "stop-capture"', "when_full = 1", "buffer.when_full"),
+        ('id = "gw-t-01"', "id = 7", "gateway.id"),
+    ],
+)
+def test_wrong_type_names_file_line_and_key(tmp_path: Path, old: str, new: str, key: str) -> None:
+    text = GOOD.replace(old, new, 1)
+    issues = _issues(tmp_path, text)
+    assert list(issues) == [key]
+    issue = issues[key]
+    assert "expected" in issue.message or "duration" in issue.message, issue
+    assert text.splitlines()[issue.line - 1] == new.split("\n")[0]
+
+
+@pytest.mark.parametrize("missing", ["host", "port", "unit"])
+def test_a_meter_without_its_full_address_is_an_error(tmp_path: Path, missing: str) -> None:
+    lines = GOOD.splitlines()
+    first = lines.index('id = "m1"')
+    drop = next(n for n in range(first, len(lines)) if lines[n].startswith(f"{missing} ="))
+    text = "\n".join(lines[:drop] + lines[drop + 1 :]) + "\n"
+    issues = _issues(tmp_path, text)
+    issue = issues[f"meters[0].{missing}"]
+    assert issue.message == "missing (required)"
+    assert issue.line == _line_of(text, "[[meters]]")  # the meter's table
+
+
+def test_unknown_key_and_unknown_table(tmp_path: Path) -> None:
+    text = GOOD.replace("[mqtt]\n", "[mqtt]\nprot = 1883\n") + "\n[logging]\nlevel = 1\n"
+    issues = _issues(tmp_path, text)
+    assert issues["mqtt.prot"].message == "unknown key"
+    assert issues["mqtt.prot"].line == _line_of(text, "prot = 1883")
+    assert issues["logging"].message == "unknown table"
+    assert issues["logging"].line == _line_of(text, "[logging]")
+
+
+def test_duplicate_meter_id_and_duplicate_address(tmp_path: Path) -> None:
+    text = GOOD.replace('id = "m2"', 'id = "m1"').replace("unit = 2", "unit = 1")
+    issues = _issues(tmp_path, text)
+    assert "duplicate meter id 'm1'" in issues["meters[1].id"].message
+    assert issues["meters[1].id"].line == _line_of(text, 'id = "m1"', 1)
+    unit = issues["meters[1].unit"]
+    assert unit.message == (
+        "duplicate address: unit 1 at 127.0.0.1:5020 is also meter 'm1' (meters[0])"
+    )
+    assert unit.line == _line_of(text, "unit = 1", 1)
+    # the same Modbus server on another port is another address
+    load_config(
+        write(
+            tmp_path,
+            GOOD.replace("unit = 2", "unit = 1").replace(
+                'port = 5020\nunit = 1\nprofile = "eastron_sdm630"\ninterval = 30',
+                'port = 5021\nunit = 1\nprofile = "eastron_sdm630"\ninterval = 30',
+            ),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "message"),
+    [
+        ("port = 5020\nunit = 1", "port = 0\nunit = 1", "meters[0].port", "must be >= 1"),
+        ("port = 5020\nunit = 1", "port = 65536\nunit = 1", "meters[0].port", "must be <= 65535"),
+        ("port = 1884", "port = 70000", "mqtt.port", "must be <= 65535"),
+        ("unit = 2", "unit = 0", "meters[1].unit", "must be >= 1"),
+        ("unit = 2", "unit = 250", "meters[1].unit", "must be 1..247"),
+        ("timeout = 0.5", 'timeout = "90s"', "meters[0].timeout", "at most 60s"),
+        ('interval = "15m"', 'interval = "500ms"', "meters[0].interval", "at least 1s"),
+        ("interval = 30", "interval = 30\nretries = 50", "meters[1].retries", "must be <= 10"),
+        ("max_records = 10", "max_records = 0", "buffer.max_records", "must be >= 1"),
+    ],
+)
+def test_values_out_of_range(tmp_path: Path, old: str, new: str, key: str, message: str) -> None:
+    text = GOOD.replace(old, new, 1)
+    issues = _issues(tmp_path, text)
+    assert list(issues) == [key]
+    assert message in issues[key].message, issues[key]
+    changed = next(line for line in new.splitlines() if line not in old.splitlines())
+    assert text.splitlines()[issues[key].line - 1] == changed
+
+
+def test_run_refuses_a_config_with_mistakes_and_opens_nothing(tmp_path: Path, capsys) -> None:
+    from agent.cli import main
+
+    text = GOOD.replace('profile = "eastron_sdm630"\ninterval = 30', 'profile = "nope"\n')
+    text = text.replace("port = 1884", "port = 0").replace("unit = 1", "unit = 0")
+    path = write(tmp_path, text)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    for key in ("mqtt.port", "meters[0].unit", "meters[1].profile"):
+        assert f"{path}:" in err and key in err
+    assert "3 error(s)" in err and "not started" in err
+    assert not (tmp_path / "st").exists()  # no key, no buffer, nothing polled
+
+
+def test_run_refuses_a_broken_profile_file_before_opening_anything(tmp_path, capsys) -> None:
+    from agent.cli import main
+
+    (tmp_path / "broken.toml").write_text("[profile]\nname = 3\n")
+    text = GOOD.replace('profile = "eastron_sdm630"\ninterval = 30', 'profile = "broken.toml"')
+    path = write(tmp_path, text)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {path}:{_line_of(text, '[[meters]]', 1)}: meter m2:" in err
+    assert "not started" in err
+    assert not (tmp_path / "st").exists()
+    assert main(["check", str(path)]) == 1

@@ -193,3 +193,44 @@ def test_unknown_profile_exits_2() -> None:
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "unknown profile 'nope'" in err
+
+
+PROFILE = ("--profile", "eastron_sdm630")
+
+
+@pytest.mark.parametrize("fault", [[], ["--fault", "1:silent"]])
+def test_port_in_use_is_a_clear_error_with_exit_2(fault: list[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "firmware_sim", "modbus", "--port", str(port), *PROFILE, *fault],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+    assert done.returncode == 2
+    assert f"sim: error: cannot listen on 127.0.0.1:{port}: already in use" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_scenario_fault_settings_are_checked(tmp_path: Path) -> None:
+    from firmware_sim.cli import ScenarioError, load_scenario
+
+    text = (
+        '[[servers]]\nport = 0\nprofile = "eastron_sdm630"\n'
+        '[[servers.units]]\nunit = 1\nmeter = "a"\n'
+        '[[servers.units]]\nunit = 2\nmeter = "b"\nfault = "FAULT"\n'
+    )
+    path = tmp_path / "s.toml"
+    path.write_text(text.replace("FAULT", "slow:0.8,0.2"))
+    _clock, (spec,) = load_scenario(path, None, 0)
+    assert {u: str(f) for u, f in spec.faults.items()} == {2: "slow:0.8,0.2"}
+    path.write_text(text.replace("FAULT", "noisy"))
+    with pytest.raises(ScenarioError, match=r"servers\[0\].units\[1\].fault: unknown fault"):
+        load_scenario(path, None, 0)

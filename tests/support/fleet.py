@@ -85,14 +85,15 @@ class Fleet:
         self.add_gateway(self.gateway, self.agent_config)
         return self
 
-    def add_gateway(self, gateway: str, config: Path) -> Path:
-        """Write an agent config for ``gateway`` polling every meter, make its key, enrol it."""
+    def add_gateway(self, gateway: str, config: Path, extra_meters: tuple[str, ...] = ()) -> Path:
+        """Write an agent config for ``gateway`` polling every meter, make its key, enrol it
+        (bound to every simulated meter and to ``extra_meters``)."""
         self._write_agent_config(gateway, config)
         meterlink("agent", "keys", "init", "--config", str(config), cwd=self.root)
         meterlink(
             "collector", "enrol", gateway,
             "--public-key", str(config.parent / "state/keys/gateway.pub"),
-            "--meters", ",".join(m["id"] for m in self.meters),
+            "--meters", ",".join([m["id"] for m in self.meters] + list(extra_meters)),
             "--config", str(self.collector_config),
             cwd=self.root,
         )  # fmt: skip

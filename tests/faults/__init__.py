@@ -1,0 +1,3 @@
+"""The fault matrix: real processes, injected faults, counted reconciliation.
+
+See docs/reliability.md."""

@@ -1,0 +1,91 @@
+"""Run the fault matrix and print (or write into docs/reliability.md) the table.
+
+    .venv/bin/python -m tests.faults.run [--runs N] [--fault NAME ...] [--seed S]
+        [--table docs/reliability.md] [--short]
+
+Without --runs each fault runs its long-version count (--short: the CI count). The seed is
+printed; rerun a failure with the same --seed and --fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .reconcile import Tally
+from .registry import FAULTS
+
+BEGIN, END = "<!-- fault-table:begin -->", "<!-- fault-table:end -->"
+HEADER = (
+    "| fault | runs | records / readings captured | stored once | in buffer | dropped by "
+    "policy | lost | accepted twice | altered | notes |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def row(name: str, t: Tally) -> str:
+    extra = []
+    if t.duplicate_identity:
+        extra.append(f"{t.duplicate_identity} values duplicate of another record's identity")
+    if t.conflicts:
+        extra.append(f"{t.conflicts} conflicts kept")
+    if t.clock_suspect:
+        extra.append(f"{t.clock_suspect} records CLOCK_SUSPECT")
+    if t.read_errors:
+        extra.append(f"{t.read_errors} read errors counted")
+    extra += [n for n in t.notes if not n.startswith("run ")][-2:]
+    return (
+        f"| {name} | {t.runs} | {t.records} / {t.readings} | {t.stored_once} | {t.in_buffer} | "
+        f"{t.dropped} | {t.lost} | {t.twice} | {t.altered} | {'; '.join(extra)} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tests.faults.run")
+    ap.add_argument("--runs", type=int)
+    ap.add_argument("--fault", nargs="*", choices=sorted(FAULTS), default=None)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--short", action="store_true", help="the CI run counts")
+    ap.add_argument("--table", type=Path)
+    args = ap.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    print(f"seed {seed}", flush=True)
+    names = args.fault or [n for n in FAULTS if args.short is False or FAULTS[n][1]]
+    rows, failed = [], []
+    for name in names:
+        fn, short, long = FAULTS[name]
+        runs = args.runs or (short if args.short else long)
+        rng = random.Random(f"{seed}:{name}")
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"fault-{name}-") as tmp:
+            try:
+                tally = fn(Path(tmp), rng, runs)
+            except Exception as exc:  # a harness failure is a failed row, not a stop
+                tally = Tally(notes=[f"HARNESS FAILURE: {exc!r}"[:300]])
+                failed.append(name)
+        if not tally.ok:
+            failed.append(name)
+        rows.append(row(name, tally))
+        print(rows[-1] + f"  ({time.monotonic() - t0:.0f} s)", flush=True)
+        for note in tally.notes:
+            if note.startswith("run ") or "HARNESS" in note:
+                print("   ", note, flush=True)
+    table = "\n".join([HEADER, *rows])
+    print(f"\nseed {seed}\n{table}")
+    if args.table:
+        text = args.table.read_text()
+        block = f"{BEGIN}\nSeed {seed}.\n\n{table}\n{END}"
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: block, text, flags=re.S)
+        args.table.write_text(text)
+    if failed:
+        print("FAILED:", ", ".join(sorted(set(failed))), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

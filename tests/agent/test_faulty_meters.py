@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,142 @@ def test_fault_settings_parse_and_bad_ones_name_the_problem() -> None:
     ):
         with pytest.raises(FaultSpecError, match=reason):
             parse_unit_fault(bad)
+
+
+# --- the whole agent as a process, faulty units among good ones --------------------------
+
+SPEED = 300  # a 15-minute slot every 3 real seconds
+INTERVAL_MS = 15 * 60 * 1000
+# meter -> (server, unit, fault, first kWh); the SDM630 gateway carries every fault kind
+FLEET = {
+    "fm-good-1": (0, 1, None, 1000),
+    "fm-garbage": (0, 2, "garbage", 2000),
+    "fm-slow": (0, 3, "slow:0.3,0.02", 3000),
+    "fm-wrong-unit": (0, 4, "wrong-unit", 4000),
+    "fm-silent": (0, 5, "silent", 5000),
+    "fm-mid-frame": (0, 6, "mid-frame", 6000),
+    "fm-exception": (0, 7, "exception:4", 7000),
+    "fm-good-8": (0, 8, None, 8000),
+    "fm-em24-1": (1, 1, None, 9100),  # another connection
+    "fm-em24-2": (1, 2, None, 9200),
+}
+REASONS = {
+    "fm-garbage": ("malformed answer", "no answer within", "answer stopped after"),
+    "fm-wrong-unit": ("answer from unit 5 to a request for unit 4",),
+    "fm-silent": ("no answer within 0.2s (2 attempts)",),
+    "fm-mid-frame": ("connection closed after", "answer stopped after"),
+    "fm-exception": ("exception response 4 (server device failure)",),
+}
+
+
+def _scenario(path: Path) -> None:
+    lines = ['origin = "2026-06-01T06:00:00Z"']
+    for server, profile in enumerate(("eastron_sdm630", "carlo_gavazzi_em24_e1")):
+        lines += ["[[servers]]", "port = 0", f'profile = "{profile}"']
+        for meter, (srv, unit, fault, kwh) in FLEET.items():
+            if srv != server:
+                continue
+            lines += ["[[servers.units]]", f"unit = {unit}", f'meter = "{meter}"']
+            lines += [f'initial_import_kwh = "{kwh}"', "pv_peak_w = 0"]
+            if fault:
+                lines.append(f'fault = "{fault}"')
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _agent_config(path: Path, broker_port: int, addresses: list[str]) -> None:
+    lines = ["[gateway]", 'id = "gw-faulty"', 'state_dir = "state"', "[mqtt]"]
+    lines += [f"port = {broker_port}", 'ack_timeout = "5s"']
+    for meter, (server, unit, _fault, _kwh) in FLEET.items():
+        host, port = addresses[server].rsplit(":", 1)
+        profile = ("eastron_sdm630", "carlo_gavazzi_em24_e1")[server]
+        lines += ["[[meters]]", f'id = "{meter}"', f'host = "{host}"', f"port = {port}"]
+        lines += [f"unit = {unit}", f'profile = "{profile}"', 'interval = "15m"']
+        lines += ['timeout = "200ms"', "retries = 1"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.integration
+def test_agent_with_faulty_meters_among_good_ones(tmp_path: Path, mosquitto, capsys) -> None:
+    import json
+    import signal
+    from collections import defaultdict
+
+    from agent.cli import main as agent_main
+    from agent.keys import load_key
+    from protocols.obis import Obis
+    from protocols.record import decode_record
+    from tests.agent._headend import FakeHeadEnd
+    from tests.support.procs import Proc, wait_for
+
+    repo = Path(__file__).resolve().parents[2]
+    clock = f"2026-06-01T06:00:00Z@{time.time():.3f}x{SPEED}"
+    _scenario(tmp_path / "scenario.toml")
+    sim = Proc.python(
+        "firmware_sim", "run", str(tmp_path / "scenario.toml"), "--clock", clock,
+        cwd=repo, name="firmware_sim",
+    )  # fmt: skip
+    agent = headend = None
+    try:
+        ready: list[str] = []
+        for _ in range(2):
+            ready.append(sim.wait_line(lambda t: t.startswith("READY modbus") and t not in ready))
+        ready.sort(key=lambda line: "eastron" not in line)
+        assert "faults=2:garbage,3:slow:0.3,0.02,4:wrong-unit" in ready[0]
+        config = tmp_path / "agent.toml"
+        _agent_config(config, mosquitto.port, [line.split()[2] for line in ready])
+        assert agent_main(["keys", "init", "--config", str(config)]) == 0
+        headend = FakeHeadEnd(mosquitto.port, load_key(tmp_path / "state" / "keys").public)
+        agent = Proc.python(
+            "agent", "run", str(config), "--clock", clock, "--progress-json",
+            cwd=repo, name="agent",
+        )  # fmt: skip
+        agent.wait_line(lambda t: t.startswith("READY agent gateway=gw-faulty"))
+
+        def per_meter() -> dict[str, list]:
+            out: dict[str, list] = defaultdict(list)
+            for seq in sorted(headend.seqs()):
+                rec = decode_record(headend.stored[seq]).record
+                out[rec.meter_id].append(rec)
+            return out
+
+        good = ["fm-good-1", "fm-good-8", "fm-em24-1", "fm-em24-2"]
+        wait_for(lambda: all(len(per_meter()[m]) >= 3 for m in good), 60, "3 captures each")
+        assert agent.kill(signal.SIGTERM) == 0
+        final = [json.loads(t) for t in agent.lines if t.startswith('{"final"')]
+        assert final and final[0]["read_errors"] > 0
+    finally:
+        if agent is not None:
+            agent.stop()
+        if headend is not None:
+            headend.close()
+        sim.stop()
+
+    records = per_meter()
+    energy = Obis.parse("1-0:1.8.0")
+    for meter in ("fm-garbage", "fm-wrong-unit", "fm-silent", "fm-mid-frame", "fm-exception"):
+        assert meter not in records, (meter, records[meter][:1])
+    for meter, recs in records.items():
+        first_kwh = FLEET[meter][3]
+        for rec in recs:  # every value is this meter's own: its registers start at first_kwh
+            value = {v.obis: v.value for v in rec.values}[energy]
+            assert first_kwh <= value < first_kwh + 100, (meter, value)
+    for meter in good:  # one capture per slot, no slot missed between the first and the last
+        slots = [r.captured_ms // INTERVAL_MS for r in records[meter]]
+        assert slots == list(range(slots[0], slots[0] + len(slots))), (meter, slots)
+
+    capsys.readouterr()
+    assert agent_main(["status", str(config), "--json"]) == 0
+    stats = {m["meter_id"]: m for m in json.loads(capsys.readouterr().out)["meters"]}
+    for meter in good:
+        assert stats[meter]["read_errors"] == 0 and stats[meter]["skipped_slots"] == 0
+    for meter, reasons in REASONS.items():
+        unit = FLEET[meter][1]
+        s = stats[meter]
+        assert s["records"] == 0 and s["read_errors"] >= 3, s
+        text = s["last_error"]
+        assert text.startswith(f"meter {meter}: read input 0x") and f"unit {unit} at " in text
+        assert any(reason in text for reason in reasons), text
+    print(
+        "per meter (records, read errors): "
+        + ", ".join(f"{m} {s['records']}/{s['read_errors']}" for m, s in stats.items())
+    )

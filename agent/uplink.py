@@ -29,7 +29,7 @@ from protocols.errors import DecodeError
 from protocols.status import GatewayStatus
 from protocols.topics import ack_topic, readings_topic, status_topic
 
-from .buffer import Buffer
+from .buffer import Buffer, DiskFullError
 from .config import MqttConfig
 
 __all__ = ["Uplink"]
@@ -342,7 +342,18 @@ class Uplink:
             seqs = [seq for seq, _ in rows]
             try:
                 batch_id = await self.buffer.start_batch(seqs)
-            except Exception as exc:  # e.g. disk full: the publisher must not die
+            except DiskFullError as exc:
+                # The batch counter cannot be written: under drop-oldest, the oldest records
+                # make room (losses recorded, counted); otherwise wait for space.
+                log.warning("cannot start a batch (%s)", exc)
+                if self.buffer.when_full == "drop-oldest":
+                    with contextlib.suppress(DiskFullError):
+                        await self.buffer.drop_oldest(
+                            n, "disk full: drop-oldest", time.time_ns() // 10**6
+                        )
+                await self._wait(1.0)
+                continue
+            except Exception as exc:  # the publisher must not die
                 log.warning("cannot start a batch (%s): retrying in 1s", exc)
                 await self._wait(1.0)
                 continue

@@ -1,7 +1,8 @@
 """``meterlink collector ...`` (and ``python -m collector ...``).
 
-    run CONFIG
+    run CONFIG [--clock SETTING]
     enrol GATEWAY --public-key FILE --meters M1,M2,... --config CONFIG
+    revoke GATEWAY --key-id HEX --config CONFIG
     bill --account A --period YYYY-MM --config CONFIG [--json]
     stats --config CONFIG [--json]
     quarantine --config CONFIG [--limit N]
@@ -26,9 +27,9 @@ from pathlib import Path
 
 from protocols.clock import ClockSettingError, format_utc_ms, parse_utc
 
-from .config import Config, load_config
+from .config import Config, load_config, with_clock
 from .errors import CollectorError, ConfigError, RatingError
-from .registry import enrol_gateway
+from .registry import enrol_gateway, revoke_key
 from .store import open_store
 
 __all__ = ["main"]
@@ -39,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run the collector service")
     p.add_argument("config", type=Path)
+    p.add_argument(
+        "--clock",
+        help="the collector's clock (overrides collector.clock): 'system' or the fleet's "
+        "START@ANCHORxSPEED; records beyond collector.max_future ahead of it are refused",
+    )
+    p = sub.add_parser("revoke", help="revoke one key of a gateway (its records are refused)")
+    p.add_argument("gateway")
+    p.add_argument("--key-id", required=True, help="16 hex digits (as `enrol` printed it)")
+    p.add_argument("--config", type=Path, required=True)
     p = sub.add_parser("enrol", help="enrol a gateway's public key and the meters it reports")
     p.add_argument("gateway")
     p.add_argument("--public-key", type=Path, required=True, help="PEM file from the agent")
@@ -84,6 +94,12 @@ def main(argv: list[str]) -> int:
         if args.command == "run":
             from .service import run_service
 
+            if args.clock:
+                try:
+                    config = with_clock(config, args.clock)
+                except ClockSettingError as exc:
+                    raise ConfigError(f"--clock: {exc}") from None
+
             logging.basicConfig(
                 level=logging.INFO,
                 stream=sys.stderr,
@@ -92,6 +108,7 @@ def main(argv: list[str]) -> int:
             return asyncio.run(run_service(config))
         command = {
             "enrol": _enrol,
+            "revoke": _revoke,
             "bill": _bill,
             "stats": _stats,
             "quarantine": _quarantine,
@@ -123,6 +140,23 @@ async def _enrol(config: Config, args: argparse.Namespace) -> int:
         f"gateway {result.gateway_id}: {what} (key id {result.key_id}); "
         f"meters bound: {', '.join(result.meters)}"
     )
+    return 0
+
+
+async def _revoke(config: Config, args: argparse.Namespace) -> int:
+    store = await open_store(config.collector.database)
+    try:
+        before = await revoke_key(store, args.gateway, args.key_id, _now_ms())
+    finally:
+        await store.close()
+    key_id = args.key_id.strip().lower()
+    if before == "revoked":
+        print(f"gateway {args.gateway}: key {key_id} was already revoked")
+    else:
+        print(
+            f"gateway {args.gateway}: key {key_id} revoked; records signed with it are "
+            "refused from the collector's next transaction on"
+        )
     return 0
 
 

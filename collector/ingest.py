@@ -13,19 +13,23 @@ and one per meter for the capture times of the whole transaction, then dictionar
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from protocols.batch import Ack, decode_batch, seq_ranges
+from protocols.batch import MAX_BATCH_BYTES, Ack, decode_batch, seq_ranges
+from protocols.clock import format_utc_ms
 from protocols.errors import DecodeError
 from protocols.obis import Obis
-from protocols.record import SignedRecord
+from protocols.record import SignedRecord, decode_record
 from protocols.status import GatewayStatus
 from protocols.topics import parse_topic, readings_topic
 
-from .registry import Registry
+from . import reasons
+from .reasons import Rejection
+from .registry import BAD_SIGNATURE, Registry
 from .store.base import (
     ConflictRow,
     IngestTx,
@@ -38,10 +42,25 @@ from .store.base import (
     StoredReading,
 )
 
-__all__ = ["Incoming", "IngestTotals", "Ingestor", "Outcome"]
+__all__ = [
+    "DEFAULT_MAX_FUTURE_MS",
+    "EARLIEST_MS",
+    "Incoming",
+    "IngestTotals",
+    "Ingestor",
+    "Outcome",
+]
 
-REASON_TOPIC_MISMATCH = "topic gateway mismatch"
-REASON_SEQ_REUSED = "sequence reused with different content"
+log = logging.getLogger("collector")
+
+REASON_TOPIC_MISMATCH = reasons.TOPIC_MISMATCH
+REASON_SEQ_REUSED = reasons.SEQ_REUSED
+#: A record captured more than this ahead of the collector's clock is refused ("future-dated").
+DEFAULT_MAX_FUTURE_MS = 86_400_000
+#: A capture time before 2000-01-01T00:00:00Z is refused: no meterlink meter read then.
+EARLIEST_MS = 946_684_800_000
+#: Of a message refused as a whole, quarantine keeps at most this many bytes.
+MAX_QUARANTINE_RAW = MAX_BATCH_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +97,10 @@ class IngestTotals:
 
     def snapshot(self) -> IngestTotals:
         return IngestTotals(**self.__dict__)
+
+    def add(self, other: IngestTotals) -> None:
+        for name, value in other.__dict__.items():
+            setattr(self, name, getattr(self, name) + value)
 
 
 @dataclass
@@ -128,10 +151,14 @@ class Ingestor:
         store: Store,
         registry: Registry | None = None,
         clock_ms: Callable[[], int] = _now_ms,
+        max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
     ) -> None:
+        """``clock_ms`` is the collector's clock (the fleet's virtual clock when it runs on
+        one): records captured more than ``max_future_ms`` ahead of it are refused."""
         self.store = store
         self.registry = registry or Registry()
         self.clock_ms = clock_ms
+        self.max_future_ms = max_future_ms
         self.totals = IngestTotals()
 
     async def ingest(self, messages: Sequence[Incoming]) -> list[Outcome]:
@@ -147,12 +174,20 @@ class Ingestor:
         checked: list[tuple[Incoming, str | None, _BatchState | None]] = []
         # (batch state, signed record, received_ms) that passed every check but dedup
         candidates: list[tuple[_BatchState, SignedRecord, int]] = []
+        # records whose signature failed: compared with the genuine record of that (gateway,
+        # seq), if one is stored, to say what was altered
+        suspects: list[tuple[_BatchState, SignedRecord, Incoming]] = []
+        latest_ms = self.clock_ms() + self.max_future_ms
         for message in messages:
-            checked.append(self._check(message, rows, candidates, totals))
+            checked.append(
+                self._check_isolated(message, rows, candidates, suspects, totals, latest_ms)
+            )
         async with self.store.ingest_transaction() as tx:
             # Dedup by (gateway, seq), against the store and within this transaction.
             wanted: dict[str, set[int]] = {}
             for _state, signed, _ms in candidates:
+                wanted.setdefault(signed.record.gateway_id, set()).add(signed.record.seq)
+            for _state, signed, _message in suspects:
                 wanted.setdefault(signed.record.gateway_id, set()).add(signed.record.seq)
             stored_raw = await tx.existing_records(wanted) if wanted else {}
             fresh: list[tuple[_BatchState, SignedRecord, int]] = []
@@ -181,8 +216,16 @@ class Ingestor:
                             rec.meter_id,
                             REASON_SEQ_REUSED,
                             signed.raw,
+                            reasons.SEQ_REUSED,
                         ),
                     )
+            for state, signed, message in suspects:
+                rec = signed.record
+                why = _tamper_rejection(signed, stored_raw.get((rec.gateway_id, rec.seq)))
+                self._quarantine(
+                    rows, state, totals, message, rec.gateway_id, why, signed.raw,
+                    seq=rec.seq, meter_id=rec.meter_id,
+                )  # fmt: skip
             await self._store_fresh(tx, fresh, rows, totals)
             await tx.write(rows)
         # committed: only now may the caller ack anything
@@ -196,8 +239,40 @@ class Ingestor:
     # ------------------------------------------------------------------------------------
 
     def _add(self, totals: IngestTotals) -> None:
-        for name, value in totals.__dict__.items():
-            setattr(self.totals, name, getattr(self.totals, name) + value)
+        self.totals.add(totals)
+
+    def _check_isolated(
+        self,
+        message: Incoming,
+        rows: IngestWrite,
+        candidates: list[tuple[_BatchState, SignedRecord, int]],
+        suspects: list[tuple[_BatchState, SignedRecord, Incoming]],
+        totals: IngestTotals,
+        latest_ms: int,
+    ) -> tuple[Incoming, str | None, _BatchState | None]:
+        """``_check`` one message into scratch rows, merged only if it went through: a
+        message that trips an unforeseen error is quarantined whole ("internal error") and
+        cannot take the other messages of the transaction down with it."""
+        own_rows, own_totals = IngestWrite(), IngestTotals()
+        own_candidates: list[tuple[_BatchState, SignedRecord, int]] = []
+        own_suspects: list[tuple[_BatchState, SignedRecord, Incoming]] = []
+        try:
+            result = self._check(
+                message, own_rows, own_candidates, own_suspects, own_totals, latest_ms
+            )
+        except Exception as exc:
+            log.exception("message on %s could not be checked; quarantined", message.topic)
+            own_rows, own_totals = IngestWrite(), IngestTotals()
+            own_candidates, own_suspects = [], []
+            gateway_id = message.topic.split("/")[2] if message.topic.count("/") >= 3 else ""
+            why = Rejection(reasons.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            self._refuse(own_rows, own_totals, message, gateway_id, why)
+            result = (message, None, None)
+        rows.merge(own_rows)
+        candidates.extend(own_candidates)
+        suspects.extend(own_suspects)
+        totals.add(own_totals)
+        return result
 
     @staticmethod
     def _reject(
@@ -217,50 +292,73 @@ class Ingestor:
         totals: IngestTotals,
         message: Incoming,
         gateway_id: str,
-        reason: str,
+        why: Rejection,
         raw: bytes,
         seq: int | None = None,
         meter_id: str | None = None,
     ) -> None:
         """Quarantine what arrived in ``message`` (all of it, or one record of it)."""
         row = QuarantineRow(
-            message.received_ms, message.topic, gateway_id, seq, meter_id, reason, raw
+            message.received_ms, message.topic, gateway_id, seq, meter_id, why.reason, raw, why.kind
         )
         self._reject(rows, state, totals, row)
 
     def _refuse(
-        self, rows: IngestWrite, totals: IngestTotals, message: Incoming, gateway_id: str, why: str
+        self,
+        rows: IngestWrite,
+        totals: IngestTotals,
+        message: Incoming,
+        gateway_id: str,
+        why: Rejection,
     ) -> None:
-        """Quarantine a whole message that cannot be taken apart into records."""
-        self._quarantine(rows, None, totals, message, gateway_id, why, message.payload)
+        """Quarantine a whole message that cannot be taken apart into records (of a huge
+        one, the first ``MAX_QUARANTINE_RAW`` bytes)."""
+        raw = message.payload[:MAX_QUARANTINE_RAW]
+        self._quarantine(rows, None, totals, message, gateway_id, why, raw)
 
     def _check(
         self,
         message: Incoming,
         rows: IngestWrite,
         candidates: list[tuple[_BatchState, SignedRecord, int]],
+        suspects: list[tuple[_BatchState, SignedRecord, Incoming]],
         totals: IngestTotals,
+        latest_ms: int,
     ) -> tuple[Incoming, str | None, _BatchState | None]:
         ms = message.received_ms
         try:
             gateway_id, kind = parse_topic(message.topic)
         except DecodeError as exc:
-            self._refuse(rows, totals, message, "", str(exc))
+            self._refuse(
+                rows, totals, message, "", Rejection(reasons.BAD_TOPIC, f"bad topic: {exc}")
+            )
             return message, None, None
         if kind == "status":
             self._status(message, gateway_id, rows, totals)
             return message, gateway_id, None
         if kind != "readings":
-            self._refuse(rows, totals, message, gateway_id, f"unexpected topic kind {kind!r}")
+            why = Rejection(reasons.UNEXPECTED_TOPIC, f"unexpected topic kind {kind!r}")
+            self._refuse(rows, totals, message, gateway_id, why)
             return message, gateway_id, None
         totals.batches += 1
+        if len(message.payload) > MAX_BATCH_BYTES:
+            why = Rejection(
+                reasons.OVERSIZED,
+                f"oversized batch: {len(message.payload)} bytes, more than {MAX_BATCH_BYTES}"
+                f" (the first {MAX_QUARANTINE_RAW} kept)",
+            )
+            self._refuse(rows, totals, message, gateway_id, why)
+            return message, gateway_id, None
         try:
             batch = decode_batch(message.payload, f"batch on {message.topic}")
         except DecodeError as exc:
-            self._refuse(rows, totals, message, gateway_id, f"unparseable batch: {exc}")
+            self._refuse(rows, totals, message, gateway_id, _batch_rejection(exc))
             return message, gateway_id, None
         if batch.gateway_id != gateway_id:
-            why = f"{REASON_TOPIC_MISMATCH} (batch header names {batch.gateway_id!r})"
+            why = Rejection(
+                reasons.TOPIC_MISMATCH,
+                f"{REASON_TOPIC_MISMATCH} (batch header names {batch.gateway_id!r})",
+            )
             self._refuse(rows, totals, message, gateway_id, why)
             return message, gateway_id, None
         state = _BatchState(gateway_id, batch.batch_id)
@@ -272,7 +370,7 @@ class Ingestor:
                 totals,
                 message,
                 gateway_id,
-                f"unparseable record: {bad.error}",
+                Rejection(reasons.UNPARSEABLE_RECORD, f"unparseable record: {bad.error}"),
                 bad.raw,
             )
         registry = self.registry
@@ -280,9 +378,15 @@ class Ingestor:
             rec = signed.record
             totals.records += 1
             if rec.gateway_id != gateway_id:
-                reason: str | None = REASON_TOPIC_MISMATCH
+                reason: Rejection | None = _TOPIC_MISMATCH
             else:
                 reason = registry.check(gateway_id, signed)
+                if reason is None:
+                    reason = _capture_time_rejection(rec.captured_ms, latest_ms)
+            if reason is _BAD_SIGNATURE:
+                state.handled.append(rec.seq)
+                suspects.append((state, signed, message))  # quarantined in the transaction
+                continue
             if reason is not None:
                 state.handled.append(rec.seq)
                 self._quarantine(
@@ -309,10 +413,11 @@ class Ingestor:
         try:
             status = GatewayStatus.from_bytes(message.payload)
         except DecodeError as exc:
-            self._refuse(rows, totals, message, gateway_id, f"unparseable status: {exc}")
+            why = Rejection(reasons.UNPARSEABLE_STATUS, f"unparseable status: {exc}")
+            self._refuse(rows, totals, message, gateway_id, why)
             return
         if status.gateway_id != gateway_id:
-            self._refuse(rows, totals, message, gateway_id, REASON_TOPIC_MISMATCH)
+            self._refuse(rows, totals, message, gateway_id, _TOPIC_MISMATCH)
             return
         totals.statuses += 1
         rows.statuses.append(
@@ -445,6 +550,75 @@ class Ingestor:
             delta.duplicate_readings += duplicates
             totals.readings_stored += stored
             totals.duplicate_readings += duplicates
+
+
+_TOPIC_MISMATCH = Rejection(reasons.TOPIC_MISMATCH, REASON_TOPIC_MISMATCH)
+
+
+_BAD_SIGNATURE = BAD_SIGNATURE
+
+
+def _tamper_rejection(signed: SignedRecord, genuine_raw: bytes | None) -> Rejection:
+    """Why a record whose signature failed is refused: if the genuine record of its
+    (gateway, seq) is stored, say what was altered; otherwise "bad signature"."""
+    if genuine_raw is None or genuine_raw == signed.raw:
+        return BAD_SIGNATURE
+    try:
+        genuine = decode_record(genuine_raw).record
+    except DecodeError:  # pragma: no cover - stored records were decoded before
+        return BAD_SIGNATURE
+    rec = signed.record
+    changed = [
+        f"{v.obis} {v.value} {v.unit} (stored genuine: {g.value} {g.unit})"
+        for v, g in zip(rec.values, genuine.values, strict=False)
+        if (v.obis, v.value, v.unit, v.flags) != (g.obis, g.value, g.unit, g.flags)
+    ]
+    if len(rec.values) != len(genuine.values):
+        changed.append(f"{len(rec.values)} values (stored genuine: {len(genuine.values)})")
+    when = ""
+    if rec.captured_ms != genuine.captured_ms:
+        when = f"captured {_when(rec.captured_ms)} (stored genuine: {_when(genuine.captured_ms)})"
+    if changed:
+        detail = "; ".join(changed + ([when] if when else []))
+        return Rejection(reasons.TAMPERED_VALUE, f"tampered value: seq {rec.seq}: {detail}")
+    if when:
+        return Rejection(reasons.TAMPERED_TIME, f"tampered capture time: seq {rec.seq}: {when}")
+    return Rejection(
+        reasons.BAD_SIGNATURE,
+        f"bad signature: seq {rec.seq} differs from the stored genuine record"
+        " (not in a value or the capture time)",
+    )
+
+
+def _batch_rejection(exc: DecodeError) -> Rejection:
+    """Tell a cut-off message (or a length field that lies) and a lying record count from
+    any other broken frame."""
+    text = f"unparseable batch: {exc}"  # the text every broken frame has had since v1
+    if "record count" in text and "larger than the message" in text:
+        return Rejection(reasons.COUNT_LIES, text)
+    if "truncated" in text:
+        return Rejection(reasons.TRUNCATED, text)
+    return Rejection(reasons.UNPARSEABLE_BATCH, text)
+
+
+def _capture_time_rejection(captured_ms: int, latest_ms: int) -> Rejection | None:
+    """A signed record whose capture time cannot be right: before 2000 or far ahead."""
+    if captured_ms < EARLIEST_MS:
+        return Rejection(reasons.TOO_OLD, f"capture time before 2000: {_when(captured_ms)}")
+    if captured_ms > latest_ms:
+        return Rejection(
+            reasons.FUTURE,
+            f"future-dated: captured {_when(captured_ms)}, the collector accepts up to"
+            f" {_when(latest_ms)}",
+        )
+    return None
+
+
+def _when(ms: int) -> str:
+    try:
+        return format_utc_ms(ms)
+    except (OverflowError, ValueError, OSError):
+        return f"{ms} ms"
 
 
 def _remember(known: dict[tuple[str, str, int], StoredReading], signed: SignedRecord) -> None:

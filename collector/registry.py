@@ -3,7 +3,7 @@
 A gateway's public key comes as the PEM file the agent writes (SubjectPublicKeyInfo). The key
 id is the first 8 bytes of sha256 over the raw 32-byte key, in hex. Rotation: enrolling a
 gateway again with another key adds that key; both stay active (records signed with the old
-key may still sit in the gateway's buffer) until revocation (a later issue) retires the old.
+key may still sit in the gateway's buffer) until ``collector revoke`` retires the old.
 Enrolling again with more meters adds their bindings; bindings are never removed here.
 
 Each record names the key that signed it (its key id), so one lookup finds the key and one
@@ -25,10 +25,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from protocols.errors import EncodeError
 from protocols.record import SignedRecord, check_id
 
+from . import reasons
 from .errors import EnrolError
+from .reasons import Rejection
 from .store.base import GatewayKey, Store
 
-__all__ = ["EnrolResult", "Registry", "enrol_gateway", "key_id_of", "load_public_key"]
+__all__ = [
+    "BAD_SIGNATURE",
+    "EnrolResult",
+    "Registry",
+    "enrol_gateway",
+    "key_id_of",
+    "load_public_key",
+    "revoke_key",
+]
 
 
 def key_id_of(raw: bytes) -> str:
@@ -102,19 +112,40 @@ class Registry:
         self._bound = set(await store.bindings())
         self.version = version
 
-    def check(self, gateway_id: str, signed: SignedRecord) -> str | None:
-        """None if the record's signature and meter binding check out, else the reason."""
+    def check(self, gateway_id: str, signed: SignedRecord) -> Rejection | None:
+        """None if the record's signature and meter binding check out, else why not."""
         if gateway_id not in self._enrolled:
-            return "gateway not enrolled"
+            return _NOT_ENROLLED
         key_id = signed.record.key_id
         entry = self._keys.get((gateway_id, key_id))
         if entry is None:
-            return f"unknown key {key_id.hex()} for gateway"
+            return Rejection(reasons.UNKNOWN_KEY, f"unknown key {key_id.hex()} for gateway")
         key, status = entry
         if status != "active":
-            return f"{status} key {key_id.hex()}"
+            return Rejection(reasons.REVOKED_KEY, f"revoked key {key_id.hex()}")
         if not signed.verify(key):
-            return "bad signature"
+            return BAD_SIGNATURE
         if (gateway_id, signed.record.meter_id) not in self._bound:
-            return "meter not bound to gateway"
+            return _NOT_BOUND
         return None
+
+
+_NOT_ENROLLED = Rejection(reasons.NOT_ENROLLED, reasons.NOT_ENROLLED)
+BAD_SIGNATURE = Rejection(reasons.BAD_SIGNATURE, reasons.BAD_SIGNATURE)
+_NOT_BOUND = Rejection(reasons.NOT_BOUND, reasons.NOT_BOUND)
+
+
+async def revoke_key(store: Store, gateway_id: str, key_id: str, now_ms: int) -> str:
+    """Revoke one key of a gateway; records signed with it are refused from the next
+    transaction on ("revoked key ..."). Returns the key's status before."""
+    key_id = key_id.strip().lower()
+    if len(key_id) != 16 or any(c not in "0123456789abcdef" for c in key_id):
+        raise EnrolError(f"--key-id {key_id!r}: a key id is 16 hex digits (see `collector stats`)")
+    before = await store.revoke_key(gateway_id, key_id, now_ms)
+    if before is None:
+        known = [k.key_id for k in await store.gateway_keys() if k.gateway_id == gateway_id]
+        raise EnrolError(
+            f"gateway {gateway_id} has no key {key_id} "
+            f"(its keys: {', '.join(known) if known else 'none, not enrolled'})"
+        )
+    return before

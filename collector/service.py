@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import sdnotify
@@ -283,10 +284,27 @@ def _rates(a: IngestTotals, b: IngestTotals, seconds: float) -> str:
     )
 
 
+def clock_ms_of(config: Config) -> Callable[[], int]:
+    """The collector's clock in Unix ms: the system clock, or the fleet's virtual clock."""
+    clock = config.collector.clock
+
+    def now_ms() -> int:
+        return clock.virtual_ns(time.time_ns()) // 1_000_000
+
+    return now_ms
+
+
 async def run_service(config: Config) -> int:
     store = await open_store(config.collector.database)
     try:
-        service = CollectorService(config, Ingestor(store))
+        ingestor = Ingestor(
+            store,
+            clock_ms=clock_ms_of(config),
+            max_future_ms=config.collector.max_future_ms,
+        )
+        if not config.collector.clock.is_system:
+            log.info("clock: %s", config.collector.clock)
+        service = CollectorService(config, ingestor)
         return await service.run()
     finally:
         await store.close()

@@ -87,8 +87,9 @@ class QuarantineRow(NamedTuple):
     gateway_id: str  # the gateway named by the topic
     seq: int | None
     meter_id: str | None
-    reason: str
+    reason: str  # the full text: kind and detail (key id, byte position, ...)
     raw: bytes
+    kind: str = ""  # the stable reason it is counted under (collector/reasons.py)
 
 
 class StatusRow(NamedTuple):
@@ -123,6 +124,18 @@ class IngestWrite:
     quarantine: list[QuarantineRow] = field(default_factory=list)
     counters: dict[tuple[str, str], CounterDelta] = field(default_factory=dict)
     statuses: list[StatusRow] = field(default_factory=list)
+
+    def merge(self, other: IngestWrite) -> None:
+        """Add ``other``'s rows and counters to these."""
+        self.records += other.records
+        self.readings += other.readings
+        self.conflicts += other.conflicts
+        self.quarantine += other.quarantine
+        self.statuses += other.statuses
+        for key, delta in other.counters.items():
+            mine = self.count(*key)
+            for name, value in delta.__dict__.items():
+                setattr(mine, name, getattr(mine, name) + value)
 
     def count(self, gateway_id: str, meter_id: str | None) -> CounterDelta:
         key = (gateway_id, meter_id or "")
@@ -171,9 +184,17 @@ class Store(Protocol):
         """Enrol (or extend) a gateway; True if ``key`` was new for it."""
         ...
 
+    async def revoke_key(self, gateway_id: str, key_id: str, now_ms: int) -> str | None:
+        """Mark a gateway's key revoked (bumps the registry version); returns its status
+        before (``active`` or ``revoked``), None if the gateway has no such key."""
+        ...
+
     # reads for the CLI and rating
     async def counters(self) -> list[tuple[str, str, CounterDelta]]: ...
-    async def quarantine_by_reason(self) -> list[tuple[str, int]]: ...
+    async def quarantine_by_reason(self) -> list[tuple[str, int]]:
+        """(reason kind, count), most frequent first."""
+        ...
+
     async def quarantine_entries(self, limit: int) -> list[tuple[int, QuarantineRow]]: ...
     async def gateway_statuses(self) -> list[StatusRow]: ...
     async def reading_at_or_before(

@@ -31,7 +31,7 @@ from .base import (
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "open_store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = [
     """CREATE TABLE meta (
@@ -121,6 +121,16 @@ _SCHEMA = [
         received_ms INTEGER NOT NULL)""",
 ]
 
+#: Steps from one schema version to the next: ``_MIGRATIONS[v]`` takes version v-1 to v.
+_MIGRATIONS: dict[int, list[str]] = {
+    1: _SCHEMA,
+    # the stable reason kind of a quarantine entry, counted by ``stats`` (old rows: '')
+    2: [
+        "ALTER TABLE quarantine ADD COLUMN kind TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX quarantine_by_kind ON quarantine (kind)",
+    ],
+}
+
 _CHUNK = 500  # host parameters per IN (...) list; far below SQLite's limit
 
 
@@ -187,7 +197,7 @@ class _SqliteTx:
         if rows.quarantine:
             await db.executemany(
                 "INSERT INTO quarantine (received_ms, topic, gateway_id, seq, meter_id, reason,"
-                " raw) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " raw, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows.quarantine,
             )
         if rows.counters:
@@ -309,6 +319,27 @@ class SqliteStore:
             )
         return known is None
 
+    async def revoke_key(self, gateway_id: str, key_id: str, now_ms: int) -> str | None:
+        async with self._write() as db:
+            async with db.execute(
+                "SELECT status FROM gateway_keys WHERE gateway_id = ? AND key_id = ?",
+                (gateway_id, key_id),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return None
+            if row[0] != "revoked":
+                await db.execute(
+                    "UPDATE gateway_keys SET status = 'revoked', revoked_ms = ?"
+                    " WHERE gateway_id = ? AND key_id = ?",
+                    (now_ms, gateway_id, key_id),
+                )
+                await db.execute(
+                    "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)"
+                    " WHERE key = 'registry_version'"
+                )
+        return str(row[0])
+
     # reads ------------------------------------------------------------------------------
 
     async def counters(self) -> list[tuple[str, str, CounterDelta]]:
@@ -320,17 +351,18 @@ class SqliteStore:
 
     async def quarantine_by_reason(self) -> list[tuple[str, int]]:
         rows = await self._rows(
-            "SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY COUNT(*) DESC"
+            "SELECT CASE kind WHEN '' THEN reason ELSE kind END AS k, COUNT(*) FROM quarantine"
+            " GROUP BY k ORDER BY COUNT(*) DESC, k"
         )
         return [(reason, n) for reason, n in rows]
 
     async def quarantine_entries(self, limit: int) -> list[tuple[int, QuarantineRow]]:
         rows = await self._rows(
-            "SELECT id, received_ms, topic, gateway_id, seq, meter_id, reason, raw"
+            "SELECT id, received_ms, topic, gateway_id, seq, meter_id, reason, raw, kind"
             " FROM quarantine ORDER BY id DESC LIMIT ?",
             (limit,),
         )
-        return [(i, QuarantineRow(*rest[:-1], bytes(rest[-1]))) for i, *rest in rows]
+        return [(i, QuarantineRow(*rest[:6], bytes(rest[6]), rest[7])) for i, *rest in rows]
 
     async def gateway_statuses(self) -> list[StatusRow]:
         rows = await self._rows(
@@ -388,13 +420,14 @@ async def open_store(path: Path | str) -> SqliteStore:
                 f"{path}: schema version {version} is newer than this collector's "
                 f"{SCHEMA_VERSION}; upgrade the collector"
             )
-        if version == 0:
+        if version < SCHEMA_VERSION:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 async with db.execute("PRAGMA user_version") as cur:
                     version = (await cur.fetchone())[0]  # another process may have won
-                for statement in _SCHEMA if version == 0 else ():
-                    await db.execute(statement)
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             except BaseException:
                 await db.rollback()

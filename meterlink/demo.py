@@ -183,7 +183,13 @@ class Demo:
         collector_ready = NotifySocket()
         self.sockets.append(collector_ready)
         collector = self.spawn(
-            "collector", "collector", "run", str(collector_config), notify=collector_ready
+            "collector",
+            "collector",
+            "run",
+            str(collector_config),
+            "--clock",
+            str(self.clock),
+            notify=collector_ready,
         )
         collector_ready.wait_for("READY", timeout=30, alive=collector.alive)
 

@@ -24,7 +24,9 @@ from protocols.batch import Ack, decode_batch, encode_batch
 from protocols.obis import Obis
 from protocols.record import ClockSource, Quality, Record, Value, sign_record
 from protocols.topics import ack_topic, readings_topic
-from tests.support.fleet import GATEWAY, Fleet
+from tests.support.fleet import GATEWAY, START, Fleet
+
+START_MS = int(START.timestamp() * 1000)  # within the fleet clock: not future-dated
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +113,7 @@ def _publish_and_await_ack(port: int, payload: bytes, batch_id: int) -> Ack:
 
 def _record(key: Ed25519PrivateKey, seq: int, meter: str, value: str) -> bytes:
     record = Record(
-        GATEWAY, meter, seq, 1_800_000_000_000 + seq, ClockSource.GATEWAY, Quality.NONE,
+        GATEWAY, meter, seq, START_MS + seq, ClockSource.GATEWAY, Quality.NONE,
         (Value(Obis.parse("1-0:1.8.0"), Decimal(value), "kWh"),),
     )  # fmt: skip
     return sign_record(record, key).raw

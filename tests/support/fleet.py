@@ -179,7 +179,13 @@ class Fleet:
 
     def start_collector(self) -> Proc:
         self.collector = self._start_ready(
-            "collector", "collector", "run", str(self.collector_config), env=self.collector_env
+            "collector",
+            "collector",
+            "run",
+            str(self.collector_config),
+            "--clock",
+            str(self.clock),
+            env=self.collector_env,
         )
         return self.collector
 

@@ -403,6 +403,10 @@ def parse_profile(
         found = re.search(r"at line (\d+)", str(exc))  # Python 3.11 has no exc.lineno
         line = int(found.group(1)) if found else None
         raise ModbusProfileError(f"not valid TOML: {exc}", source=source, line=line) from exc
+    except ArithmeticError as exc:  # decimal.InvalidOperation: a float like 0E0488888888888888
+        raise ModbusProfileError(
+            f"not valid TOML: a number out of range ({type(exc).__name__})", source=source
+        ) from None
     r = _Reader(text, source)
     for key in data:
         if key not in ("profile", "registers", "unreadable"):

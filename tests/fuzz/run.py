@@ -27,6 +27,7 @@ from .targets import TARGETS
 
 TOKENS = [
     b"1e999999",
+    b"0E0488888888888888888888",
     b"-1",
     b"[",
     b"{",

@@ -349,6 +349,13 @@ def test_profile_refuses_what_it_cannot_decode(head: str, reg: str) -> None:
         parse_profile(PROFILE.format(head=head, reg=reg))
 
 
+def test_profile_with_a_float_beyond_decimal_range_is_a_profile_error() -> None:
+    # found by atheris: tomllib hands "0E0488888888888888888888" to Decimal, which raised
+    # decimal.InvalidOperation through parse_profile
+    with pytest.raises(ModbusError, match="out of range"):
+        parse_profile("x = 0E0488888888888888888888\n" + PROFILE.format(head="", reg=""))
+
+
 def test_profile_entries_must_be_tables() -> None:
     text = "unreadable = [1]\n" + PROFILE.format(head="", reg="")
     with pytest.raises(ModbusError, match="unreadable"):

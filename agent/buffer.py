@@ -15,6 +15,12 @@ Guarantees (see docs/agent.md):
   that to one fsync per group of captures.
 * A record is deleted only by ``delete_acked`` (the head-end committed it) or by the
   drop-oldest policy, which writes the dropped range into ``losses`` and counts it.
+* A full disk: the database is capped (``PRAGMA max_page_count``) at a share of the space it
+  may use (its own files + the filesystem's free space at open, and ``max_bytes`` if set), so
+  SQLITE_FULL comes from our cap while the filesystem still has room for the WAL, deletes and
+  updates: the policy can drop (or the uplink can drain) on a full buffer. Batch ids are
+  reserved in blocks (one write per ``BATCH_ID_BLOCK`` batches, never reused after a crash),
+  and noting the batch on its records is best effort, so starting a batch needs no space.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +53,8 @@ __all__ = [
 log = logging.getLogger("agent.buffer")
 
 SCHEMA_VERSION = 1
+DB_SHARE = 0.4  # of the space the buffer may use: the rest is for the WAL, -shm and deletes
+BATCH_ID_BLOCK = 1000  # batch ids reserved per meta write
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -172,6 +181,12 @@ class Buffer:
         self.last_capture_ms: dict[str, int] = {}
         self.clock_suspect_total = 0
         self._suspect_logged: set[str] = set()
+        self.max_pages = 0  # PRAGMA max_page_count set at open (0: not capped)
+        self.page_size = 4096
+        self._batch_next = 0  # next batch id to hand out
+        self._batch_limit = 0  # first id not reserved in meta (persisted)
+        self.losses_reported = 0  # highest losses.id published upstream (meta)
+        self.refused_reported = 0  # refused_total when last published upstream (meta)
 
     # -- opening -----------------------------------------------------------------------
 
@@ -183,7 +198,10 @@ class Buffer:
         key: Ed25519PrivateKey | None,
         max_records: int = 1_000_000,
         when_full: str = "drop-oldest",
+        max_bytes: int | None = None,
     ) -> Buffer:
+        """Open (or create) the buffer; ``max_bytes`` caps the database file (else the cap
+        is ``DB_SHARE`` of its own files plus the filesystem's free space)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, isolation_level=None)
         buf = cls(db, path, readonly=False)
@@ -196,10 +214,41 @@ class Buffer:
             buf.max_records = max_records
             buf.when_full = when_full
             await buf._load_meta(create=True)
+            await buf._cap(max_bytes)
         except BaseException:
             await db.close()
             raise
         return buf
+
+    async def _cap(self, max_bytes: int | None) -> None:
+        """Cap the database below the space it may use (see the module doc)."""
+        db = self._db
+        self.page_size = int((await db.execute_fetchall("PRAGMA page_size"))[0][0])  # type: ignore[index]
+        pages = int((await db.execute_fetchall("PRAGMA page_count"))[0][0])  # type: ignore[index]
+        own = sum(
+            p.stat().st_size
+            for p in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
+            if p.exists()
+        )
+        st = os.statvfs(self.path.parent)
+        room = int((own + st.f_bavail * st.f_frsize) * DB_SHARE)
+        if max_bytes is not None:
+            room = min(room, max_bytes)
+        cap = max(room // self.page_size, pages)
+        rows = await db.execute_fetchall(f"PRAGMA max_page_count = {cap}")
+        self.max_pages = int(rows[0][0])  # type: ignore[index]
+        # checkpoint often enough that the WAL stays small next to the cap, and give the
+        # file back after a checkpoint (journal_size_limit)
+        wal_pages = max(min(1000, cap // 4), 8)
+        await db.execute(f"PRAGMA wal_autocheckpoint = {wal_pages}")
+        await db.execute(f"PRAGMA journal_size_limit = {wal_pages * self.page_size}")
+        log.info(
+            "%s: database capped at %d pages of %d bytes (%.1f MiB)",
+            self.path,
+            self.max_pages,
+            self.page_size,
+            self.max_pages * self.page_size / 2**20,
+        )
 
     @classmethod
     async def open_readonly(cls, path: Path) -> Buffer:
@@ -248,6 +297,9 @@ class Buffer:
         self.next_seq = int(meta["next_seq"])
         self.dropped_total = int(meta["dropped_total"])
         self.refused_total = int(meta["refused_total"])
+        self._batch_next = self._batch_limit = int(meta["next_batch_id"])
+        self.losses_reported = int(meta.get("losses_reported", "0"))
+        self.refused_reported = int(meta.get("refused_reported", "0"))
         self.last_capture_ms = {
             meter: ms
             for meter, ms in await self._db.execute_fetchall(
@@ -511,32 +563,87 @@ class Buffer:
             return deleted
 
     async def start_batch(self, seqs: Sequence[int]) -> int:
-        """A batch id never used before (durable counter in meta), noted on its records.
+        """A batch id never used before, noted (best effort) on its records.
 
-        The batch column is informational (``status`` shows what was sent and not acked);
-        what decides a resend is the uplink's in-flight table and the head-end's acks.
+        Ids come from a block reserved in ``meta.next_batch_id`` (one write per
+        ``BATCH_ID_BLOCK`` batches; after a crash the next block starts above every id
+        handed out, so none is reused). The batch column is informational (``status`` shows
+        what was sent and not acked): if the disk is full it is skipped, the batch still goes
+        out. What decides a resend is the uplink's in-flight table and the head-end's acks.
         """
         async with self._lock:
             db = self._db
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = await db.execute_fetchall(
-                    "SELECT value FROM meta WHERE key = 'next_batch_id'"
-                )
-                batch_id = int(rows[0][0])  # type: ignore[index]
-                await db.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'next_batch_id'", (str(batch_id + 1),)
-                )
-                for low, high in seq_ranges(seqs):
+            if self._batch_next >= self._batch_limit:
+                limit = self._batch_next + BATCH_ID_BLOCK
+                await db.execute("BEGIN IMMEDIATE")
+                try:
                     await db.execute(
-                        "UPDATE records SET batch = ? WHERE seq BETWEEN ? AND ?",
-                        (batch_id, low, high),
+                        "UPDATE meta SET value = ? WHERE key = 'next_batch_id'", (str(limit),)
                     )
-                await db.execute("COMMIT")
-            except BaseException:
-                await _rollback(db)
-                raise
+                    await db.execute("COMMIT")
+                except BaseException as exc:
+                    await _rollback(db)
+                    if _is_disk_full(exc):
+                        raise DiskFullError(f"{self.path}: {exc}") from exc
+                    raise
+                self._batch_limit = limit
+            batch_id = self._batch_next
+            self._batch_next += 1
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    for low, high in seq_ranges(seqs):
+                        await db.execute(
+                            "UPDATE records SET batch = ? WHERE seq BETWEEN ? AND ?",
+                            (batch_id, low, high),
+                        )
+                    await db.execute("COMMIT")
+                except BaseException:
+                    await _rollback(db)
+                    raise
+            except sqlite3.OperationalError as exc:
+                if not _is_disk_full(exc):
+                    raise
+                log.debug("batch %d not noted on its records: %s", batch_id, exc)
             return batch_id
+
+    # -- loss reporting ----------------------------------------------------------------
+
+    async def unreported_losses(self) -> list[tuple[int, int, int, int, str]]:
+        """``losses`` rows not yet published upstream: (id, first_seq, last_seq, count,
+        reason), oldest first."""
+        async with self._lock:
+            rows = await self._db.execute_fetchall(
+                "SELECT id, first_seq, last_seq, count, reason FROM losses WHERE id > ? "
+                "ORDER BY id",
+                (self.losses_reported,),
+            )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def mark_reported(self, losses_id: int, refused_total: int) -> None:
+        """The head-end's broker took the events up to these: remember it (best effort on
+        disk: a failed write means the events are sent again after a restart)."""
+        async with self._lock:
+            self.losses_reported = max(self.losses_reported, losses_id)
+            self.refused_reported = max(self.refused_reported, refused_total)
+            db = self._db
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    await db.executemany(
+                        "INSERT INTO meta (key, value) VALUES (?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        [
+                            ("losses_reported", str(self.losses_reported)),
+                            ("refused_reported", str(self.refused_reported)),
+                        ],
+                    )
+                    await db.execute("COMMIT")
+                except BaseException:
+                    await _rollback(db)
+                    raise
+            except sqlite3.OperationalError as exc:
+                log.warning("loss report state not saved (%s): events may repeat", exc)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -630,7 +737,7 @@ class Buffer:
             "schema_version": int(meta["schema_version"]),
             "next_seq": int(meta["next_seq"]),
             "last_seq": int(meta["next_seq"]) - 1,
-            "next_batch_id": int(meta["next_batch_id"]),
+            "next_batch_id": max(int(meta["next_batch_id"]), self._batch_next),
             "backlog": count,
             "sent_not_acked": sent,
             "oldest_seq": oldest_seq,

@@ -9,6 +9,11 @@ A record leaves the buffer only when the head-end's Ack names its seq. PUBACK on
 broker took the message (and a reason code >= 0x80 says it refused it). A batch without an
 Ack after ``ack_timeout``, or in flight when the connection drops, goes back to the pool and
 its records are sent again (same bytes; the head-end deduplicates).
+
+Loss is reported upstream: records dropped by the drop-oldest policy (the ``losses`` table) and
+captures refused (stop-capture, full disk) are published as ``LossEvent`` messages on the
+gateway's events topic (QoS 1) once connected; what the broker took is remembered in the buffer's
+meta, so an event is sent again after a restart only if its PUBACK never came.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 
@@ -26,8 +32,8 @@ from paho.mqtt.properties import Properties
 from protocols.batch import Ack, encode_batch
 from protocols.clock import ClockSetting
 from protocols.errors import DecodeError
-from protocols.status import GatewayStatus
-from protocols.topics import ack_topic, readings_topic, status_topic
+from protocols.status import GatewayStatus, LossEvent
+from protocols.topics import ack_topic, events_topic, readings_topic, status_topic
 
 from .buffer import Buffer, DiskFullError
 from .config import MqttConfig
@@ -37,6 +43,7 @@ __all__ = ["Uplink"]
 log = logging.getLogger("agent.uplink")
 
 REFUSED_BACKOFF = 5.0  # seconds before retrying after the broker refused a batch
+EVENT_MAX_RANGES = 1000  # seq ranges per loss event
 
 
 @dataclass(slots=True)
@@ -59,6 +66,7 @@ class UplinkCounters:
     records_acked: int = 0
     bad_acks: int = 0
     connects: int = 0
+    loss_events: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -84,6 +92,8 @@ class Uplink:
         self._wake = asyncio.Event()
         self._stopping = False
         self._newest_turn = False
+        self._loss_check = True  # look for unreported losses (at start, connect, new drops)
+        self._loss_seen = -1  # buffer.dropped_total at the last look
         self._refused_until = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[None]] = set()
@@ -127,6 +137,7 @@ class Uplink:
         self._tasks = [
             asyncio.create_task(self._publisher(), name="uplink-publisher"),
             asyncio.create_task(self._status_refresher(), name="uplink-status"),
+            asyncio.create_task(self._loss_reporter(), name="uplink-losses"),
         ]
 
     async def stop(self, reason: str = "shutdown", timeout: float = 5.0) -> None:
@@ -193,6 +204,7 @@ class Uplink:
             "resumed" if session_present else "new",
         )
         self._mids.clear()
+        self._loss_check = True
         self._connected.set()
         self._wake.set()
         if not self._stopping:
@@ -374,6 +386,87 @@ class Uplink:
 
     # -- status -------------------------------------------------------------------------
 
+    async def _publish_confirmed(self, topic: str, payload: bytes, retain: bool = False) -> int:
+        """Publish at QoS 1 and wait for the PUBACK; OSError if not sent or refused."""
+        assert self._loop is not None
+        future: asyncio.Future[int] = self._loop.create_future()
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise OSError(f"not published: {mqtt.error_string(info.rc)}")
+        self._status_mids[info.mid] = future
+        code = await future
+        if code >= 0x80:
+            raise OSError(f"broker refused the message (reason 0x{code:02X})")
+        return code
+
+    # -- loss events --------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return self.clock.virtual_ns(time.time_ns()) // 10**6
+
+    async def _loss_reporter(self) -> None:
+        while not self._stopping:
+            await self._connected.wait()
+            buffer = self.buffer
+            pending = (
+                self._loss_check
+                or buffer.dropped_total != self._loss_seen
+                or buffer.refused_total > buffer.refused_reported
+            )
+            if pending:
+                try:
+                    await self._report_losses()
+                except (OSError, sqlite3.Error) as exc:
+                    log.warning("loss events not published: %s (will retry)", exc)
+            await asyncio.sleep(0.5)
+
+    async def _report_losses(self) -> None:
+        buffer = self.buffer
+        seen = buffer.dropped_total
+        rows = await buffer.unreported_losses()
+        while rows:
+            reason = rows[0][4]
+            group = []
+            while rows and rows[0][4] == reason and len(group) < EVENT_MAX_RANGES:
+                group.append(rows.pop(0))
+            event = LossEvent(
+                self.gateway_id,
+                "dropped",
+                reason,
+                count=sum(r[3] for r in group),
+                total=buffer.dropped_total,
+                at_ms=self._now_ms(),
+                ranges=tuple((r[1], r[2]) for r in group),
+                loss_ids=(group[0][0], group[-1][0]),
+            )
+            await self._publish_confirmed(events_topic(self.gateway_id), event.to_bytes())
+            self.counters.loss_events += 1
+            await buffer.mark_reported(group[-1][0], buffer.refused_reported)
+            log.info(
+                "loss event published: %d records dropped (%s), seqs %s",
+                event.count,
+                reason,
+                ", ".join(f"{lo}-{hi}" for lo, hi in event.ranges[:10]),
+            )
+        refused = buffer.refused_total
+        if refused > buffer.refused_reported:
+            event = LossEvent(
+                self.gateway_id,
+                "refused",
+                f"buffer full ({buffer.when_full}): captures refused",
+                count=refused - buffer.refused_reported,
+                total=refused,
+                at_ms=self._now_ms(),
+            )
+            await self._publish_confirmed(events_topic(self.gateway_id), event.to_bytes())
+            self.counters.loss_events += 1
+            await buffer.mark_reported(buffer.losses_reported, refused)
+            log.info("loss event published: %d captures refused", event.count)
+        self._loss_seen = seen
+        self._loss_check = False
+
+    # -- status -------------------------------------------------------------------------
+
     async def _publish_status(self, state: str, reason: str) -> int:
         assert self._loop is not None
         summary_backlog = self.buffer.count
@@ -387,17 +480,9 @@ class Uplink:
             last_seq=self.buffer.next_seq - 1,
             version=self.version,
         )
-        future: asyncio.Future[int] = self._loop.create_future()
-        info = self.client.publish(
-            status_topic(self.gateway_id), status.to_bytes(), qos=1, retain=True
+        return await self._publish_confirmed(
+            status_topic(self.gateway_id), status.to_bytes(), retain=True
         )
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise OSError(f"status not published: {mqtt.error_string(info.rc)}")
-        self._status_mids[info.mid] = future
-        code = await future
-        if code >= 0x80:
-            raise OSError(f"broker refused the status message (reason 0x{code:02X})")
-        return code
 
     async def _publish_status_logged(self, state: str, reason: str) -> None:
         try:

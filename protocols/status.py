@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 from .errors import DecodeError
 
-__all__ = ["GatewayStatus"]
+__all__ = ["GatewayStatus", "LossEvent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +66,80 @@ _FIELD_TYPES: dict[str, type] = {
     "last_seq": int,
     "version": str,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class LossEvent:
+    """Published on ``meterlink/v1/{gw}/events`` (QoS 1) when the buffer policy lost data.
+
+    ``kind`` is ``dropped`` (drop-oldest deleted unacked records: ``ranges`` holds their
+    inclusive seq ranges, ``loss_ids`` the first and last id of the agent's ``losses`` rows it
+    reports, so a repeated event can be recognised) or ``refused`` (stop-capture or a full
+    disk refused captures: no seq was assigned, ``ranges`` is empty). ``total`` is the
+    gateway's running total of that kind since install.
+    """
+
+    gateway_id: str
+    kind: str  # "dropped" | "refused"
+    reason: str
+    count: int
+    total: int
+    at_ms: int  # gateway (virtual) clock when published
+    ranges: tuple[tuple[int, int], ...] = ()
+    loss_ids: tuple[int, int] | None = None
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "v": 1,
+            "event": "loss",
+            "gateway_id": self.gateway_id,
+            "kind": self.kind,
+            "reason": self.reason,
+            "count": self.count,
+            "total": self.total,
+            "at_ms": self.at_ms,
+            "ranges": [list(r) for r in self.ranges],
+            "loss_ids": list(self.loss_ids) if self.loss_ids else None,
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> LossEvent:
+        """Parse a loss event; anything else is a DecodeError."""
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(f"event: not JSON: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("v") != 1 or doc.get("event") != "loss":
+            raise DecodeError("event: not a version 1 loss event")
+        try:
+            ranges = tuple(_pair(r) for r in doc["ranges"])
+            ids = doc["loss_ids"]
+            event = cls(
+                _typed(doc, "gateway_id", str),
+                _typed(doc, "kind", str),
+                _typed(doc, "reason", str),
+                _typed(doc, "count", int),
+                _typed(doc, "total", int),
+                _typed(doc, "at_ms", int),
+                ranges,
+                None if ids is None else _pair(ids),
+            )
+        except (KeyError, TypeError) as exc:
+            raise DecodeError(f"event: missing or malformed field: {exc}") from None
+        if event.kind not in ("dropped", "refused"):
+            raise DecodeError(f"event: unknown kind {event.kind!r}")
+        return event
+
+
+def _typed(doc: dict, name: str, kind: type):  # type: ignore[no-untyped-def]
+    value = doc[name]
+    if type(value) is not kind:
+        raise DecodeError(f"event: field {name!r} must be {kind.__name__}: {value!r}")
+    return value
+
+
+def _pair(value: object) -> tuple[int, int]:
+    if not isinstance(value, list) or len(value) != 2 or not all(type(v) is int for v in value):
+        raise DecodeError(f"event: expected a pair of integers, got {value!r}")
+    return (value[0], value[1])

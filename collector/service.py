@@ -130,11 +130,21 @@ class CollectorService:
                 self._pub_early.add(mid)  # on_publish ran before publish() returned
             drained = not self._pub_pending
         if drained and self.loop is not None:
-            self.loop.call_soon_threadsafe(self._pub_drained.set)
+            self.loop.call_soon_threadsafe(self._set_drained)
+
+    def _set_drained(self) -> None:
+        # on the loop: a publish may have become pending since the callback looked
+        with self._pub_lock:
+            if not self._pub_pending:
+                self._pub_drained.set()
 
     def _publish(self, topic: str, payload: bytes) -> None:
+        # publish() takes paho's _out_message_mutex, which paho's network thread holds while
+        # it calls _on_publish (which takes _pub_lock): never hold _pub_lock across publish(),
+        # or both threads wait for each other forever (seen in the fault matrix: no more acks).
+        # An on_publish that runs before the mid is noted here lands in _pub_early instead.
+        info = self.client.publish(topic, payload, qos=1)
         with self._pub_lock:
-            info = self.client.publish(topic, payload, qos=1)
             if info.mid in self._pub_early:
                 self._pub_early.discard(info.mid)
             else:

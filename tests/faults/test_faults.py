@@ -21,6 +21,9 @@ def test_fault_loses_duplicates_and_alters_nothing(name: str, tmp_path: Path) ->
     fn, runs, _long = FAULTS[name]
     tally = fn(tmp_path, random.Random(f"{SEED}:{name}"), runs)
     print(f"{name} seed {SEED}: {tally}")
+    skipped = [n for n in tally.notes if "skipped" in n]
+    if skipped and not tally.runs:
+        pytest.skip(skipped[0])
     assert tally.lost == 0 and tally.twice == 0 and tally.altered == 0, tally.notes
     assert tally.runs == runs or "skipped" in " ".join(tally.notes)
     if name.startswith("disk_drop") or name == "disk_tmpfs":

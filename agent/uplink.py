@@ -151,6 +151,10 @@ class Uplink:
                 await task
         self._tasks = []
         if self.connected:
+            try:  # losses not yet reported go out before we leave (else: at the next start)
+                await asyncio.wait_for(self._report_losses(), timeout)
+            except (TimeoutError, OSError, sqlite3.Error) as exc:
+                log.warning("loss events not published before stopping: %s", exc)
             try:
                 await asyncio.wait_for(self._publish_status("offline", reason), timeout)
             except (TimeoutError, OSError) as exc:

@@ -130,6 +130,14 @@ class _BatchState:
 _OBIS_TEXT: dict[Obis, str] = {}
 
 
+#: Rejections of records whose signature verified with the gateway's active key: they are
+#: the gateway's own, held here in quarantine, so the ack lets the gateway delete them. A
+#: record that did not verify is never acked: the ack must not let a forger who can publish
+#: on a gateway's topic make the gateway delete its genuine record of that sequence number,
+#: and a gateway not yet enrolled keeps its records until it is.
+_AUTHENTIC_REJECTIONS = frozenset({reasons.NOT_BOUND, reasons.FUTURE, reasons.TOO_OLD})
+
+
 def _obis_text(obis: Obis) -> str:
     text = _OBIS_TEXT.get(obis)
     if text is None:
@@ -384,11 +392,11 @@ class Ingestor:
                 if reason is None:
                     reason = _capture_time_rejection(rec.captured_ms, latest_ms)
             if reason is _BAD_SIGNATURE:
-                state.handled.append(rec.seq)
                 suspects.append((state, signed, message))  # quarantined in the transaction
                 continue
             if reason is not None:
-                state.handled.append(rec.seq)
+                if reason.kind in _AUTHENTIC_REJECTIONS:
+                    state.handled.append(rec.seq)
                 self._quarantine(
                     rows,
                     state,

@@ -79,7 +79,8 @@ def test_tampered_byte_is_rejected_as_bad_signature_and_counted(tmp_path: Path, 
     ]
     assert rows(db, "SELECT COUNT(*) FROM readings") == [(0,)]
     assert counters(db, "em-sdm-01")[4] == 1
-    assert outcome.ack.rejected == 1 and outcome.ack.handled == ((1, 1),)
+    # not acked: a forger must not make the gateway delete its genuine record 1
+    assert outcome.ack.rejected == 1 and outcome.ack.handled == ()
 
 
 def test_record_signed_by_an_unenrolled_key_is_rejected(tmp_path: Path, key) -> None:

@@ -95,7 +95,7 @@ def build_site(root: Path) -> Site:
         store = await open_store(database)
         try:
             await enrol_gateway(store, GW, pem, ["em-1", "em-2"], T0 - DAY)
-            outcomes = await Ingestor(store).ingest(
+            outcomes = await Ingestor(store, clock_ms=lambda: T_END + DAY).ingest(
                 [
                     message(GW, 1, [r.raw for r in records[:4]]),
                     message(GW, 2, [r.raw for r in records[4:]]),

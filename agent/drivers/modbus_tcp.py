@@ -2,7 +2,7 @@
 
 Like a real Modbus TCP gateway in front of an RS-485 bus, one TCP connection carries the
 requests of every unit behind it, one at a time (``asyncio.Lock``). The framing is the
-agent's own (``mbap.py``): every answer is checked against its request (transaction id, unit
+agent's own (``protocols/modbus/mbap.py``): every answer is checked against its request (transaction id, unit
 id, function, byte count) before a value is taken from it, and the connection is dropped
 after anything that leaves the byte stream in doubt. Retries with exponential backoff are
 per block read, so that a failure is attributed to one meter and one request.
@@ -26,12 +26,11 @@ from protocols.modbus import (
     ModbusValueError,
     Profile,
     ReadRequest,
+    mbap,
     split_response,
 )
 from protocols.obis import Obis
 from protocols.record import Value
-
-from . import mbap
 
 __all__ = ["MeterReadError", "ModbusTcpConnection", "ModbusTcpMeter", "ReadOutcome"]
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.drivers import mbap
 from agent.drivers.modbus_tcp import MeterReadError, ModbusTcpConnection, ModbusTcpMeter
 from firmware_sim.cli import resolve_profile
 from firmware_sim.faults import FaultSpecError, parse_fault, parse_unit_fault
 from firmware_sim.modbus_server import ModbusSimServer, registers_for
 from firmware_sim.model import MeterModel, ModelParams
 from protocols.clock import ClockSetting
+from protocols.modbus import mbap
 
 START_NS = 1_780_315_200 * 10**9  # 2026-06-01T12:00:00Z
 TIMEOUT = 0.2

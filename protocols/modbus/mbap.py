@@ -1,5 +1,8 @@
 """Modbus TCP (MBAP) framing for the client side, sans-IO: build a read request, check an answer.
 
+(In ``protocols/`` because it is a codec: bytes in, a checked answer or an error out; the
+agent's driver owns the socket, the timeouts and the reconnects.)
+
 The agent does its own framing instead of using pymodbus' client so that every answer is
 checked against the request that asked for it before a single value is taken from it:
 
@@ -21,6 +24,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from .errors import ModbusError
+
 __all__ = [
     "HEADER_SIZE",
     "MAX_LENGTH",
@@ -36,7 +41,7 @@ HEADER_SIZE = 7  # transaction id (2), protocol id (2), length (2), unit id (1)
 MAX_LENGTH = 254  # unit id + PDU of at most 253 bytes
 
 
-class FrameError(ValueError):
+class FrameError(ModbusError, ValueError):
     """An answer that is not a well-formed reply to the request it should answer."""
 
 

@@ -1,9 +1,9 @@
 """Modbus TCP: one connection per host:port, transactions serialised, values via profiles.
 
 Like a real Modbus TCP gateway in front of an RS-485 bus, one TCP connection carries the
-requests of every unit behind it, one at a time (``asyncio.Lock``). The framing is the
-agent's own (``protocols/modbus/mbap.py``): every answer is checked against its request (transaction id, unit
-id, function, byte count) before a value is taken from it, and the connection is dropped
+requests of every unit behind it, one at a time (``asyncio.Lock``). The framing is our own
+(``protocols/modbus/mbap.py``): every answer is checked against its request (transaction id,
+unit id, function, byte count) before a value is taken from it, and the connection is dropped
 after anything that leaves the byte stream in doubt. Retries with exponential backoff are
 per block read, so that a failure is attributed to one meter and one request.
 

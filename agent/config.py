@@ -9,7 +9,6 @@ port, an unknown policy) the key's line is found in the text: the table header
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from protocols.clock import ClockSetting, ClockSettingError
 from protocols.errors import EncodeError
 from protocols.record import check_id
+from protocols.tomltext import TomlTextError, loads_exact
 
 __all__ = [
     "AgentConfig",
@@ -291,11 +291,9 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
     except OSError as exc:
         raise ConfigError([ConfigIssue(path, None, "", f"cannot read: {exc.strerror}")]) from None
     try:
-        doc = tomllib.loads(text, parse_float=Decimal)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"line (\d+)", str(exc))
-        line = int(match.group(1)) if match else None
-        raise ConfigError([ConfigIssue(path, line, "", f"TOML syntax: {exc}")]) from None
+        doc = loads_exact(text)
+    except TomlTextError as exc:
+        raise ConfigError([ConfigIssue(path, exc.line, "", f"TOML syntax: {exc}")]) from None
     loader = _Loader(path, text)
     config_dir = path.resolve().parent
 

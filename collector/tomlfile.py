@@ -8,11 +8,12 @@ the table's header). Floats are parsed as ``Decimal`` so prices and values stay 
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+from protocols.tomltext import TomlTextError, loads_exact
 
 from .errors import ConfigError
 
@@ -61,8 +62,8 @@ def load_toml(path: Path, what: str = "file") -> Section:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
     try:
-        doc = tomllib.loads(text, parse_float=Decimal)
-    except tomllib.TOMLDecodeError as exc:
+        doc = loads_exact(text)
+    except TomlTextError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return Section(TomlFile(path, tuple(text.splitlines())), doc, "", 0)
 

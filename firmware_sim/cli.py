@@ -23,7 +23,6 @@ import signal
 import socket
 import sys
 import time
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from typing import Any
 
 from protocols.clock import ClockSetting, ClockSettingError, parse_utc
 from protocols.modbus import ModbusProfileError, Profile, load_profile
+from protocols.tomltext import TomlTextError, loads_exact
 
 from .faults import Fault, FaultSpecError, parse_fault, parse_unit_fault
 from .modbus_server import ListenError, ModbusSimServer
@@ -150,8 +150,8 @@ def load_scenario(
 ) -> tuple[ClockSetting, list[ServerSpec]]:
     """Read a scenario file (format in docs/simulator.md)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data = loads_exact(path.read_text(encoding="utf-8"))
+    except (OSError, TomlTextError) as exc:
         raise ScenarioError(f"{path}: {exc}") from None
     clock_table = data.get("clock", {})
     if isinstance(clock_table, str):

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -51,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ..obis import Obis, ObisError, quantity_for
+from ..tomltext import TomlTextError, loads_exact
 from ..units import UnitError, unit_by_symbol
 from .errors import ModbusProfileError
 from .plan import (
@@ -398,15 +398,9 @@ def parse_profile(
 ) -> Profile:
     """Parse a profile from TOML text; ``source`` names it in errors."""
     try:
-        data = tomllib.loads(text, parse_float=Decimal)
-    except tomllib.TOMLDecodeError as exc:
-        found = re.search(r"at line (\d+)", str(exc))  # Python 3.11 has no exc.lineno
-        line = int(found.group(1)) if found else None
-        raise ModbusProfileError(f"not valid TOML: {exc}", source=source, line=line) from exc
-    except ArithmeticError as exc:  # decimal.InvalidOperation: a float like 0E0488888888888888
-        raise ModbusProfileError(
-            f"not valid TOML: a number out of range ({type(exc).__name__})", source=source
-        ) from None
+        data = loads_exact(text)
+    except TomlTextError as exc:
+        raise ModbusProfileError(f"not valid TOML: {exc}", source=source, line=exc.line) from None
     r = _Reader(text, source)
     for key in data:
         if key not in ("profile", "registers", "unreadable"):

@@ -282,3 +282,12 @@ def test_run_refuses_a_broken_profile_file_before_opening_anything(tmp_path, cap
     assert "not started" in err
     assert not (tmp_path / "st").exists()
     assert main(["check", str(path)]) == 1
+
+
+def test_a_number_out_of_decimal_range_is_a_config_error(tmp_path) -> None:
+    from agent.config import ConfigError, load_config
+
+    path = tmp_path / "agent.toml"
+    path.write_text('[gateway]\nid = "gw-1"\nx = 0E0488888888888888888888\n')
+    with pytest.raises(ConfigError, match="out of range"):
+        load_config(path)

@@ -49,6 +49,7 @@ KEY_ID_SIZE = 8
 #: signature can never be mistaken for a signature over anything else the key signs).
 SIGNATURE_CONTEXT = b"meterlink/v1/record\x00"
 
+
 def key_id_of(public_key: Ed25519PublicKey) -> bytes:
     """A key's id: the first 8 bytes of SHA-256 over its raw 32 bytes (shown in hex)."""
     return hashlib.sha256(public_key.public_bytes_raw()).digest()[:KEY_ID_SIZE]

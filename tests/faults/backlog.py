@@ -68,7 +68,8 @@ def _real(fleet, virtual_min: float) -> str:  # type: ignore[no-untyped-def]
 def backlog(root: Path, rng: random.Random, runs: int, meters: int = 50,
             intervals: int = 96) -> Tally:  # fmt: skip
     total = Tally()
-    fleet = fleet_for(root, batch_max_records=500)
+    # the buffer must hold the whole backlog: a smaller max_records drops its oldest (policy)
+    fleet = fleet_for(root, batch_max_records=500, max_records=10_000_000)
     synthetic = [f"em-bl-{i:04d}" for i in range(meters)]
     config = fleet.add_gateway(GW, root / "agent-bl" / "agent.toml", tuple(synthetic))
     state = config.parent / "state"

@@ -43,6 +43,9 @@ __all__ = ["Uplink"]
 log = logging.getLogger("agent.uplink")
 
 REFUSED_BACKOFF = 5.0  # seconds before retrying after the broker refused a batch
+#: seconds before records the head-end did not accept (it acked their batch without them:
+#: e.g. this gateway is not enrolled yet, or they did not verify) are offered again
+UNACCEPTED_BACKOFF = 60.0
 EVENT_MAX_RANGES = 1000  # seq ranges per loss event
 
 
@@ -88,6 +91,8 @@ class Uplink:
         self.inflight: dict[int, InFlight] = {}
         self._mids: dict[int, int] = {}  # mid -> batch id (this connection only)
         self._deleting: set[int] = set()  # acked seqs whose delete is not committed yet
+        self._held_back: dict[int, float] = {}  # seq -> monotonic time to offer it again
+        self.unaccepted_backoff = UNACCEPTED_BACKOFF
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -274,17 +279,24 @@ class Uplink:
             return
         self.counters.acks += 1
         handled: set[int] = set(ack.seqs())
+        for seq in handled:
+            self._held_back.pop(seq, None)
         batch = self.inflight.pop(ack.batch_id, None)
         if batch is not None:
             rest = batch.seqs - handled
             if rest:
                 log.warning(
-                    "head-end acked batch %d without %d of its records (unparsed %s): "
-                    "they will be sent again",
+                    "head-end acked batch %d without %d of its records (rejected %d, unparsed "
+                    "%s): they stay in the buffer and are offered again in %.0fs",
                     ack.batch_id,
                     len(rest),
+                    ack.rejected,
                     list(ack.unparsed),
+                    self.unaccepted_backoff,
                 )
+                retry_at = time.monotonic() + self.unaccepted_backoff
+                for seq in rest:
+                    self._held_back[seq] = retry_at
         for other_id, other in list(self.inflight.items()):
             other.seqs -= handled
             if not other.seqs:
@@ -342,6 +354,11 @@ class Uplink:
             exclude: set[int] = set(self._deleting)
             for batch in self.inflight.values():
                 exclude |= batch.seqs
+            if self._held_back:
+                for seq, retry_at in list(self._held_back.items()):
+                    if retry_at <= now:
+                        del self._held_back[seq]
+                exclude |= self._held_back.keys()
             n = cfg.batch_max_records
             backlog = self.buffer.count - len(exclude)
             newest = False

@@ -26,6 +26,7 @@ class FakeHeadEnd:
         self.bad_signatures = 0
         self.acking = True
         self.skip_first_delivery = False
+        self.refuse: set[int] = set()  # seqs acked as rejected (not handled), like a forgery
         self.subscribed = threading.Event()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
@@ -55,6 +56,8 @@ class FakeHeadEnd:
                     continue
                 seq = signed.record.seq
                 self.received[seq] += 1
+                if seq in self.refuse:
+                    continue
                 self.stored.setdefault(seq, signed.raw)
                 seqs.append(seq)
             ack = self.acking and not (self.skip_first_delivery and first_time)

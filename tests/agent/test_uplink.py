@@ -274,3 +274,42 @@ def test_agent_tells_systemd_ready_feeds_the_watchdog_and_says_stopping(
             agent.stop()
         notify.close()
         broker.stop()
+
+
+def test_records_the_head_end_did_not_accept_stay_and_are_not_resent_in_a_loop(
+    tmp_path: Path, key: GatewayKey, mosquitto: Mosquitto
+) -> None:
+    headend = FakeHeadEnd(mosquitto.port, key.public)
+    headend.refuse = {5, 6}  # acked without these two, as the collector does for forgeries
+
+    async def scenario() -> tuple[int, int]:
+        buffer, uplink = await start(tmp_path, key, mqtt_config(mosquitto.port))
+        try:
+            await fill(buffer, uplink, 20)
+            await until(lambda: buffer.count == 2, what="all but the refused acked")
+            assert sorted(await buffer.seqs()) == [5, 6]
+            # more live records flow through many publisher rounds; 5 and 6 wait their turn
+            await fill(buffer, uplink, 10, start_ms=1_700_000_100_000)
+            await until(lambda: buffer.count == 2, what="the new records acked")
+            return headend.received[5], headend.received[6]
+        finally:
+            await uplink.stop()
+            await buffer.close()
+
+    async def after_enrolment() -> int:
+        # e.g. the gateway was enrolled meanwhile: a restarted uplink offers them again
+        buffer, uplink = await start(tmp_path, key, mqtt_config(mosquitto.port))
+        try:
+            await until(lambda: buffer.count == 0, what="the held records delivered")
+            return buffer.count
+        finally:
+            await uplink.stop()
+            await buffer.close()
+
+    try:
+        assert asyncio.run(scenario()) == (1, 1)
+        headend.refuse.clear()
+        assert asyncio.run(after_enrolment()) == 0
+    finally:
+        headend.close()
+    assert headend.seqs() == set(range(1, 31))

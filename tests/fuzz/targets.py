@@ -23,7 +23,7 @@ from protocols.errors import DecodeError
 from protocols.modbus import DataType, ModbusError, Order, decode, parse_profile, register_count
 from protocols.obis import Obis, ObisError
 from protocols.record import ClockSource, Quality, Record, Value, decode_record, sign_record
-from protocols.status import GatewayStatus
+from protocols.status import GatewayStatus, LossEvent
 from protocols.topics import parse_topic, readings_topic
 from protocols.units import UnitError, unit_by_code, unit_by_symbol
 from protocols.varint import Reader
@@ -154,6 +154,22 @@ def run_ack(data: bytes) -> object:
     return ack
 
 
+def _loss_event_seeds() -> list[bytes]:
+    return [
+        LossEvent(
+            "gw-1", "dropped", "buffer full", 3, 7, 1_800_000_000_000, ((4, 6),), (1, 2)
+        ).to_bytes(),
+        LossEvent("gw-1", "refused", "disk full", 2, 2, 1_800_000_000_000).to_bytes(),
+    ]
+
+
+def run_loss_event(data: bytes) -> object:
+    event = LossEvent.from_bytes(data)
+    if LossEvent.from_bytes(event.to_bytes()) != event:
+        raise PromiseBroken(f"loss event does not round-trip: {event!r}")
+    return event
+
+
 def run_status(data: bytes) -> object:
     status = GatewayStatus.from_bytes(data)
     for name in ("backlog", "dropped", "last_seq"):
@@ -266,6 +282,7 @@ TARGETS: dict[str, Target] = {
         Target("batch", run_batch, (DecodeError,), _batch_seeds),
         Target("ack", run_ack, (DecodeError,), _ack_seeds),
         Target("status", run_status, (DecodeError,), _status_seeds),
+        Target("loss_event", run_loss_event, (DecodeError,), _loss_event_seeds),
         Target("varint", run_varint, (DecodeError,), _varint_seeds),
         Target("obis", run_obis, (ObisError,), _obis_seeds),
         Target("clock", run_clock, (ClockSettingError,), _clock_seeds),

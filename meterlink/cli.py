@@ -14,7 +14,7 @@ from . import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("meterlink.demo", "a demo fleet: simulated meters, broker, agent, collector, bills"),
     "agent": ("agent.cli", "the field agent: run, check, keys, status"),
-    "collector": ("collector.cli", "the head-end: run, enrol, bill, stats, quarantine"),
+    "collector": ("collector.cli", "the head-end: run, enrol, revoke, bill, stats, export, ..."),
     "sim": ("firmware_sim.cli", "simulated meters: modbus, run SCENARIO"),
     "verify": ("meterlink.verify", "check an export's signatures (and a bill's readings) offline"),
 }

@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from protocols.errors import EncodeError
+from protocols.keys import KeyFormatError, public_key_from_pem
 from protocols.record import SignedRecord, check_id
 
 from . import reasons
@@ -52,12 +52,10 @@ def load_public_key(path: Path) -> bytes:
     except OSError as exc:
         raise EnrolError(f"{path}: cannot read public key: {exc.strerror}") from None
     try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise EnrolError(f"{path}: not a PEM public key ({exc})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise EnrolError(f"{path}: not an Ed25519 public key ({type(key).__name__})")
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        key = public_key_from_pem(data)
+    except KeyFormatError as exc:
+        raise EnrolError(f"{path}: {exc}") from None
+    return key.public_bytes_raw()
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from protocols.clock import format_utc_ms
 from protocols.errors import DecodeError
+from protocols.keys import KeyFormatError, public_key_from_pem
 from protocols.record import SignedRecord, decode_record, key_id_of
 
 __all__ = [
@@ -169,11 +169,9 @@ def load_pem_key(path: Path) -> KeyUsed:
     except OSError as exc:
         raise VerifyError(f"{path}: cannot read public key: {exc.strerror}") from None
     try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise VerifyError(f"{path}: not a PEM public key ({exc})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise VerifyError(f"{path}: not an Ed25519 public key ({type(key).__name__})")
+        key = public_key_from_pem(data)
+    except KeyFormatError as exc:
+        raise VerifyError(f"{path}: {exc}") from None
     return KeyUsed(None, key_id_of(key).hex(), key, str(path))
 
 

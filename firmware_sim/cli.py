@@ -3,11 +3,14 @@
     sim modbus --port P --profile NAME [--host H] [--units 1,2,3] [--speed X] [--start ISO]
                [--clock SETTING] [--seed N] [--meter-prefix TEXT] [--origin ISO]
                [--fault UNIT:KIND[:ARG]]...
+    sim dlms --port P [--host H] [--speed X | --clock SETTING] [--start ISO] [--seed N]
+             [--meter-id ID] [--server-address N] [--clock-offset SECONDS] [--deviation MIN]
     sim run SCENARIO.toml [--clock SETTING]
 
 Once every server listens, one line per server goes to stdout (flushed)::
 
     READY modbus 127.0.0.1:PORT profile=NAME units=1,2,3 meters=ID1,ID2,ID3
+    READY dlms 127.0.0.1:PORT transport=wrapper auth=none meters=ID
 
 SIGTERM or SIGINT stops the servers; the exit status is then 0. Bad arguments, scenario
 errors and a port that cannot be bound (in use) exit 2 with one line naming the problem.
@@ -34,6 +37,7 @@ from protocols.clock import ClockSetting, ClockSettingError, parse_utc
 from protocols.modbus import ModbusProfileError, Profile, load_profile
 from protocols.tomltext import TomlTextError, loads_exact
 
+from .dlms_server import DlmsMeterState, DlmsSimServer
 from .faults import Fault, FaultSpecError, parse_fault, parse_unit_fault
 from .modbus_server import ListenError, ModbusSimServer
 from .model import BUCKET_NS, MeterModel, ModelParams
@@ -209,9 +213,53 @@ def load_scenario(
         servers.append(
             ServerSpec(server.get("host", host), port, profile, meters, faults, seed=seed)
         )
-    if not servers:
-        raise ScenarioError(f"{path}: no [[servers]]")
+    if not servers and not data.get("dlms"):
+        raise ScenarioError(f"{path}: no [[servers]] and no [[dlms]]")
     return clock, servers
+
+
+_DLMS_KEYS = _UNIT_KEYS - {"unit", "fault"} | {
+    "host",
+    "port",
+    "server_address",
+    "clock_offset_s",
+    "deviation",
+}
+
+
+def load_dlms_scenario(path: Path, clock: ClockSetting, now_ns: int) -> list[DlmsSimServer]:
+    """The ``[[dlms]]`` tables of a scenario: one simulated DLMS meter (TCP wrapper) each."""
+    try:
+        data = loads_exact(path.read_text(encoding="utf-8"))
+    except (OSError, TomlTextError) as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    origin = default_origin(clock, now_ns)
+    if "origin" in data:
+        origin = _to_ns(parse_utc(str(data["origin"])))
+    origin -= origin % BUCKET_NS
+    host = data.get("host", "127.0.0.1")
+    servers = []
+    for i, entry in enumerate(data.get("dlms", [])):
+        where = f"{path}: dlms[{i}]"
+        unknown = set(entry) - _DLMS_KEYS
+        if unknown:
+            raise ScenarioError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+        for key in ("port", "server_address", "deviation"):
+            if key in entry and (type(entry[key]) is not int):
+                raise ScenarioError(f"{where}.{key}: must be an integer")
+        server_host = entry.get("host", host)
+        port = entry.get("port", 0) or free_port(server_host)
+        meter_id = entry.get("meter") or f"sim-dlms-{port}"
+        model = MeterModel(
+            meter_id,
+            entry.get("seed", data.get("seed", 0)),
+            _params(entry, where),
+            origin_ns=origin,
+        )
+        offset = _decimal(entry.get("clock_offset_s", 0), f"{where}.clock_offset_s")
+        state = DlmsMeterState(model, clock, int(offset * 1000), entry.get("deviation", 0))
+        servers.append(DlmsSimServer(state, server_host, port, entry.get("server_address", 1)))
+    return servers
 
 
 WARM_UP_LIMIT_NS = 62 * 86_400 * NS_PER_S  # two months of one-minute buckets
@@ -228,7 +276,9 @@ def _to_ns(value: datetime) -> int:
     return int((value - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * NS_PER_S
 
 
-async def _serve(clock: ClockSetting, specs: Sequence[ServerSpec]) -> int:
+async def _serve(
+    clock: ClockSetting, specs: Sequence[ServerSpec], dlms: Sequence[DlmsSimServer] = ()
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -247,21 +297,30 @@ async def _serve(clock: ClockSetting, specs: Sequence[ServerSpec]) -> int:
             )
             await server.start()
             servers.append(server)
+        started_dlms: list[DlmsSimServer] = []
+        for dlms_server in dlms:
+            await dlms_server.start()
+            started_dlms.append(dlms_server)
         # Warm every model up to "now" before saying READY: the first request must not pay
         # for computing the registers' history (at high clock speeds that costs slots).
         # Bounded: a clock set years away from the registers' origin is warmed on demand.
         now = clock.virtual_ns(time.time_ns())
-        for spec in specs:
-            for model in spec.meters.values():
-                if abs(now - model.origin_bucket * BUCKET_NS) <= WARM_UP_LIMIT_NS:
-                    model.values_at(now)
+        models = [m for spec in specs for m in spec.meters.values()]
+        models += [d.meter.model for d in dlms]
+        for model in models:
+            if abs(now - model.origin_bucket * BUCKET_NS) <= WARM_UP_LIMIT_NS:
+                model.values_at(now)
         print(f"clock {clock}", file=sys.stderr, flush=True)
         for server in servers:
             print(server.ready_line(), flush=True)
+        for dlms_server in started_dlms:
+            print(dlms_server.ready_line(), flush=True)
         await stop.wait()
     finally:
         for server in servers:
             await server.stop()
+        for dlms_server in dlms:
+            await dlms_server.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return 0
@@ -289,10 +348,45 @@ def _parser() -> argparse.ArgumentParser:
         help="make a unit misbehave: garbage, slow:SECONDS[,SECONDS...], wrong-unit[:UNIT], "
         "silent, mid-frame, exception:CODE (repeatable; see docs/simulator.md)",
     )
+    dl = sub.add_parser("dlms", help="one DLMS/COSEM meter over the TCP wrapper")
+    dl.add_argument("--port", type=int, required=True, help="TCP port (0: any free port)")
+    dl.add_argument("--host", default="127.0.0.1")
+    dl.add_argument("--speed", help="virtual seconds per real second")
+    dl.add_argument("--start", help="virtual start, ISO 8601 (default: now)")
+    dl.add_argument("--clock", help="full clock setting START@ANCHORxSPEED (wins)")
+    dl.add_argument("--origin", help="virtual instant of the initial registers (ISO 8601)")
+    dl.add_argument("--seed", type=int, default=0)
+    dl.add_argument("--meter-id", help="meter id (default: sim-dlms-PORT)")
+    dl.add_argument("--server-address", type=int, default=1, help="server wPort (default 1)")
+    dl.add_argument(
+        "--clock-offset", default="0", help="meter clock minus true time, seconds (drift)"
+    )
+    dl.add_argument(
+        "--deviation", type=int, default=0, help="minutes, UTC = local + deviation (CET: -60)"
+    )
     run = sub.add_parser("run", help="a fleet of servers from a scenario file")
     run.add_argument("scenario", type=Path)
     run.add_argument("--clock", help="clock setting overriding the scenario's")
     return parser
+
+
+def _dlms_from_args(
+    args: argparse.Namespace, now_ns: int
+) -> tuple[ClockSetting, list[ServerSpec], list[DlmsSimServer]]:
+    clock = make_clock(args.clock, args.speed, args.start, now_ns)
+    origin = _to_ns(parse_utc(args.origin)) if args.origin else default_origin(clock, now_ns)
+    origin -= origin % BUCKET_NS
+    if not 0 <= args.port <= 65535:
+        raise ScenarioError(f"--port {args.port}: must be 0..65535")
+    if not 0 <= args.server_address <= 0xFFFF:
+        raise ScenarioError(f"--server-address {args.server_address}: must be 0..65535")
+    if not -720 <= args.deviation <= 720:
+        raise ScenarioError(f"--deviation {args.deviation}: must be -720..720 minutes")
+    offset = _decimal(args.clock_offset, "--clock-offset")
+    port = args.port or free_port(args.host)
+    model = MeterModel(args.meter_id or f"sim-dlms-{port}", args.seed, origin_ns=origin)
+    state = DlmsMeterState(model, clock, int(offset * 1000), args.deviation)
+    return clock, [], [DlmsSimServer(state, args.host, port, args.server_address)]
 
 
 def main(argv: list[str]) -> int:
@@ -324,8 +418,11 @@ def main(argv: list[str]) -> int:
                 args.host, port, resolve_profile(args.profile), meters, faults, args.seed
             )
             return asyncio.run(_serve(clock, [spec]))
+        if args.command == "dlms":
+            return asyncio.run(_serve(*_dlms_from_args(args, now_ns)))
         clock, specs = load_scenario(args.scenario, args.clock, now_ns)
-        return asyncio.run(_serve(clock, specs))
+        dlms = load_dlms_scenario(args.scenario, clock, now_ns)
+        return asyncio.run(_serve(clock, specs, dlms))
     except (ScenarioError, ModbusProfileError, ClockSettingError, ValueError) as exc:
         print(f"sim: error: {exc}", file=sys.stderr)
         return 2

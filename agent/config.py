@@ -16,6 +16,7 @@ from typing import Any
 
 from protocols.clock import ClockSetting, ClockSettingError
 from protocols.errors import EncodeError
+from protocols.obis import Obis, ObisError
 from protocols.record import check_id
 from protocols.tomltext import TomlTextError, loads_exact
 
@@ -32,7 +33,14 @@ __all__ = [
 ]
 
 WHEN_FULL = ("drop-oldest", "stop-capture")
-DRIVERS = ("modbus-tcp",)
+DRIVERS = ("modbus-tcp", "dlms-tcp")
+DLMS_DEFAULT_PORT = 4059  # IEC 62056-47
+DLMS_PUBLIC_CLIENT = 16
+#: what a dlms-tcp meter without ``objects`` reads (Register objects, attributes 2 and 3)
+DLMS_DEFAULT_OBJECTS = tuple(
+    Obis.parse(code)
+    for code in ("1-0:1.8.0", "1-0:2.8.0", "1-0:16.7.0", "1-0:32.7.0", "1-0:52.7.0", "1-0:72.7.0")
+)
 MIN_INTERVAL_NS = 10**9  # virtual time
 MAX_TIMEOUT_NS = 60 * 10**9  # real time, per request
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -123,6 +131,10 @@ class MeterConfig:
     timeout_ns: int  # real time, per request
     retries: int
     line: int | None = None  # of its [[meters]] header, for messages
+    # dlms-tcp only: wrapper wPorts and the Register objects to read
+    client_address: int = DLMS_PUBLIC_CLIENT
+    server_address: int = 1
+    objects: tuple[Obis, ...] = ()
 
     @property
     def timeout(self) -> float:
@@ -283,6 +295,31 @@ def _resolve_profile(config_dir: Path, profile: str) -> Path:
     return candidates[-1]
 
 
+def _dlms_objects(sec: _Section) -> tuple[Obis, ...] | None:
+    """``objects = ["1-0:1.8.0", ...]``: the Register objects of a dlms-tcp meter."""
+    raw = sec.get("objects", list, None)
+    if raw is None:
+        return None if "objects" in sec.data else DLMS_DEFAULT_OBJECTS
+    if not raw:
+        sec.fail("objects", "must list at least one OBIS code")
+        return None
+    found: list[Obis] = []
+    for item in raw:
+        try:
+            obis = Obis.parse(item) if isinstance(item, str) else None
+        except ObisError as exc:
+            sec.fail("objects", str(exc))
+            return None
+        if obis is None:
+            sec.fail("objects", f"expected OBIS code strings like '1-0:1.8.0', got {item!r}")
+            return None
+        if obis in found:
+            sec.fail("objects", f"{obis} listed twice")
+            return None
+        found.append(obis)
+    return tuple(found)
+
+
 def load_config(path: str | Path, clock_override: str | None = None) -> AgentConfig:
     """Load and check a config file; raises ConfigError listing every problem found."""
     path = Path(path)
@@ -376,9 +413,18 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
         if host is not None and not host.strip():
             sec.fail("host", "must not be empty")
             host = None
-        port = sec.get("port", int, low=1, high=65535)
-        unit = sec.get("unit", int, low=1, high=255)
-        if unit is not None and 247 < unit < 255:
+        dlms = driver == "dlms-tcp"
+        port = sec.get("port", int, DLMS_DEFAULT_PORT if dlms else ..., low=1, high=65535)
+        client_address = server_address = 0
+        objects: tuple[Obis, ...] = ()
+        if dlms:
+            client_address = sec.get("client_address", int, DLMS_PUBLIC_CLIENT, low=1, high=127)
+            server_address = sec.get("server_address", int, 1, low=0, high=0x3FFF)
+            objects = _dlms_objects(sec)
+            unit = server_address  # the logical device behind host:port (duplicate check)
+        else:
+            unit = sec.get("unit", int, low=1, high=255)
+        if not dlms and unit is not None and 247 < unit < 255:
             sec.fail("unit", f"must be 1..247 (or 255 for a device addressed directly), got {unit}")
             unit = None
         if host is not None and port is not None and unit is not None:
@@ -389,7 +435,7 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
                 (host.lower(), port, unit),
                 f"meter {meter_id!r} (meters[{index}])" if meter_id else f"meters[{index}]",
             )
-        profile = sec.get("profile", str)
+        profile = "" if dlms else sec.get("profile", str)
         profile_path = _resolve_profile(config_dir, profile) if profile else Path()
         if profile and not profile_path.is_file():
             sec.fail("profile", f"profile {profile!r} not found (looked for {profile_path})")
@@ -405,6 +451,8 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
         sec.finish()
         if None in (meter_id, driver, host, port, unit, profile, interval, timeout, retries):
             continue
+        if None in (client_address, server_address, objects):
+            continue
         meters.append(
             MeterConfig(
                 meter_id,
@@ -418,6 +466,9 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
                 timeout,
                 retries,
                 loader.locator.header_line("meters", index),
+                client_address,
+                server_address,
+                objects,
             )
         )
 

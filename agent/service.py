@@ -23,6 +23,7 @@ from protocols.modbus import ModbusError, Profile, load_profile
 
 from .buffer import Buffer
 from .config import AgentConfig, MeterConfig
+from .drivers.dlms_tcp import DlmsTcpMeter, MeterClockSink
 from .drivers.modbus_tcp import ModbusTcpConnection, ModbusTcpMeter
 from .keys import load_key
 from .scheduler import BusScheduler, ScheduledMeter
@@ -51,6 +52,8 @@ def load_profiles(meters: Sequence[MeterConfig]) -> tuple[dict[str, Profile], li
     profiles: dict[str, Profile] = {}
     issues: list[ProfileIssue] = []
     for meter in meters:
+        if meter.driver == "dlms-tcp":
+            continue  # reads COSEM objects, not a register profile
         key = str(meter.profile_path)
         if key not in by_path:
             try:
@@ -69,11 +72,29 @@ def load_profiles(meters: Sequence[MeterConfig]) -> tuple[dict[str, Profile], li
 
 def build_meters(
     config: AgentConfig, profiles: dict[str, Profile]
-) -> tuple[dict[tuple[str, str, int], list[ModbusTcpMeter]], list[ModbusTcpConnection]]:
-    """One connection per (driver, host, port); its meters in config order."""
+) -> tuple[
+    dict[tuple[str, str, int], list[ModbusTcpMeter | DlmsTcpMeter]], list[ModbusTcpConnection]
+]:
+    """One connection per (driver, host, port); its meters in config order. A dlms-tcp
+    meter opens its own connection (and association) per read, serialised with the other
+    logical devices behind the same host:port by their shared scheduler."""
     connections: dict[tuple[str, str, int], ModbusTcpConnection] = {}
-    groups: dict[tuple[str, str, int], list[ModbusTcpMeter]] = {}
+    groups: dict[tuple[str, str, int], list[ModbusTcpMeter | DlmsTcpMeter]] = {}
     for meter in config.meters:
+        if meter.driver == "dlms-tcp":
+            groups.setdefault(meter.connection, []).append(
+                DlmsTcpMeter(
+                    meter.id,
+                    meter.host,
+                    meter.port,
+                    meter.objects,
+                    client_address=meter.client_address,
+                    server_address=meter.server_address,
+                    timeout=meter.timeout,
+                    retries=meter.retries,
+                )
+            )
+            continue
         conn = connections.get(meter.connection)
         if conn is None:
             conn = connections[meter.connection] = ModbusTcpConnection(meter.host, meter.port)
@@ -164,11 +185,12 @@ class AgentService:
             scheduled = [
                 ScheduledMeter(d.meter_id, by_id[d.meter_id].interval_ns, d) for d in drivers
             ]
+            dlms = {d.meter_id: d for d in drivers if isinstance(d, DlmsTcpMeter)}
             sched = BusScheduler(
                 f"{driver}://{host}:{port}",
                 scheduled,
                 cfg.gateway.clock,
-                self.writer.put,
+                MeterClockSink(self.writer.put, dlms) if dlms else self.writer.put,
                 until_ns=self.until_ns,
             )
             self.schedulers.append(sched)

@@ -1,0 +1,264 @@
+"""The dlms-tcp driver against the simulator as a process, its per-meter errors, its config,
+and one end-to-end run: DLMS meter -> agent -> mosquitto -> collector, stored with the
+meter's own clock (ClockSource.METER)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent.buffer import Capture
+from agent.config import DLMS_DEFAULT_OBJECTS, ConfigError, load_config
+from agent.drivers.dlms_tcp import DlmsOutcome, DlmsTcpMeter, MeterClockSink
+from agent.drivers.modbus_tcp import MeterReadError
+from firmware_sim.dlms_server import DLMS_OBJECTS, register_integer
+from firmware_sim.model import MeterModel
+from meterlink.broker import Mosquitto
+from meterlink.notify import NotifySocket
+from meterlink.procs import Proc, free_port, wait_for
+from protocols.clock import ClockSetting
+from protocols.obis import Obis, quantity_for
+from protocols.record import ClockSource, Quality, Value
+from protocols.units import convert, unit_by_code
+
+REPO = Path(__file__).resolve().parents[2]
+START = datetime(2026, 11, 1, tzinfo=UTC)
+START_MS = int(START.timestamp()) * 1000
+OFFSET_S = 300  # the meter's clock runs 5 minutes ahead
+# a clock that stands at START until its anchor in 2096: the values and the meter clock are
+# what the model says at START, whatever the machine's speed
+STANDING = ClockSetting.accelerated(START, 4_000_000_000 * 10**9, Decimal(1))
+
+
+def _meterlink(*args: str, name: str, cwd: Path = REPO, **kw: object) -> Proc:
+    return Proc([sys.executable, "-m", "meterlink", *args], name, cwd=cwd, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def dlms_sim() -> object:
+    sim = _meterlink(
+        "sim", "dlms", "--port", "0", "--meter-id", "dl-7", "--seed", "7",
+        "--clock", str(STANDING), "--clock-offset", str(OFFSET_S), "--deviation", "-60",
+        name="sim",
+    )  # fmt: skip
+    try:
+        line = sim.wait_line(lambda text: text.startswith("READY dlms"))
+        host, _, port = line.split()[2].rpartition(":")
+        yield host, int(port)
+    finally:
+        sim.stop()
+
+
+def _expected(obis: Obis) -> tuple[Decimal, str]:
+    """What the agent must report for ``obis``: the simulator's integer, scaled exactly."""
+    model = MeterModel("dl-7", 7, origin_ns=START_MS * 10**6)
+    spec = DLMS_OBJECTS[obis]
+    raw = register_integer(spec, model.values_at(START_MS * 10**6)[obis])
+    value = Decimal(raw).scaleb(spec.scaler)
+    quantity = quantity_for(obis)
+    base = unit_by_code(spec.unit_code).symbol
+    assert quantity is not None
+    return convert(value, base, quantity.unit), quantity.unit
+
+
+def test_driver_reads_values_exactly_with_the_meter_clock(dlms_sim: tuple[str, int]) -> None:
+    host, port = dlms_sim
+    objects = (*DLMS_DEFAULT_OBJECTS, Obis.parse("1-0:31.7.0"))
+    meter = DlmsTcpMeter("dl-7", host, port, objects, timeout=5, retries=0)
+    outcome = asyncio.run(meter.read())
+    assert outcome.errors == []
+    assert outcome.meter_ms == START_MS + OFFSET_S * 1000
+    assert outcome.clock_flags is Quality.NONE
+    got = {v.obis: (v.value, v.unit) for v in outcome.values}
+    assert list(got) == list(objects)
+    for obis in objects:
+        assert got[obis] == _expected(obis)
+    assert got[Obis.parse("1-0:1.8.0")][1] == "kWh"
+    assert meter.associations == 1
+
+
+def test_missing_object_makes_the_capture_partial(dlms_sim: tuple[str, int]) -> None:
+    host, port = dlms_sim
+    objects = (Obis.parse("1-0:1.8.0"), Obis.parse("1-0:99.8.0"), Obis.parse("1-0:32.7.0"))
+    outcome = asyncio.run(DlmsTcpMeter("dl-7", host, port, objects, timeout=5).read())
+    assert [v.obis for v in outcome.values] == [objects[0], objects[2]]
+    (error,) = outcome.errors
+    assert "meter dl-7: 1-0:99.8.0" in error and "object-undefined (4)" in error
+
+
+def test_refused_association_is_a_clear_error_not_retried(dlms_sim: tuple[str, int]) -> None:
+    host, port = dlms_sim
+    meter = DlmsTcpMeter("dl-7", host, port, DLMS_DEFAULT_OBJECTS, client_address=1, retries=3)
+    with pytest.raises(MeterReadError, match=r"association refused.*authentication required") as e:
+        asyncio.run(meter.read())
+    assert "meter dl-7" in str(e.value) and "(1 attempt)" in str(e.value)
+    assert meter.failures == 1
+
+
+def test_connection_refused_and_silent_meter_are_per_meter_errors() -> None:
+    async def main() -> tuple[str, str]:
+        closed = free_port()
+        silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        silent_port = silent.sockets[0].getsockname()[1]
+        errors = []
+        for port in (closed, silent_port):
+            meter = DlmsTcpMeter("dl-x", "127.0.0.1", port, DLMS_DEFAULT_OBJECTS, timeout=0.3,
+                                 retries=1)  # fmt: skip
+            with pytest.raises(MeterReadError) as exc:
+                await meter.read()
+            errors.append(str(exc.value))
+        silent.close()
+        return errors[0], errors[1]
+
+    refused, silent = asyncio.run(main())
+    assert refused.startswith("meter dl-x: dlms at 127.0.0.1:")
+    assert "cannot connect" in refused and "(2 attempts)" in refused
+    assert "AARQ: no answer within 0.3s" in silent
+
+
+def test_meter_clock_sink_stamps_captures_with_the_meter_clock() -> None:
+    got: list[object] = []
+    meter = DlmsTcpMeter("dl-7", "127.0.0.1", 1, DLMS_DEFAULT_OBJECTS)
+    sink = MeterClockSink(got.append, {"dl-7": meter})
+    value = Value(Obis.parse("1-0:1.8.0"), Decimal("1.5"), "kWh")
+    meter.last = DlmsOutcome((value,), [], 1_000, Quality.CLOCK_SUSPECT)
+    sink(Capture("dl-7", 5_000, (value,), Quality.RESTARTED))
+    sink(Capture("dl-7", 6_000, (value,)))  # no new read: the gateway's stamp stays
+    sink(Capture("other", 7_000, (value,)))
+    first, second, third = got
+    assert (first.captured_ms, first.clock_source) == (1_000, ClockSource.METER)  # type: ignore[attr-defined]
+    assert first.flags == Quality.RESTARTED | Quality.CLOCK_SUSPECT  # type: ignore[attr-defined]
+    assert (second.captured_ms, second.clock_source) == (6_000, ClockSource.GATEWAY)  # type: ignore[attr-defined]
+    assert third.captured_ms == 7_000  # type: ignore[attr-defined]
+
+
+def test_config_accepts_dlms_meters_with_defaults_and_names_bad_keys(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[gateway]\nid = "gw"\n\n'
+        '[[meters]]\nid = "d1"\ndriver = "dlms-tcp"\nhost = "10.0.0.5"\n\n'
+        '[[meters]]\nid = "d2"\ndriver = "dlms-tcp"\nhost = "10.0.0.5"\nport = 4060\n'
+        'client_address = 16\nserver_address = 17\nobjects = ["1-0:1.8.0", "0-0:96.1.0"]\n'
+    )
+    d1, d2 = load_config(path).meters
+    assert (d1.port, d1.client_address, d1.server_address) == (4059, 16, 1)
+    assert d1.objects == DLMS_DEFAULT_OBJECTS
+    assert (d2.port, d2.server_address, d2.objects) == (
+        4060,
+        17,
+        (Obis.parse("1-0:1.8.0"), Obis.parse("0-0:96.1.0")),
+    )
+    path.write_text(
+        '[gateway]\nid = "gw"\n\n'
+        '[[meters]]\nid = "d1"\ndriver = "dlms-tcp"\nhost = "h"\nobjects = ["x.y"]\n'
+        "client_address = 300\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    text = str(exc.value)
+    assert "agent.toml:9: meters[0].client_address: must be <= 127" in text
+    assert "agent.toml:8: meters[0].objects: not an OBIS code: 'x.y'" in text
+
+
+@pytest.mark.integration
+def test_end_to_end_dlms_readings_stored_with_the_meter_clock(tmp_path: Path) -> None:
+    """sim dlms -> agent run -> mosquitto -> collector: readings stored exactly, stamped with
+    the meter's clock (5 minutes ahead of the gateway's), clock source METER."""
+    speed = 3600
+    clock = ClockSetting.accelerated(START, time.time_ns() + 2 * 10**9, Decimal(speed))
+    procs: list[Proc] = []
+    sockets: list[NotifySocket] = []
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        sim = _meterlink(
+            "sim", "dlms", "--port", "0", "--meter-id", "dl-e2e", "--clock", str(clock),
+            "--clock-offset", str(OFFSET_S), name="sim", log_path=tmp_path / "sim.log",
+        )  # fmt: skip
+        procs.append(sim)
+        host, _, port = (
+            sim.wait_line(lambda t: t.startswith("READY dlms")).split()[2].rpartition(":")
+        )
+        (tmp_path / "collector").mkdir()
+        collector_toml = tmp_path / "collector" / "collector.toml"
+        collector_toml.write_text(
+            '[collector]\ndatabase = "collector.sqlite"\nid = "c-dlms"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup = "collectors"\n'
+        )
+        agent_toml = tmp_path / "agent" / "agent.toml"
+        agent_toml.parent.mkdir()
+        agent_toml.write_text(
+            '[gateway]\nid = "gw-dlms"\nstate_dir = "state"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 5\n\n'
+            f'[[meters]]\nid = "dl-e2e"\ndriver = "dlms-tcp"\nhost = "{host}"\nport = {port}\n'
+            'objects = ["1-0:1.8.0", "1-0:16.7.0", "1-0:32.7.0"]\n'
+            'interval = "15m"\ntimeout = "2s"\nretries = 1\n'
+        )
+        for args in (
+            ("agent", "keys", "init", "--config", str(agent_toml)),
+            ("collector", "enrol", "gw-dlms", "--public-key",
+             str(agent_toml.parent / "state/keys/gateway.pub"), "--meters", "dl-e2e",
+             "--config", str(collector_toml)),
+        ):  # fmt: skip
+            one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
+            assert one_shot.popen.wait(timeout=60) == 0, one_shot.output
+        for name, args in (
+            ("collector", ("collector", "run", str(collector_toml), "--clock", str(clock))),
+            ("agent", ("agent", "run", str(agent_toml), "--clock", str(clock))),
+        ):
+            sock = NotifySocket()
+            sockets.append(sock)
+            proc = _meterlink(*args, name=name, cwd=tmp_path, env=sock.env,
+                              log_path=tmp_path / f"{name}.log")  # fmt: skip
+            procs.append(proc)
+            sock.wait_for("READY", timeout=30, alive=proc.alive)
+        db = tmp_path / "collector" / "collector.sqlite"
+
+        def stored() -> list[tuple]:
+            if not db.exists():
+                return []
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+            try:
+                return con.execute(
+                    "SELECT meter_id, obis, captured_ms, value, unit, clock_source FROM readings"
+                    " ORDER BY captured_ms, obis"
+                ).fetchall()
+            finally:
+                con.close()
+
+        wait_for(lambda: len({r[2] for r in stored()}) >= 3, timeout=60, what="3 DLMS captures")
+    finally:
+        for proc in reversed(procs):
+            proc.stop(timeout=20)
+        broker.stop()
+        for sock in sockets:
+            sock.close()
+    rows = stored()
+    captures = sorted({r[2] for r in rows})
+    assert len(captures) >= 3
+    model = MeterModel("dl-e2e", 0, origin_ns=START_MS * 10**6)
+    energy_obis = Obis.parse("1-0:1.8.0")
+    for meter_id, obis, _ms, _value, unit, source in rows:
+        # only the DLMS path stamps a capture with the meter's clock
+        assert (meter_id, source) == ("dl-e2e", int(ClockSource.METER))
+        assert (obis, unit) in (("1-0:1.8.0", "kWh"), ("1-0:16.7.0", "W"), ("1-0:32.7.0", "V"))
+    lags = []
+    for ms in captures:
+        energy = {r[1]: Decimal(r[3]) for r in rows if r[2] == ms}["1-0:1.8.0"]
+        assert energy == energy.quantize(Decimal("0.001"))  # whole Wh, exact
+        # the register was read after the clock: at or after the true instant the meter's
+        # clock showed (its time minus the offset), and energy never decreases
+        true_ns = (ms - OFFSET_S * 1000) * 10**6
+        floor_kwh = model.values_at(true_ns)[energy_obis].quantize(Decimal("0.001"), "ROUND_FLOOR")
+        assert energy >= floor_kwh, (ms, energy, floor_kwh)
+        lags.append((ms - START_MS - OFFSET_S * 1000) % (15 * 60_000) / 1000)
+    print(
+        f"DLMS e2e: {len(captures)} captures, {len(rows)} readings stored with clock source "
+        f"METER; meter stamp - offset - slot (virtual s): {lags}"
+    )

@@ -187,3 +187,36 @@ def test_sim_dlms_command_prints_ready_and_exits_0_on_sigterm() -> None:
     finally:
         sim.kill(signal.SIGTERM)
     assert sim.popen.returncode == 0, sim.output
+
+
+def test_scenario_dlms_tables(tmp_path: Path) -> None:
+    from firmware_sim.cli import ScenarioError, load_dlms_scenario, load_scenario
+
+    path = tmp_path / "dlms.toml"
+    path.write_text(
+        'origin = "2026-06-01T00:00:00Z"\n'
+        '[[dlms]]\nmeter = "d-1"\nport = 0\nclock_offset_s = "-90.5"\ndeviation = -60\n'
+        "pv_peak_w = 3000\n"
+        '[[dlms]]\nmeter = "d-2"\nserver_address = 17\n'
+    )
+    clock, modbus = load_scenario(path, None, 0)  # no [[servers]]: fine with [[dlms]]
+    assert modbus == []
+    first, second = load_dlms_scenario(path, clock, 0)
+    assert first.meter.model.meter_id == "d-1" and first.meter.clock_offset_ms == -90_500
+    assert first.meter.deviation == -60 and first.meter.model.params.pv_peak_w == 3000
+    assert second.server_address == 17 and second.meter.clock_offset_ms == 0
+    path.write_text('[[dlms]]\nmeter = "d-1"\nunit = 3\n')
+    with pytest.raises(ScenarioError, match=r"dlms\[0\]: unknown keys unit"):
+        load_dlms_scenario(path, clock, 0)
+
+
+def test_sim_run_serves_dlms_meters_of_a_scenario(tmp_path: Path) -> None:
+    path = tmp_path / "dlms.toml"
+    path.write_text('[[dlms]]\nmeter = "d-1"\n[[dlms]]\nmeter = "d-2"\n')
+    sim = Proc.python("meterlink", "sim", "run", str(path), cwd=REPO, name="sim")
+    try:
+        lines = sim.wait_lines(lambda text: text.startswith("READY dlms"), 2)
+    finally:
+        sim.kill(signal.SIGTERM)
+    assert sorted(line.split()[-1] for line in lines) == ["meters=d-1", "meters=d-2"]
+    assert sim.popen.returncode == 0, sim.output

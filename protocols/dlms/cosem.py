@@ -128,7 +128,10 @@ class CosemDateTime:
         """The meter's view of instant ``ms``: local time at ``deviation``."""
         if not -720 <= deviation <= 720:
             raise DlmsEncodeError(f"date-time deviation out of range: {deviation}")
-        local = _EPOCH + timedelta(milliseconds=ms - deviation * 60_000)
+        try:
+            local = _EPOCH + timedelta(milliseconds=ms - deviation * 60_000)
+        except OverflowError:
+            raise DlmsEncodeError(f"date-time: instant {ms} ms out of range") from None
         return cls(
             local.year,
             local.month,

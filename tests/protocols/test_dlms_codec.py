@@ -194,13 +194,18 @@ def test_datetime_known_bytes_cet() -> None:
     assert int(theirs.timestamp() * 1000) == ms
 
 
-@given(st.integers(0, 253402300799999), st.integers(-720, 720))
+@given(st.integers(0, 253402300799999 - 720 * 60_000), st.integers(-720, 720))
 def test_datetime_round_trip_to_the_hundredth(ms: int, deviation: int) -> None:
     stamp = CosemDateTime.from_unix_ms(ms, deviation)
     back = CosemDateTime.from_bytes(stamp.to_bytes())
     assert back == stamp
     if 1970 <= back.year <= 9999:  # type: ignore[operator]
         assert back.to_unix_ms() == ms - ms % 10
+
+
+def test_datetime_out_of_range_instant_is_an_encode_error() -> None:
+    with pytest.raises(DlmsEncodeError, match="out of range"):
+        CosemDateTime.from_unix_ms(253402300799999, deviation=-720)
 
 
 def test_datetime_status_bits_map_to_clock_suspect() -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from protocols.clock import ClockSetting
-from protocols.record import Quality
+from protocols.record import ClockSource, Quality
 
 from .buffer import Capture, ReadError
 
@@ -121,7 +121,14 @@ class BusScheduler:
                 flags |= Quality.RESTARTED
             meter.first = False
             meter.captures += 1
-            self.sink(Capture(meter.meter_id, captured_ms, tuple(values), flags))
+            # A meter with a clock (DLMS) reports when it took the values: that is the
+            # capture's time, from the meter; otherwise the gateway's clock at the request.
+            source = ClockSource.GATEWAY
+            meter_ms = getattr(outcome, "meter_ms", None)
+            if meter_ms is not None and meter_ms >= 0:
+                captured_ms, source = meter_ms, ClockSource.METER
+                flags |= getattr(outcome, "clock_flags", Quality.NONE)
+            self.sink(Capture(meter.meter_id, captured_ms, tuple(values), flags, source))
         now = self.virtual_now()
         following = max(slot + meter.interval_ns, next_slot(now, meter.interval_ns))
         skipped = (following - slot) // meter.interval_ns - 1

@@ -23,7 +23,7 @@ from protocols.modbus import ModbusError, Profile, load_profile
 
 from .buffer import Buffer
 from .config import AgentConfig, MeterConfig
-from .drivers.dlms_tcp import DlmsTcpMeter, MeterClockSink
+from .drivers.dlms_tcp import DlmsTcpMeter
 from .drivers.modbus_tcp import ModbusTcpConnection, ModbusTcpMeter
 from .keys import load_key
 from .scheduler import BusScheduler, ScheduledMeter
@@ -185,12 +185,11 @@ class AgentService:
             scheduled = [
                 ScheduledMeter(d.meter_id, by_id[d.meter_id].interval_ns, d) for d in drivers
             ]
-            dlms = {d.meter_id: d for d in drivers if isinstance(d, DlmsTcpMeter)}
             sched = BusScheduler(
                 f"{driver}://{host}:{port}",
                 scheduled,
                 cfg.gateway.clock,
-                MeterClockSink(self.writer.put, dlms) if dlms else self.writer.put,
+                self.writer.put,
                 until_ns=self.until_ns,
             )
             self.schedulers.append(sched)

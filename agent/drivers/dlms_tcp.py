@@ -22,8 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from dlms_cosem import cosem as dc_cosem
 from dlms_cosem import enumerations as dc_enums
@@ -36,12 +35,11 @@ from protocols.dlms.axdr import Data, decode_data
 from protocols.dlms.cosem import CosemDateTime, ScalerUnit, exact_value
 from protocols.dlms.wrapper import WrapperReader, encode_frame
 from protocols.obis import Obis
-from protocols.record import ClockSource, Quality, Value
+from protocols.record import Quality, Value
 
-from ..buffer import Capture, ReadError
 from .modbus_tcp import BACKOFF_MAX, BACKOFF_START, MeterReadError
 
-__all__ = ["DlmsOutcome", "DlmsTcpMeter", "MeterClockSink"]
+__all__ = ["DlmsOutcome", "DlmsTcpMeter"]
 
 log = logging.getLogger("agent.dlms")
 
@@ -205,14 +203,12 @@ class DlmsTcpMeter:
         self.assume_deviation = assume_deviation  # for a clock without a deviation
         self.associations = 0
         self.failures = 0
-        self.last: DlmsOutcome | None = None  # the outcome of the latest read
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port} (wPort {self.client_address}->{self.server_address})"
 
     async def read(self) -> DlmsOutcome:
-        self.last = None
         reasons: list[str] = []
         delay = BACKOFF_START
         for attempt in range(self.retries + 1):
@@ -238,7 +234,6 @@ class DlmsTcpMeter:
                 await session.close()
                 continue
             await session.close()
-            self.last = outcome
             return outcome
         self.failures += 1
         attempts = attempt + 1
@@ -280,34 +275,3 @@ class _NoValues(MeterReadError):
 
 
 _CLOCK_OBIS = Obis(0, 0, 1, 0, 0, 255)
-
-
-class MeterClockSink:
-    """Puts the meter's clock on the captures of DLMS meters.
-
-    The scheduler stamps a capture with the gateway's virtual clock; for a meter read by
-    :class:`DlmsTcpMeter` whose latest read returned the meter's clock, the capture handed
-    to ``sink`` carries that instant instead, ``ClockSource.METER``, and the clock's
-    quality flags. The scheduler calls the sink right after ``read()`` returns, in the
-    same task, so ``driver.last`` is that read's outcome."""
-
-    def __init__(
-        self, sink: Callable[[Capture | ReadError], None], drivers: dict[str, DlmsTcpMeter]
-    ) -> None:
-        self.sink = sink
-        self.drivers = drivers
-
-    def __call__(self, item: Capture | ReadError) -> None:
-        if isinstance(item, Capture):
-            driver = self.drivers.get(item.meter_id)
-            outcome = driver.last if driver is not None else None
-            if outcome is not None and outcome.meter_ms is not None and outcome.meter_ms >= 0:
-                item = replace(
-                    item,
-                    captured_ms=outcome.meter_ms,
-                    clock_source=ClockSource.METER,
-                    flags=item.flags | outcome.clock_flags,
-                )
-            if driver is not None:
-                driver.last = None
-        self.sink(item)

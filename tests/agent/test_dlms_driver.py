@@ -16,8 +16,9 @@ import pytest
 
 from agent.buffer import Capture
 from agent.config import DLMS_DEFAULT_OBJECTS, ConfigError, load_config
-from agent.drivers.dlms_tcp import DlmsOutcome, DlmsTcpMeter, MeterClockSink
+from agent.drivers.dlms_tcp import DlmsOutcome, DlmsTcpMeter
 from agent.drivers.modbus_tcp import MeterReadError
+from agent.scheduler import BusScheduler, ScheduledMeter
 from firmware_sim.dlms_server import DLMS_OBJECTS, register_integer
 from firmware_sim.model import MeterModel
 from meterlink.broker import Mosquitto
@@ -123,20 +124,22 @@ def test_connection_refused_and_silent_meter_are_per_meter_errors() -> None:
     assert "AARQ: no answer within 0.3s" in silent
 
 
-def test_meter_clock_sink_stamps_captures_with_the_meter_clock() -> None:
+def test_scheduler_stamps_a_capture_with_the_meter_clock_when_the_read_has_one() -> None:
     got: list[object] = []
-    meter = DlmsTcpMeter("dl-7", "127.0.0.1", 1, DLMS_DEFAULT_OBJECTS)
-    sink = MeterClockSink(got.append, {"dl-7": meter})
     value = Value(Obis.parse("1-0:1.8.0"), Decimal("1.5"), "kWh")
-    meter.last = DlmsOutcome((value,), [], 1_000, Quality.CLOCK_SUSPECT)
-    sink(Capture("dl-7", 5_000, (value,), Quality.RESTARTED))
-    sink(Capture("dl-7", 6_000, (value,)))  # no new read: the gateway's stamp stays
-    sink(Capture("other", 7_000, (value,)))
-    first, second, third = got
-    assert (first.captured_ms, first.clock_source) == (1_000, ClockSource.METER)  # type: ignore[attr-defined]
-    assert first.flags == Quality.RESTARTED | Quality.CLOCK_SUSPECT  # type: ignore[attr-defined]
-    assert (second.captured_ms, second.clock_source) == (6_000, ClockSource.GATEWAY)  # type: ignore[attr-defined]
-    assert third.captured_ms == 7_000  # type: ignore[attr-defined]
+
+    class Driver:
+        meter_id = "dl-7"
+
+        async def read(self) -> DlmsOutcome:
+            return DlmsOutcome((value,), [], 1_000, Quality.CLOCK_SUSPECT)
+
+    scheduled = ScheduledMeter("dl-7", 900 * 10**9, Driver())
+    scheduler = BusScheduler("test", [scheduled], ClockSetting.system(), got.append)
+    asyncio.run(scheduler._poll(scheduled))
+    [capture] = [g for g in got if isinstance(g, Capture)]
+    assert (capture.captured_ms, capture.clock_source) == (1_000, ClockSource.METER)
+    assert capture.flags == Quality.RESTARTED | Quality.CLOCK_SUSPECT
 
 
 def test_config_accepts_dlms_meters_with_defaults_and_names_bad_keys(tmp_path: Path) -> None:

@@ -315,6 +315,13 @@ class Buffer:
                 "the buffer file was altered"
             )
 
+    async def _abort(self, exc: BaseException) -> None:
+        """Roll back the open transaction; a full disk is raised as :class:`DiskFullError`
+        (the caller re-raises anything else)."""
+        await _rollback(self._db)
+        if _is_disk_full(exc):
+            raise DiskFullError(f"{self.path}: {exc}") from exc
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -454,9 +461,7 @@ class Buffer:
                     )
                 await db.execute("COMMIT")
             except BaseException as exc:
-                await _rollback(db)
-                if _is_disk_full(exc):
-                    raise DiskFullError(f"{self.path}: {exc}") from exc
+                await self._abort(exc)
                 raise
             self.last_capture_ms = last
             self.clock_suspect_total += suspect
@@ -503,9 +508,7 @@ class Buffer:
                     )
                 await db.execute("COMMIT")
             except BaseException as exc:
-                await _rollback(db)
-                if _is_disk_full(exc):
-                    raise DiskFullError(f"{self.path}: {exc}") from exc
+                await self._abort(exc)
                 raise
             with contextlib.suppress(sqlite3.OperationalError):
                 await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -582,9 +585,7 @@ class Buffer:
                     )
                     await db.execute("COMMIT")
                 except BaseException as exc:
-                    await _rollback(db)
-                    if _is_disk_full(exc):
-                        raise DiskFullError(f"{self.path}: {exc}") from exc
+                    await self._abort(exc)
                     raise
                 self._batch_limit = limit
             batch_id = self._batch_next

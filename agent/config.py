@@ -25,6 +25,7 @@ __all__ = [
     "BufferConfig",
     "ConfigError",
     "ConfigIssue",
+    "DlmsSettings",
     "GatewayConfig",
     "MeterConfig",
     "MqttConfig",
@@ -33,10 +34,12 @@ __all__ = [
 ]
 
 WHEN_FULL = ("drop-oldest", "stop-capture")
-DRIVERS = ("modbus-tcp", "dlms-tcp")
-DLMS_DEFAULT_PORT = 4059  # IEC 62056-47
+DRIVERS = ("modbus-tcp", "dlms")
+DLMS_DEFAULT_PORT = 4059  # IEC 62056-47, the TCP wrapper
 DLMS_PUBLIC_CLIENT = 16
-#: what a dlms-tcp meter without ``objects`` reads (Register objects, attributes 2 and 3)
+DLMS_TRANSPORTS = ("wrapper", "hdlc")
+DLMS_AUTH = ("none", "lls", "hls-gmac")
+#: what a dlms meter without ``objects`` reads (Register objects, attributes 2 and 3)
 DLMS_DEFAULT_OBJECTS = tuple(
     Obis.parse(code)
     for code in ("1-0:1.8.0", "1-0:2.8.0", "1-0:16.7.0", "1-0:32.7.0", "1-0:52.7.0", "1-0:72.7.0")
@@ -119,6 +122,27 @@ class BufferConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DlmsSettings:
+    """What a ``driver = "dlms"`` meter needs beyond its address (docs/dlms.md)."""
+
+    transport: str = "wrapper"  # "wrapper" (IEC 62056-47) | "hdlc" (IEC 62056-46)
+    serial: str = ""  # hdlc over a serial port: the device node; "" = over TCP (host:port)
+    baud: int = 9600  # serial: the HDLC baud rate (8N1)
+    mode_e: bool = False  # serial: IEC 62056-21 mode E start at 300 baud 7E1, then HDLC
+    client_address: int = DLMS_PUBLIC_CLIENT  # wPort / HDLC client address
+    server_address: int = 1  # logical device (wPort, or the HDLC upper address)
+    physical_address: int = 17  # hdlc: the server's lower (physical) address
+    auth: str = "none"  # "none" | "lls" (password) | "hls-gmac" (suite 0)
+    secrets: Path | None = None  # file (mode 0600) with passwords and keys, by meter id
+    system_title: bytes = b""  # hls-gmac: the client's 8-byte system title ("" = derived)
+    objects: tuple[Obis, ...] = DLMS_DEFAULT_OBJECTS
+    load_profile: Obis | None = None  # Profile Generic to backfill, e.g. 1-0:99.1.0
+    backfill_limit_ns: int = 31 * 86400 * 10**9  # virtual: how far back a first read goes
+    clock_limit_ns: int = 30 * 10**9  # |meter - gateway| above this flags CLOCK_SUSPECT
+    clock_set_ns: int | None = None  # set the meter's clock when |drift| exceeds this
+
+
+@dataclass(frozen=True, slots=True)
 class MeterConfig:
     id: str
     driver: str
@@ -131,10 +155,7 @@ class MeterConfig:
     timeout_ns: int  # real time, per request
     retries: int
     line: int | None = None  # of its [[meters]] header, for messages
-    # dlms-tcp only: wrapper wPorts and the Register objects to read
-    client_address: int = DLMS_PUBLIC_CLIENT
-    server_address: int = 1
-    objects: tuple[Obis, ...] = ()
+    dlms: DlmsSettings | None = None  # driver "dlms" only
 
     @property
     def timeout(self) -> float:
@@ -142,7 +163,10 @@ class MeterConfig:
 
     @property
     def connection(self) -> tuple[str, str, int]:
-        """Meters with the same (driver, host, port) share one connection."""
+        """Meters with the same (driver, host, port) share one connection (one bus); a
+        serial DLMS meter's bus is its serial device (host "", port 0 in the config)."""
+        if self.dlms is not None and self.dlms.serial:
+            return (self.driver, self.dlms.serial, 0)
         return (self.driver, self.host, self.port)
 
 
@@ -296,7 +320,7 @@ def _resolve_profile(config_dir: Path, profile: str) -> Path:
 
 
 def _dlms_objects(sec: _Section) -> tuple[Obis, ...] | None:
-    """``objects = ["1-0:1.8.0", ...]``: the Register objects of a dlms-tcp meter."""
+    """``objects = ["1-0:1.8.0", ...]``: the Register objects of a dlms meter."""
     raw = sec.get("objects", list, None)
     if raw is None:
         return None if "objects" in sec.data else DLMS_DEFAULT_OBJECTS
@@ -318,6 +342,100 @@ def _dlms_objects(sec: _Section) -> tuple[Obis, ...] | None:
             return None
         found.append(obis)
     return tuple(found)
+
+
+def _dlms_settings(sec: _Section, config_dir: Path) -> DlmsSettings | None:
+    """The keys of a ``driver = "dlms"`` meter; None when one of them is wrong (each wrong
+    key is reported)."""
+    ok = True
+
+    def take(key: str, kind: type, default: Any, **bounds: int) -> Any:
+        nonlocal ok
+        value = sec.get(key, kind, default, **bounds)
+        if value is None and default is not None:
+            ok = False
+        return value
+
+    def choice(key: str, options: tuple[str, ...]) -> str:
+        nonlocal ok
+        value = take(key, str, options[0])
+        if value is not None and value not in options:
+            sec.fail(key, f"must be one of {', '.join(options)}, got {value!r}")
+            ok = False
+        return value or options[0]
+
+    def duration(key: str, default: str | None) -> int | None:
+        nonlocal ok
+        if key in sec.data and sec.data[key] == "off":
+            sec.used.add(key)
+            return None
+        if key not in sec.data and default is None:
+            sec.used.add(key)
+            return None
+        value = sec.duration(key, default)
+        if value is None:
+            ok = False
+        return value
+
+    def obis(key: str) -> Obis | None:
+        nonlocal ok
+        text = take(key, str, None)
+        if text is None:
+            return None
+        try:
+            return Obis.parse(text)
+        except ObisError as exc:
+            sec.fail(key, str(exc))
+            ok = False
+            return None
+
+    transport = choice("transport", DLMS_TRANSPORTS)
+    serial = take("serial", str, "")
+    if serial and transport != "hdlc":
+        sec.fail("serial", 'a serial port needs transport = "hdlc"')
+        ok = False
+    baud = take("baud", int, 9600, low=300, high=115200)
+    mode_e = take("mode_e", bool, False)
+    if mode_e and not serial:
+        sec.fail("mode_e", "the IEC 62056-21 mode E start is for a serial port (serial = ...)")
+        ok = False
+    auth = choice("auth", DLMS_AUTH)
+    secrets_text = take("secrets", str, "")
+    secrets = (config_dir / secrets_text).resolve() if secrets_text else None
+    if auth != "none" and secrets is None:
+        sec.fail("auth", f'auth = "{auth}" needs secrets = "FILE" (mode 0600) with its keys')
+        ok = False
+    title_text = take("system_title", str, "")
+    system_title = b""
+    if title_text:
+        try:
+            system_title = bytes.fromhex(title_text)
+        except ValueError:
+            system_title = b"?"
+        if len(system_title) != 8:
+            sec.fail("system_title", f"must be 8 bytes in hex (16 digits), got {title_text!r}")
+            ok = False
+    objects = _dlms_objects(sec)
+    if objects is None:
+        ok = False
+    settings = DlmsSettings(
+        transport=transport,
+        serial=serial or "",
+        baud=baud or 9600,
+        mode_e=bool(mode_e),
+        client_address=take("client_address", int, DLMS_PUBLIC_CLIENT, low=1, high=127) or 0,
+        server_address=take("server_address", int, 1, low=0, high=0x3FFF) or 0,
+        physical_address=take("physical_address", int, 17, low=0, high=0x3FFF) or 0,
+        auth=auth,
+        secrets=secrets,
+        system_title=system_title,
+        objects=objects or (),
+        load_profile=obis("load_profile"),
+        backfill_limit_ns=duration("backfill_limit", "31d") or 0,
+        clock_limit_ns=duration("clock_limit", "30s") or 0,
+        clock_set_ns=duration("clock_set", None),
+    )
+    return settings if ok else None
 
 
 def load_config(path: str | Path, clock_override: str | None = None) -> AgentConfig:
@@ -407,32 +525,50 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
         driver = sec.get("driver", str, "modbus-tcp")
         if driver is not None and driver not in DRIVERS:
             sec.fail("driver", f"unknown driver {driver!r}; known: {', '.join(DRIVERS)}")
+        dlms = driver == "dlms"
+        settings: DlmsSettings | None = None
+        if dlms:
+            settings = _dlms_settings(sec, config_dir)
         # The address has no defaults: a meter read at a guessed address would record
         # another meter's values under this id.
-        host = sec.get("host", str)
-        if host is not None and not host.strip():
+        serial = settings.serial if settings is not None else ""
+        host = "" if serial else sec.get("host", str)
+        if host is not None and not host.strip() and not serial:
             sec.fail("host", "must not be empty")
             host = None
-        dlms = driver == "dlms-tcp"
-        port = sec.get("port", int, DLMS_DEFAULT_PORT if dlms else ..., low=1, high=65535)
-        client_address = server_address = 0
-        objects: tuple[Obis, ...] = ()
+        default_port = (
+            0
+            if serial
+            else (
+                ...
+                if not dlms or settings is None or settings.transport == "hdlc"
+                else DLMS_DEFAULT_PORT
+            )
+        )
+        port = 0 if serial else sec.get("port", int, default_port, low=1, high=65535)
         if dlms:
-            client_address = sec.get("client_address", int, DLMS_PUBLIC_CLIENT, low=1, high=127)
-            server_address = sec.get("server_address", int, 1, low=0, high=0x3FFF)
-            objects = _dlms_objects(sec)
-            unit = server_address  # the logical device behind host:port (duplicate check)
+            # the logical device behind host:port (or on the serial bus): duplicate check
+            unit = (
+                None
+                if settings is None
+                else settings.server_address * 0x4000 + settings.physical_address
+            )
         else:
             unit = sec.get("unit", int, low=1, high=255)
         if not dlms and unit is not None and 247 < unit < 255:
             sec.fail("unit", f"must be 1..247 (or 255 for a device addressed directly), got {unit}")
             unit = None
-        if host is not None and port is not None and unit is not None:
-            other = seen_units.get((host.lower(), port, unit))
+        address = serial or host
+        if address is not None and port is not None and unit is not None:
+            other = seen_units.get((address.lower(), port, unit))
             if other is not None:
-                sec.fail("unit", f"duplicate address: unit {unit} at {host}:{port} is also {other}")
+                what = f"unit {unit}" if not dlms else "logical device"
+                sec.fail(
+                    "unit" if not dlms else "server_address",
+                    f"duplicate address: {what} at {address}:{port} is also {other}",
+                )
             seen_units.setdefault(
-                (host.lower(), port, unit),
+                (address.lower(), port, unit),
                 f"meter {meter_id!r} (meters[{index}])" if meter_id else f"meters[{index}]",
             )
         profile = "" if dlms else sec.get("profile", str)
@@ -451,7 +587,7 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
         sec.finish()
         if None in (meter_id, driver, host, port, unit, profile, interval, timeout, retries):
             continue
-        if None in (client_address, server_address, objects):
+        if dlms and settings is None:
             continue
         meters.append(
             MeterConfig(
@@ -466,9 +602,7 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
                 timeout,
                 retries,
                 loader.locator.header_line("meters", index),
-                client_address,
-                server_address,
-                objects,
+                settings,
             )
         )
 

@@ -23,7 +23,7 @@ from protocols.modbus import ModbusError, Profile, load_profile
 
 from .buffer import Buffer
 from .config import AgentConfig, MeterConfig
-from .drivers.dlms_tcp import DlmsTcpMeter
+from .drivers.dlms import DlmsMeter
 from .drivers.modbus_tcp import ModbusTcpConnection, ModbusTcpMeter
 from .keys import load_key
 from .scheduler import BusScheduler, ScheduledMeter
@@ -52,7 +52,7 @@ def load_profiles(meters: Sequence[MeterConfig]) -> tuple[dict[str, Profile], li
     profiles: dict[str, Profile] = {}
     issues: list[ProfileIssue] = []
     for meter in meters:
-        if meter.driver == "dlms-tcp":
+        if meter.driver == "dlms":
             continue  # reads COSEM objects, not a register profile
         key = str(meter.profile_path)
         if key not in by_path:
@@ -72,24 +72,20 @@ def load_profiles(meters: Sequence[MeterConfig]) -> tuple[dict[str, Profile], li
 
 def build_meters(
     config: AgentConfig, profiles: dict[str, Profile]
-) -> tuple[
-    dict[tuple[str, str, int], list[ModbusTcpMeter | DlmsTcpMeter]], list[ModbusTcpConnection]
-]:
-    """One connection per (driver, host, port); its meters in config order. A dlms-tcp
-    meter opens its own connection (and association) per read, serialised with the other
-    logical devices behind the same host:port by their shared scheduler."""
+) -> tuple[dict[tuple[str, str, int], list[ModbusTcpMeter | DlmsMeter]], list[ModbusTcpConnection]]:
+    """One connection per (driver, host, port); its meters in config order. A dlms meter
+    opens its own connection (and association) per read, serialised with the other
+    logical devices behind the same host:port (or serial port) by their shared scheduler."""
     connections: dict[tuple[str, str, int], ModbusTcpConnection] = {}
-    groups: dict[tuple[str, str, int], list[ModbusTcpMeter | DlmsTcpMeter]] = {}
+    groups: dict[tuple[str, str, int], list[ModbusTcpMeter | DlmsMeter]] = {}
     for meter in config.meters:
-        if meter.driver == "dlms-tcp":
+        if meter.dlms is not None:
             groups.setdefault(meter.connection, []).append(
-                DlmsTcpMeter(
+                DlmsMeter(
                     meter.id,
+                    meter.dlms,
                     meter.host,
                     meter.port,
-                    meter.objects,
-                    client_address=meter.client_address,
-                    server_address=meter.server_address,
                     timeout=meter.timeout,
                     retries=meter.retries,
                 )

@@ -5,12 +5,17 @@
                [--fault UNIT:KIND[:ARG]]...
     sim dlms --port P [--host H] [--speed X | --clock SETTING] [--start ISO] [--seed N]
              [--meter-id ID] [--server-address N] [--clock-offset SECONDS] [--deviation MIN]
+             [--transport wrapper|hdlc] [--pty-link PATH] [--mode-e] [--physical-address N]
+             [--auth none|lls|hls] [--password TEXT] [--keys FILE] [--profile-period 15m]
     sim run SCENARIO.toml [--clock SETTING]
 
 Once every server listens, one line per server goes to stdout (flushed)::
 
     READY modbus 127.0.0.1:PORT profile=NAME units=1,2,3 meters=ID1,ID2,ID3
     READY dlms 127.0.0.1:PORT transport=wrapper auth=none meters=ID
+
+A DLMS meter also takes control lines on stdin (``clock-offset SECONDS``, ...; see
+``DlmsMeterState.command``), one answer line each on stdout: the rig's "command".
 
 SIGTERM or SIGINT stops the servers; the exit status is then 0. Bad arguments, scenario
 errors and a port that cannot be bound (in use) exit 2 with one line naming the problem.
@@ -25,6 +30,7 @@ import contextlib
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +43,8 @@ from protocols.clock import ClockSetting, ClockSettingError, parse_utc
 from protocols.modbus import ModbusProfileError, Profile, load_profile
 from protocols.tomltext import TomlTextError, loads_exact
 
-from .dlms_server import DlmsMeterState, DlmsSimServer
+from .dlms import DlmsMeterState, DlmsSimOptions, DlmsSimServer
+from .dlms.options import AUTH_LEVELS, TRANSPORTS
 from .faults import Fault, FaultSpecError, parse_fault, parse_unit_fault
 from .modbus_server import ListenError, ModbusSimServer
 from .model import BUCKET_NS, MeterModel, ModelParams
@@ -224,7 +231,57 @@ _DLMS_KEYS = _UNIT_KEYS - {"unit", "fault"} | {
     "server_address",
     "clock_offset_s",
     "deviation",
+    "transport",
+    "pty_link",
+    "mode_e",
+    "physical_address",
+    "auth",
+    "password",
+    "keys",
+    "profile_period",
 }
+
+
+def dlms_options(
+    where: str,
+    *,
+    transport: str = "wrapper",
+    pty_link: str | None = None,
+    mode_e: bool = False,
+    server_address: int = 1,
+    physical_address: int = 17,
+    auth: str = "none",
+    password: str = "",
+    keys: str | None = None,
+    base: Path = Path(),
+) -> DlmsSimOptions:
+    """Checked options of one simulated DLMS meter (flags or a ``[[dlms]]`` table)."""
+    if transport not in TRANSPORTS:
+        raise ScenarioError(f"{where}transport {transport!r}: one of {', '.join(TRANSPORTS)}")
+    if auth not in AUTH_LEVELS:
+        raise ScenarioError(f"{where}auth {auth!r}: one of {', '.join(AUTH_LEVELS)}")
+    if pty_link and transport != "hdlc":
+        raise ScenarioError(f"{where}pty_link: a serial pty needs transport hdlc")
+    if mode_e and not pty_link:
+        raise ScenarioError(f"{where}mode_e: the mode E start is for a serial pty (pty_link)")
+    if not 0 <= server_address <= 0x3FFF:
+        raise ScenarioError(f"{where}server_address {server_address}: must be 0..16383")
+    if not 0 <= physical_address <= 0x3FFF:
+        raise ScenarioError(f"{where}physical_address {physical_address}: must be 0..16383")
+    if auth == "lls" and not password:
+        raise ScenarioError(f"{where}auth lls needs a password")
+    if auth == "hls" and not keys:
+        raise ScenarioError(f"{where}auth hls needs a keys file")
+    return DlmsSimOptions(
+        transport=transport,
+        pty_link=Path(base, pty_link) if pty_link else None,
+        mode_e=mode_e,
+        server_address=server_address,
+        physical_address=physical_address,
+        auth=auth,
+        password=password.encode(),
+        keys=Path(base, keys) if keys else None,
+    )
 
 
 def load_dlms_scenario(path: Path, clock: ClockSetting, now_ns: int) -> list[DlmsSimServer]:
@@ -244,9 +301,24 @@ def load_dlms_scenario(path: Path, clock: ClockSetting, now_ns: int) -> list[Dlm
         unknown = set(entry) - _DLMS_KEYS
         if unknown:
             raise ScenarioError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
-        for key in ("port", "server_address", "deviation"):
+        for key in ("port", "server_address", "physical_address", "deviation"):
             if key in entry and (type(entry[key]) is not int):
                 raise ScenarioError(f"{where}.{key}: must be an integer")
+        for key in ("transport", "pty_link", "auth", "password", "keys", "profile_period"):
+            if key in entry and not isinstance(entry[key], str):
+                raise ScenarioError(f"{where}.{key}: must be a string")
+        options = dlms_options(
+            f"{where}: ",
+            transport=entry.get("transport", "wrapper"),
+            pty_link=entry.get("pty_link"),
+            mode_e=entry.get("mode_e", False) is True,
+            server_address=entry.get("server_address", 1),
+            physical_address=entry.get("physical_address", 17),
+            auth=entry.get("auth", "none"),
+            password=entry.get("password", ""),
+            keys=entry.get("keys"),
+            base=path.resolve().parent,
+        )
         server_host = entry.get("host", host)
         port = entry.get("port", 0) or free_port(server_host)
         meter_id = entry.get("meter") or f"sim-dlms-{port}"
@@ -257,9 +329,25 @@ def load_dlms_scenario(path: Path, clock: ClockSetting, now_ns: int) -> list[Dlm
             origin_ns=origin,
         )
         offset = _decimal(entry.get("clock_offset_s", 0), f"{where}.clock_offset_s")
-        state = DlmsMeterState(model, clock, int(offset * 1000), entry.get("deviation", 0))
-        servers.append(DlmsSimServer(state, server_host, port, entry.get("server_address", 1)))
+        period = _period_s(entry.get("profile_period", "15m"), f"{where}.profile_period")
+        state = DlmsMeterState(
+            model, clock, int(offset * 1000), entry.get("deviation", 0), profile_period_s=period
+        )
+        servers.append(DlmsSimServer(state, server_host, port, options))
     return servers
+
+
+def _period_s(text: str, where: str) -> int:
+    """``"15m"``, ``"1h"``, ``"60s"``: a profile capture period in whole seconds that
+    divides a day."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        seconds = int(text[:-1]) * units[text[-1:]]
+    except (KeyError, ValueError):
+        raise ScenarioError(f"{where}: expected e.g. '15m', '1h', '60s', got {text!r}") from None
+    if seconds <= 0 or 86400 % seconds:
+        raise ScenarioError(f"{where}: {text!r} must divide a day")
+    return seconds
 
 
 WARM_UP_LIMIT_NS = 62 * 86_400 * NS_PER_S  # two months of one-minute buckets
@@ -315,7 +403,12 @@ async def _serve(
             print(server.ready_line(), flush=True)
         for dlms_server in started_dlms:
             print(dlms_server.ready_line(), flush=True)
+        control = None
+        if dlms:
+            control = asyncio.create_task(_control_loop([d.meter for d in dlms]))
         await stop.wait()
+        if control is not None:
+            control.cancel()
     finally:
         for server in servers:
             await server.stop()
@@ -324,6 +417,35 @@ async def _serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return 0
+
+
+async def _control_loop(meters: Sequence[DlmsMeterState]) -> None:
+    """Control lines on stdin: ``[METER] COMMAND ARGS...`` (METER may be left out when
+    there is one meter); the answer goes to stdout. EOF ends the loop (not the servers).
+    stdin is read by a daemon thread: a blocked read never holds up the shutdown."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def reader() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, "")
+
+    threading.Thread(target=reader, name="sim-control", daemon=True).start()
+    by_id = {m.model.meter_id: m for m in meters}
+    while line := await lines.get():
+        words = line.split()
+        if not words:
+            continue
+        target = by_id.get(words[0])
+        if target is not None:
+            words = words[1:]
+        elif len(meters) == 1:
+            target = meters[0]
+        if target is None:
+            print(f"ERROR name the meter first: one of {', '.join(by_id)}", flush=True)
+            continue
+        print(target.command(words), flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -348,7 +470,7 @@ def _parser() -> argparse.ArgumentParser:
         help="make a unit misbehave: garbage, slow:SECONDS[,SECONDS...], wrong-unit[:UNIT], "
         "silent, mid-frame, exception:CODE (repeatable; see docs/simulator.md)",
     )
-    dl = sub.add_parser("dlms", help="one DLMS/COSEM meter over the TCP wrapper")
+    dl = sub.add_parser("dlms", help="one DLMS/COSEM meter (TCP wrapper or HDLC)")
     dl.add_argument("--port", type=int, required=True, help="TCP port (0: any free port)")
     dl.add_argument("--host", default="127.0.0.1")
     dl.add_argument("--speed", help="virtual seconds per real second")
@@ -364,6 +486,14 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument(
         "--deviation", type=int, default=0, help="minutes, UTC = local + deviation (CET: -60)"
     )
+    dl.add_argument("--transport", default="wrapper", help="wrapper (default) or hdlc")
+    dl.add_argument("--pty-link", help="hdlc on a serial pty: make a symlink PATH to it")
+    dl.add_argument("--mode-e", action="store_true", help="pty: IEC 62056-21 mode E start")
+    dl.add_argument("--physical-address", type=int, default=17, help="HDLC lower address")
+    dl.add_argument("--auth", default="none", help="none (default), lls or hls")
+    dl.add_argument("--password", default="", help="the LLS secret")
+    dl.add_argument("--keys", help="HLS: TOML file with the keys (mode 0600)")
+    dl.add_argument("--profile-period", default="15m", help="load profile capture period")
     run = sub.add_parser("run", help="a fleet of servers from a scenario file")
     run.add_argument("scenario", type=Path)
     run.add_argument("--clock", help="clock setting overriding the scenario's")
@@ -378,15 +508,27 @@ def _dlms_from_args(
     origin -= origin % BUCKET_NS
     if not 0 <= args.port <= 65535:
         raise ScenarioError(f"--port {args.port}: must be 0..65535")
-    if not 0 <= args.server_address <= 0xFFFF:
-        raise ScenarioError(f"--server-address {args.server_address}: must be 0..65535")
     if not -720 <= args.deviation <= 720:
         raise ScenarioError(f"--deviation {args.deviation}: must be -720..720 minutes")
+    options = dlms_options(
+        "--",
+        transport=args.transport,
+        pty_link=args.pty_link,
+        mode_e=args.mode_e,
+        server_address=args.server_address,
+        physical_address=args.physical_address,
+        auth=args.auth,
+        password=args.password,
+        keys=args.keys,
+    )
     offset = _decimal(args.clock_offset, "--clock-offset")
+    period = _period_s(args.profile_period, "--profile-period")
     port = args.port or free_port(args.host)
     model = MeterModel(args.meter_id or f"sim-dlms-{port}", args.seed, origin_ns=origin)
-    state = DlmsMeterState(model, clock, int(offset * 1000), args.deviation)
-    return clock, [], [DlmsSimServer(state, args.host, port, args.server_address)]
+    state = DlmsMeterState(
+        model, clock, int(offset * 1000), args.deviation, profile_period_s=period
+    )
+    return clock, [], [DlmsSimServer(state, args.host, port, options)]
 
 
 def main(argv: list[str]) -> int:

@@ -68,6 +68,7 @@ class Proc:
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        stdin_pipe: bool = False,
     ) -> None:
         self.name = name
         self._log = log_path.open("a", encoding="utf-8") if log_path else None
@@ -82,7 +83,7 @@ class Proc:
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
             text=True,
             start_new_session=True,
         )
@@ -92,6 +93,12 @@ class Proc:
     @classmethod
     def python(cls, module: str, *args: str, name: str | None = None, **kw) -> Proc:
         return cls([sys.executable, "-m", module, *args], name or module, **kw)
+
+    def send_line(self, line: str) -> None:
+        """Write one line to the child's stdin (a Proc made with ``stdin_pipe=True``)."""
+        assert self.popen.stdin is not None, f"{self.name}: made without stdin_pipe"
+        self.popen.stdin.write(line.rstrip("\n") + "\n")
+        self.popen.stdin.flush()
 
     def _read(self) -> None:
         assert self.popen.stdout is not None

@@ -1,4 +1,4 @@
-"""The dlms-tcp driver against the simulator as a process, its per-meter errors, its config,
+"""The dlms driver against the simulator as a process, its per-meter errors, its config,
 and one end-to-end run: DLMS meter -> agent -> mosquitto -> collector, stored with the
 meter's own clock (ClockSource.METER)."""
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from agent.buffer import Capture
-from agent.config import DLMS_DEFAULT_OBJECTS, ConfigError, load_config
-from agent.drivers.dlms_tcp import DlmsOutcome, DlmsTcpMeter
+from agent.config import DLMS_DEFAULT_OBJECTS, ConfigError, DlmsSettings, load_config
+from agent.drivers.dlms import DlmsMeter, DlmsOutcome
 from agent.drivers.modbus_tcp import MeterReadError
 from agent.scheduler import BusScheduler, ScheduledMeter
-from firmware_sim.dlms_server import DLMS_OBJECTS, register_integer
+from firmware_sim.dlms import DLMS_OBJECTS, register_integer
 from firmware_sim.model import MeterModel
 from meterlink.broker import Mosquitto
 from meterlink.notify import NotifySocket
@@ -72,7 +72,7 @@ def _expected(obis: Obis) -> tuple[Decimal, str]:
 def test_driver_reads_values_exactly_with_the_meter_clock(dlms_sim: tuple[str, int]) -> None:
     host, port = dlms_sim
     objects = (*DLMS_DEFAULT_OBJECTS, Obis.parse("1-0:31.7.0"))
-    meter = DlmsTcpMeter("dl-7", host, port, objects, timeout=5, retries=0)
+    meter = DlmsMeter("dl-7", DlmsSettings(objects=objects), host, port, timeout=5, retries=0)
     outcome = asyncio.run(meter.read())
     assert outcome.errors == []
     assert outcome.meter_ms == START_MS + OFFSET_S * 1000
@@ -88,7 +88,9 @@ def test_driver_reads_values_exactly_with_the_meter_clock(dlms_sim: tuple[str, i
 def test_missing_object_makes_the_capture_partial(dlms_sim: tuple[str, int]) -> None:
     host, port = dlms_sim
     objects = (Obis.parse("1-0:1.8.0"), Obis.parse("1-0:99.8.0"), Obis.parse("1-0:32.7.0"))
-    outcome = asyncio.run(DlmsTcpMeter("dl-7", host, port, objects, timeout=5).read())
+    outcome = asyncio.run(
+        DlmsMeter("dl-7", DlmsSettings(objects=objects), host, port, timeout=5).read()
+    )
     assert [v.obis for v in outcome.values] == [objects[0], objects[2]]
     (error,) = outcome.errors
     assert "meter dl-7: 1-0:99.8.0" in error and "object-undefined (4)" in error
@@ -96,7 +98,7 @@ def test_missing_object_makes_the_capture_partial(dlms_sim: tuple[str, int]) -> 
 
 def test_refused_association_is_a_clear_error_not_retried(dlms_sim: tuple[str, int]) -> None:
     host, port = dlms_sim
-    meter = DlmsTcpMeter("dl-7", host, port, DLMS_DEFAULT_OBJECTS, client_address=1, retries=3)
+    meter = DlmsMeter("dl-7", DlmsSettings(client_address=1), host, port, retries=3)
     with pytest.raises(MeterReadError, match=r"association refused.*authentication required") as e:
         asyncio.run(meter.read())
     assert "meter dl-7" in str(e.value) and "(1 attempt)" in str(e.value)
@@ -110,8 +112,7 @@ def test_connection_refused_and_silent_meter_are_per_meter_errors() -> None:
         silent_port = silent.sockets[0].getsockname()[1]
         errors = []
         for port in (closed, silent_port):
-            meter = DlmsTcpMeter("dl-x", "127.0.0.1", port, DLMS_DEFAULT_OBJECTS, timeout=0.3,
-                                 retries=1)  # fmt: skip
+            meter = DlmsMeter("dl-x", DlmsSettings(), "127.0.0.1", port, timeout=0.3, retries=1)
             with pytest.raises(MeterReadError) as exc:
                 await meter.read()
             errors.append(str(exc.value))
@@ -146,21 +147,22 @@ def test_config_accepts_dlms_meters_with_defaults_and_names_bad_keys(tmp_path: P
     path = tmp_path / "agent.toml"
     path.write_text(
         '[gateway]\nid = "gw"\n\n'
-        '[[meters]]\nid = "d1"\ndriver = "dlms-tcp"\nhost = "10.0.0.5"\n\n'
-        '[[meters]]\nid = "d2"\ndriver = "dlms-tcp"\nhost = "10.0.0.5"\nport = 4060\n'
+        '[[meters]]\nid = "d1"\ndriver = "dlms"\nhost = "10.0.0.5"\n\n'
+        '[[meters]]\nid = "d2"\ndriver = "dlms"\nhost = "10.0.0.5"\nport = 4060\n'
         'client_address = 16\nserver_address = 17\nobjects = ["1-0:1.8.0", "0-0:96.1.0"]\n'
     )
     d1, d2 = load_config(path).meters
-    assert (d1.port, d1.client_address, d1.server_address) == (4059, 16, 1)
-    assert d1.objects == DLMS_DEFAULT_OBJECTS
-    assert (d2.port, d2.server_address, d2.objects) == (
+    assert d1.dlms is not None and d2.dlms is not None
+    assert (d1.port, d1.dlms.client_address, d1.dlms.server_address) == (4059, 16, 1)
+    assert d1.dlms.objects == DLMS_DEFAULT_OBJECTS
+    assert (d2.port, d2.dlms.server_address, d2.dlms.objects) == (
         4060,
         17,
         (Obis.parse("1-0:1.8.0"), Obis.parse("0-0:96.1.0")),
     )
     path.write_text(
         '[gateway]\nid = "gw"\n\n'
-        '[[meters]]\nid = "d1"\ndriver = "dlms-tcp"\nhost = "h"\nobjects = ["x.y"]\n'
+        '[[meters]]\nid = "d1"\ndriver = "dlms"\nhost = "h"\nobjects = ["x.y"]\n'
         "client_address = 300\n"
     )
     with pytest.raises(ConfigError) as exc:
@@ -199,7 +201,7 @@ def test_end_to_end_dlms_readings_stored_with_the_meter_clock(tmp_path: Path) ->
         agent_toml.write_text(
             '[gateway]\nid = "gw-dlms"\nstate_dir = "state"\n\n'
             f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 5\n\n'
-            f'[[meters]]\nid = "dl-e2e"\ndriver = "dlms-tcp"\nhost = "{host}"\nport = {port}\n'
+            f'[[meters]]\nid = "dl-e2e"\ndriver = "dlms"\nhost = "{host}"\nport = {port}\n'
             'objects = ["1-0:1.8.0", "1-0:16.7.0", "1-0:32.7.0"]\n'
             'interval = "15m"\ntimeout = "2s"\nretries = 1\n'
         )

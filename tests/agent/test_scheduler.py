@@ -36,9 +36,7 @@ def test_next_slot_is_the_ceiling_boundary() -> None:
 
 
 def test_captures_aligned_restarted_first_and_overrun_counted() -> None:
-    clock = ClockSetting.accelerated(
-        datetime(2026, 6, 1, tzinfo=UTC), time.time_ns(), Decimal(600)
-    )
+    clock = ClockSetting.accelerated(datetime(2026, 6, 1, tzinfo=UTC), time.time_ns(), Decimal(600))
     out: list[Capture | ReadError] = []
     driver = SlowOnce()
     meter = ScheduledMeter("m1", INTERVAL_NS, driver)

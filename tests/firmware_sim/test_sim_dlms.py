@@ -17,7 +17,7 @@ from dlms_cosem.clients.dlms_client import DataResultError, DlmsClient
 from dlms_cosem.exceptions import DlmsClientException
 from dlms_cosem.time import datetime_from_bytes
 
-from firmware_sim.dlms_server import DLMS_OBJECTS, DlmsMeterState, DlmsSimServer, register_integer
+from firmware_sim.dlms import DLMS_OBJECTS, DlmsMeterState, DlmsSimServer, register_integer
 from firmware_sim.model import MeterModel
 from meterlink.procs import Proc
 from protocols.clock import ClockSetting

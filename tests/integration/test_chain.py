@@ -51,9 +51,7 @@ def test_every_captured_record_is_stored_exactly_once(fleet: Fleet) -> None:
     assert set(per_meter) == {m["id"] for m in fleet.meters}
     stored = {
         meter: count
-        for meter, count in fleet.query(
-            "SELECT meter_id, count(*) FROM records GROUP BY meter_id"
-        )
+        for meter, count in fleet.query("SELECT meter_id, count(*) FROM records GROUP BY meter_id")
     }
     assert stored == per_meter
 

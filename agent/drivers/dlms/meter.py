@@ -1,0 +1,160 @@
+"""One DLMS/COSEM meter (one logical device): a read cycle.
+
+One read cycle is one association: open the transport, AARQ/AARE, read the Clock
+(0.0.1.0.0.255, attribute 2), then for each configured Register its scaler_unit (attribute
+3, cached for the association) and value (attribute 2), RLRQ/RLRE, close. The capture's
+timestamp is the meter's clock (``ClockSource.METER``); the clock's status bits or an
+unspecified deviation flag it ``CLOCK_SUSPECT``. Values are exact
+(``protocols.dlms.cosem``).
+
+Errors are per meter: a refused connection, a timeout, a refused association are a
+``MeterReadError`` (the scheduler counts it and goes on with the next meter); an object
+the meter does not have makes the capture partial. A connection is never reused after an
+error: the next cycle starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from agent.config import DlmsSettings
+from protocols.dlms import DlmsDecodeError
+from protocols.dlms.cosem import ScalerUnit, exact_value
+from protocols.obis import Obis
+from protocols.record import Quality, Value
+
+from ..modbus_tcp import BACKOFF_MAX, BACKOFF_START, MeterReadError
+from .clock import read_clock
+from .session import AssociationRefused, DlmsSession, ObjectError
+from .transport import ApduTransport, WrapperTransport
+
+__all__ = ["DlmsMeter", "DlmsOutcome", "ProfileEntry", "make_transport"]
+
+log = logging.getLogger("agent.dlms")
+
+CLASS_REGISTER = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileEntry:
+    """One load-profile row: its own (meter) time, values and status flags."""
+
+    captured_ms: int
+    values: tuple[Value, ...]
+    flags: Quality = Quality.NONE
+
+
+@dataclass(slots=True)
+class DlmsOutcome:
+    values: tuple[Value, ...]
+    errors: list[str] = field(default_factory=list)
+    meter_ms: int | None = None  # the meter's clock at the start of the read (Unix ms)
+    clock_flags: Quality = Quality.NONE
+    drift_ms: int | None = None  # meter clock minus gateway clock, when measured
+    profile: list[ProfileEntry] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.errors)
+
+
+def make_transport(settings: DlmsSettings, host: str, port: int, timeout: float) -> ApduTransport:
+    """The transport a meter's settings ask for."""
+    if settings.transport == "wrapper":
+        return WrapperTransport(
+            host, port, settings.client_address, settings.server_address, timeout
+        )
+    raise ConnectionError(f"transport {settings.transport!r} is not available")
+
+
+class DlmsMeter:
+    """One DLMS meter (one logical device) behind host:port or on a serial port."""
+
+    def __init__(
+        self,
+        meter_id: str,
+        settings: DlmsSettings,
+        host: str = "",
+        port: int = 0,
+        *,
+        timeout: float = 3.0,
+        retries: int = 2,
+        assume_deviation: int = 0,
+    ) -> None:
+        self.meter_id = meter_id
+        self.settings = settings
+        self.host = host
+        self.port = port
+        self.objects: tuple[Obis, ...] = settings.objects
+        self.timeout = timeout
+        self.retries = retries
+        self.assume_deviation = assume_deviation  # for a clock without a deviation
+        self.associations = 0
+        self.failures = 0
+        self.description = make_transport(settings, host, port, timeout).description
+
+    async def read(self) -> DlmsOutcome:
+        reasons: list[str] = []
+        delay = BACKOFF_START
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+            transport = make_transport(self.settings, self.host, self.port, self.timeout)
+            session = DlmsSession(transport, self.settings, self.meter_id)
+            try:
+                await transport.open()
+                await session.open()
+                self.associations += 1
+                outcome = await self._read_objects(session)
+            except MeterReadError:
+                await session.close()
+                self.failures += 1
+                raise
+            except AssociationRefused as exc:
+                reasons.append(str(exc))
+                await session.close()
+                break
+            except (TimeoutError, OSError) as exc:
+                if str(exc) not in reasons:
+                    reasons.append(str(exc))
+                await session.close()
+                continue
+            await session.close()
+            return outcome
+        self.failures += 1
+        attempts = attempt + 1
+        raise MeterReadError(
+            f"meter {self.meter_id}: dlms at {self.description}: {'; then '.join(reasons)} "
+            f"({attempts} attempt{'s' if attempts > 1 else ''})"
+        )
+
+    async def _read_objects(self, session: DlmsSession) -> DlmsOutcome:
+        errors: list[str] = []
+        clock = await read_clock(session, self.assume_deviation)
+        if clock.meter_ms is None:
+            errors.append(
+                f"meter {self.meter_id}: clock unreadable, gateway time used: {clock.error}"
+            )
+        values: list[Value] = []
+        scalers: dict[Obis, ScalerUnit] = {}  # cached for this association
+        for obis in self.objects:
+            try:
+                if obis not in scalers:
+                    raw = await session.get(CLASS_REGISTER, obis, 3)
+                    scalers[obis] = ScalerUnit.from_data(raw)
+                value = await session.get(CLASS_REGISTER, obis, 2)
+                amount, unit = exact_value(obis, value, scalers[obis])
+            except (ObjectError, DlmsDecodeError) as exc:
+                errors.append(f"meter {self.meter_id}: {obis}: {exc}")
+                continue
+            values.append(Value(obis, amount, unit))
+        if not values:
+            raise _NoValues("; ".join(errors) or f"meter {self.meter_id}: nothing to read")
+        return DlmsOutcome(tuple(values), errors, clock.meter_ms, clock.flags)
+
+
+class _NoValues(MeterReadError):
+    """The meter answered, but with none of the configured objects."""

@@ -1,0 +1,122 @@
+"""The simulated DLMS meter's listeners: one asyncio TCP server per meter, with the TCP
+wrapper (IEC 62056-47) here; HDLC (on TCP or a serial pty) is in ``hdlc``.
+
+A frame for another wPort is discarded (IEC 62056-47); a broken wrapper stream closes
+that connection only; a connection idle for 120 s is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from protocols.dlms import DlmsDecodeError
+from protocols.dlms.wrapper import WrapperReader, encode_frame
+
+from ..modbus_server import ListenError, check_bindable
+from .objects import DlmsMeterState
+from .options import DlmsSimOptions
+from .session import SERVER_MAX_RECEIVE_PDU, ServerSession
+
+__all__ = ["IDLE_TIMEOUT_S", "DlmsSimServer"]
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT_S = 120.0  # inactivity time-out of the TCP-UDP setup object
+
+
+class DlmsSimServer:
+    """An asyncio TCP server: one simulated DLMS meter."""
+
+    def __init__(
+        self,
+        meter: DlmsMeterState,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        options: DlmsSimOptions | None = None,
+    ) -> None:
+        self.meter = meter
+        self.host = host
+        self._port = port
+        self.options = options or DlmsSimOptions()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.connections = 0
+
+    @property
+    def server_address(self) -> int:
+        return self.options.server_address
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        check_bindable(self.host, self._port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self._port)
+        except OSError as exc:
+            raise ListenError(
+                exc.errno, f"cannot listen on {self.host}:{self._port}: {exc.strerror}"
+            ) from None
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()  # the session's read ends (EOF), its task returns
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> DlmsSimServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    def ready_line(self) -> str:
+        return (
+            f"READY dlms {self.host}:{self.port} transport={self.options.transport} "
+            f"auth={self.options.auth} meters={self.meter.model.meter_id}"
+        )
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        self.connections += 1
+        session = ServerSession(self.meter, self.options)
+        frames = WrapperReader(max_apdu=SERVER_MAX_RECEIVE_PDU)
+        try:
+            while True:
+                async with asyncio.timeout(IDLE_TIMEOUT_S):
+                    chunk = await reader.read(4096)
+                if not chunk:
+                    return
+                try:
+                    received = frames.feed(chunk)
+                except DlmsDecodeError as exc:
+                    self.meter.errors += 1
+                    log.info("dlms %s: closing: %s", self.meter.model.meter_id, exc)
+                    return
+                for frame in received:
+                    if frame.destination != self.server_address:
+                        continue  # for another logical device: discarded
+                    reply = session.answer(frame.source, frame.apdu)
+                    if reply is not None:
+                        writer.write(encode_frame(frame.destination, frame.source, reply))
+                await writer.drain()
+        except (TimeoutError, OSError):
+            return
+        finally:
+            self._tasks.discard(task)
+            self._writers.discard(writer)
+            writer.close()

@@ -88,6 +88,9 @@ def build_meters(
                     meter.port,
                     timeout=meter.timeout,
                     retries=meter.retries,
+                    gateway_ms=lambda clock=config.gateway.clock: (
+                        clock.virtual_ns(time.time_ns()) // 1_000_000
+                    ),
                 )
             )
             continue

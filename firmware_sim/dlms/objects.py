@@ -216,15 +216,28 @@ class DlmsMeterState:
         return obj.set(self, attribute, value)
 
     def command(self, words: list[str]) -> str:
-        """A control command (one line on the simulator's stdin, see ``cli``): the
-        answer line. ``clock-offset SECONDS`` sets the clock offset."""
-        if len(words) == 2 and words[0] == "clock-offset":
-            try:
-                self.clock_offset_ms = int(Decimal(words[1]) * 1000)
-            except ArithmeticError:
-                return f"ERROR clock-offset: not a number: {words[1]!r}"
-            return f"OK clock-offset {self.clock_offset_ms / 1000:g}"
-        return f"ERROR unknown command: {' '.join(words)!r}"
+        """A control command (one line on the simulator's stdin, see ``cli``): the answer
+        line. Modules add theirs to :data:`COMMANDS`."""
+        handler = COMMANDS.get(words[0]) if words else None
+        if handler is None:
+            return f"ERROR unknown command: {' '.join(words)!r}; known: {', '.join(COMMANDS)}"
+        return handler(self, words[1:])
+
+
+def _clock_offset(meter: DlmsMeterState, args: list[str]) -> str:
+    """``clock-offset SECONDS``: the meter's clock minus the true time, from now on."""
+    try:
+        (text,) = args
+        meter.clock_offset_ms = int(Decimal(text) * 1000)
+    except (ValueError, ArithmeticError):
+        return f"ERROR clock-offset: expected one number of seconds, got {args!r}"
+    return f"OK clock-offset {meter.clock_offset_ms / 1000:g}"
+
+
+#: control commands by name: ``handler(meter, args) -> answer line`` ("OK ..."/"ERROR ...")
+COMMANDS: dict[str, Callable[[DlmsMeterState, list[str]], str]] = {
+    "clock-offset": _clock_offset,
+}
 
 
 def standard_objects(meter: DlmsMeterState) -> list[CosemObject]:

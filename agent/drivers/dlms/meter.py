@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.config import DlmsSettings
@@ -82,6 +84,7 @@ class DlmsMeter:
         timeout: float = 3.0,
         retries: int = 2,
         assume_deviation: int = 0,
+        gateway_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.meter_id = meter_id
         self.settings = settings
@@ -91,6 +94,7 @@ class DlmsMeter:
         self.timeout = timeout
         self.retries = retries
         self.assume_deviation = assume_deviation  # for a clock without a deviation
+        self.gateway_ms = gateway_ms  # the gateway's (virtual) clock, Unix ms
         self.associations = 0
         self.failures = 0
         self.description = make_transport(settings, host, port, timeout).description

@@ -1,10 +1,10 @@
 """``meterlink demo``: a whole billing month of a small fleet in about a minute.
 
 It starts, on loopback ports of its own choosing: a private mosquitto, the simulated meters
-of ``config/scenarios/demo.toml`` (Modbus TCP servers), one agent and one collector, all on
-one accelerated virtual clock (``protocols.clock``), then prints per-meter counts and one
-bill per customer account, and leaves the collector's database, the logs and a report in
-the output folder. Every process it starts is stopped again, also on Ctrl-C.
+of ``config/scenarios/demo.toml`` (Modbus TCP servers and DLMS/COSEM meters), one agent and
+one collector, all on one accelerated virtual clock (``protocols.clock``), then prints
+per-meter counts and one bill per customer account, and leaves the collector's database, the
+logs and a report in the output folder. Every process it starts is stopped again, also on Ctrl-C.
 
 The demo only orchestrates: it runs the real commands (``meterlink sim``, ``agent``,
 ``collector``) as child processes, exactly as an operator would.
@@ -44,17 +44,27 @@ class SimMeter:
     meter_id: str
     host: str
     port: int
-    unit: int
-    profile: str
+    unit: int  # Modbus unit id; 0 for a DLMS meter
+    profile: str  # Modbus register map; "" for a DLMS meter
+    transport: str = ""  # DLMS: "wrapper" | "hdlc"
+
+    @property
+    def what(self) -> str:
+        if self.transport:
+            return f"DLMS/COSEM ({self.transport}) at {self.host}:{self.port}"
+        return f"{self.profile} at {self.host}:{self.port} unit {self.unit}"
 
 
 def parse_ready_line(line: str) -> list[SimMeter]:
-    """``READY modbus 127.0.0.1:PORT profile=NAME units=1,2 meters=A,B`` -> meters."""
+    """``READY modbus 127.0.0.1:PORT profile=NAME units=1,2 meters=A,B`` or ``READY dlms
+    127.0.0.1:PORT transport=wrapper auth=none meters=ID`` -> meters."""
     words = line.split()
     host, _, port = words[2].rpartition(":")
     fields = dict(word.split("=", 1) for word in words[3:] if "=" in word)
-    units = [int(u) for u in fields["units"].split(",")]
     meters = fields["meters"].split(",")
+    if words[1] == "dlms":
+        return [SimMeter(meters[0], host, int(port), 0, "", fields["transport"])]
+    units = [int(u) for u in fields["units"].split(",")]
     return [
         SimMeter(meter, host, int(port), unit, fields["profile"])
         for unit, meter in zip(units, meters, strict=True)
@@ -160,14 +170,11 @@ class Demo:
 
         sims = self.spawn("sim", "sim", "run", str(SCENARIO), "--clock", str(self.clock))
         meters: list[SimMeter] = []
-        ready = sims.wait_lines(lambda t: t.startswith("READY modbus"), self.count_servers(), 30)
+        ready = sims.wait_lines(lambda t: t.startswith("READY "), self.count_servers(), 30)
         for line in ready:
             meters.extend(parse_ready_line(line))
         for meter in meters:
-            self.log(
-                f"  meter {meter.meter_id:<12} {meter.profile} "
-                f"at {meter.host}:{meter.port} unit {meter.unit}"
-            )
+            self.log(f"  meter {meter.meter_id:<12} {meter.what}")
 
         agent_config = self.write_agent_config(meters)
         collector_config = self.write_collector_config()
@@ -217,7 +224,8 @@ class Demo:
     def count_servers(self) -> int:
         import tomllib
 
-        return len(tomllib.loads(SCENARIO.read_text())["servers"])
+        scenario = tomllib.loads(SCENARIO.read_text())
+        return len(scenario.get("servers", [])) + len(scenario.get("dlms", []))
 
     def watch(self, agent: Proc, collector_config: Path) -> None:
         """Print progress once a second until the agent has finished its run."""
@@ -273,15 +281,23 @@ class Demo:
             'when_full = "drop-oldest"',
         ]
         for meter in meters:
+            lines += ["", "[[meters]]", f"id = {toml_str(meter.meter_id)}"]
+            if meter.transport:
+                lines += [
+                    'driver = "dlms"',
+                    f"transport = {toml_str(meter.transport)}",
+                    f"host = {toml_str(meter.host)}",
+                    f"port = {meter.port}",
+                ]
+            else:
+                lines += [
+                    'driver = "modbus-tcp"',
+                    f"host = {toml_str(meter.host)}",
+                    f"port = {meter.port}",
+                    f"unit = {meter.unit}",
+                    f"profile = {toml_str(meter.profile)}",
+                ]
             lines += [
-                "",
-                "[[meters]]",
-                f"id = {toml_str(meter.meter_id)}",
-                'driver = "modbus-tcp"',
-                f"host = {toml_str(meter.host)}",
-                f"port = {meter.port}",
-                f"unit = {meter.unit}",
-                f"profile = {toml_str(meter.profile)}",
                 f"interval = {toml_str(self.args.interval)}",
                 'timeout = "2s"',
                 "retries = 2",

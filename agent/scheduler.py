@@ -123,11 +123,12 @@ class BusScheduler:
             meter.captures += 1
             # A meter with a clock (DLMS) reports when it took the values: that is the
             # capture's time, from the meter; otherwise the gateway's clock at the request.
+            # A clock beyond its limit comes without meter_ms but with CLOCK_SUSPECT.
             source = ClockSource.GATEWAY
             meter_ms = getattr(outcome, "meter_ms", None)
             if meter_ms is not None and meter_ms >= 0:
                 captured_ms, source = meter_ms, ClockSource.METER
-                flags |= getattr(outcome, "clock_flags", Quality.NONE)
+            flags |= getattr(outcome, "clock_flags", Quality.NONE)
             self.sink(Capture(meter.meter_id, captured_ms, tuple(values), flags, source))
         now = self.virtual_now()
         following = max(slot + meter.interval_ns, next_slot(now, meter.interval_ns))

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+from decimal import Decimal
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from protocols.errors import DecodeError, EncodeError
 from protocols.iec62056_21 import (
+    NEED_DATA,
+    DataReceived,
+    Identified,
     Iec62056Error,
+    ModeCReadout,
+    ReadoutState,
     ack_option,
     baud_char_for,
     bcc,
     break_message,
+    data_message,
+    obis_of,
+    parse_data_block,
     parse_identification,
+    readings,
     sign_on,
 )
+from protocols.obis import Obis
 
 
 def test_sign_on_without_address_asks_any_meter() -> None:
@@ -99,3 +114,213 @@ def test_baud_char_for_rates() -> None:
 def test_bcc_and_break_message() -> None:
     assert bcc(b"") == 0 and bcc(b"\x01\x02\x03") == 0
     assert break_message() == b"\x01B0\x03" + bytes((ord("B") ^ ord("0") ^ 3,))
+
+
+LINES = [
+    "0.0.0(12345678)",
+    "1.8.0(001234.567*kWh)",
+    "1.8.1(000100.5*kWh)(2301011200)",
+    "F.F(00000000)",
+    "C.1.0(87654321)",
+    "32.7.0(230.1*V)31.7.0(1.23*A)",
+    "1-0:2.8.0*255(000010.000*KWH)",
+    "1.6.0(0.512*kW)(23-01-01 12:00)",
+    "99.1.0(abc)",
+]
+FRAME = data_message(LINES)
+
+
+def test_data_message_layout_and_bcc() -> None:
+    assert FRAME[0] == 0x02 and FRAME[-2] == 0x03
+    assert FRAME[1:-2].endswith(b"\r\n!\r\n")
+    assert FRAME[-1] == bcc(FRAME[1:-1])
+
+
+def test_data_block_parses_every_data_set_in_order() -> None:
+    block = parse_data_block(FRAME)
+    got = [(d.address, d.value, d.unit, d.line) for d in block.datasets]
+    assert got == [
+        ("0.0.0", "12345678", "", 1),
+        ("1.8.0", "001234.567", "kWh", 2),
+        ("1.8.1", "000100.5", "kWh", 3),
+        ("F.F", "00000000", "", 4),
+        ("C.1.0", "87654321", "", 5),
+        ("32.7.0", "230.1", "V", 6),
+        ("31.7.0", "1.23", "A", 6),
+        ("1-0:2.8.0*255", "000010.000", "KWH", 7),
+        ("1.6.0", "0.512", "kW", 8),
+        ("99.1.0", "abc", "", 9),
+    ]
+    assert block.datasets[2].extra == ("2301011200",)
+
+
+def test_readings_are_exact_decimals_with_meterlink_units() -> None:
+    result = readings(parse_data_block(FRAME).datasets)
+    got = {(str(r.obis), r.value, r.unit) for r in result.values}
+    assert got == {
+        ("1-0:1.8.0", Decimal("1234.567"), "kWh"),
+        ("1-0:1.8.1", Decimal("100.5"), "kWh"),
+        ("1-0:32.7.0", Decimal("230.1"), "V"),
+        ("1-0:31.7.0", Decimal("1.23"), "A"),
+        ("1-0:2.8.0", Decimal("10.000"), "kWh"),
+        ("1-0:1.6.0", Decimal("0.512"), "kW"),
+    }
+    assert result.problems == ()
+    assert all(type(r.value) is Decimal for r in result.values)
+
+
+def test_known_quantity_without_unit_or_with_unknown_unit_is_a_problem_naming_the_line() -> None:
+    block = parse_data_block(data_message(["1.8.0(001234.5)", "2.8.0(1*furlong)", "1.7.0(x*kW)"]))
+    result = readings(block.datasets)
+    assert result.values == ()
+    assert [p.split(":")[0] for p in result.problems] == ["line 1", "line 2", "line 3"]
+
+
+@pytest.mark.parametrize(
+    ("address", "code"),
+    [
+        ("1.8.0", "1-0:1.8.0"),
+        ("1-0:1.8.0*255", "1-0:1.8.0"),
+        ("1.8.0*01", "1-0:1.8.0*1"),
+        ("0-0:96.1.0", "0-0:96.1.0"),
+        ("C.1.0", "0-0:96.1.0"),
+        ("F.F", "0-0:97.97.0"),
+        ("0.9.1", "1-0:0.9.1"),
+    ],
+)
+def test_addresses_map_to_obis(address: str, code: str) -> None:
+    assert obis_of(address) == Obis.parse(code)
+
+
+def test_every_single_byte_change_of_a_data_message_is_rejected() -> None:
+    for pos in range(len(FRAME)):
+        for delta in (1, 0x20, 0x7F):
+            bad = bytearray(FRAME)
+            bad[pos] = (bad[pos] + delta) % 256
+            with pytest.raises(Iec62056Error):
+                parse_data_block(bytes(bad))
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (FRAME[:-1], "after ETX|BCC|no ETX"),
+        (FRAME + b"x", "after ETX"),
+        (FRAME[1:], "STX"),
+        (FRAME[:-1] + bytes(((FRAME[-1] + 1) % 256,)), "BCC"),
+    ],
+)
+def test_bad_data_messages_name_the_place(frame: bytes, message: str) -> None:
+    with pytest.raises(Iec62056Error, match=message):
+        parse_data_block(frame)
+
+
+@pytest.mark.parametrize("line", ["1.8.0", "1.8.0(12", "1.8.0(1)x", "1.8.0(1*kWh*x)", "a(b)c(d"])
+def test_malformed_data_lines_name_the_line(line: str) -> None:
+    with pytest.raises(Iec62056Error, match="line 2"):
+        parse_data_block(data_message(["1.8.0(1*kWh)", line]))
+
+
+# -- the readout state machine --------------------------------------------------------------
+
+IDENT = b"/LGZ5ZMD3104407.B32\r\n"
+
+
+def _run(readout: ModeCReadout, incoming: bytes, step: int) -> list[object]:
+    events: list[object] = []
+    for i in range(0, len(incoming), step):
+        readout.receive_data(incoming[i : i + step])
+        while (event := readout.next_event()) is not NEED_DATA:
+            events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_mode_c_readout_whole_and_byte_by_byte(step: int) -> None:
+    readout = ModeCReadout()
+    assert readout.start() == b"/?!\r\n"
+    assert readout.state is ReadoutState.AWAITING_IDENTIFICATION
+    events = _run(readout, IDENT + FRAME, step)
+    assert isinstance(events[0], Identified)
+    assert events[0].reply == b"\x06050\r\n" and events[0].baud == 9600
+    assert isinstance(events[1], DataReceived)
+    assert events[1].raw == FRAME
+    assert readout.state is ReadoutState.DONE
+
+
+def test_readout_skips_the_echo_of_its_own_request_and_ack() -> None:
+    readout = ModeCReadout("4711")
+    request = readout.start()
+    events = _run(readout, request + IDENT + b"\x06050\r\n" + FRAME, 7)
+    assert [type(e) for e in events] == [Identified, DataReceived]
+
+
+def test_readout_caps_the_baud_rate() -> None:
+    readout = ModeCReadout(max_baud=2400)
+    readout.start()
+    (event,) = _run(readout, b"/ABC6meter\r\n", 100)
+    assert event.reply == b"\x06030\r\n" and event.baud == 2400
+
+
+@pytest.mark.parametrize(("ident", "baud"), [(b"/ABCEmeter\r\n", 9600), (b"/ABCKx\r\n", 300)])
+def test_mode_b_and_a_meters_get_no_ack(ident: bytes, baud: int) -> None:
+    readout = ModeCReadout()
+    readout.start()
+    (event,) = _run(readout, ident, 100)
+    assert event.reply == b"" and event.baud == baud
+
+
+def test_readout_error_sticks() -> None:
+    readout = ModeCReadout()
+    readout.start()
+    readout.receive_data(IDENT)
+    readout.next_event()
+    readout.receive_data(FRAME[:-1] + b"\x00")
+    with pytest.raises(Iec62056Error, match="BCC"):
+        readout.next_event()
+    assert readout.state is ReadoutState.ERROR
+    with pytest.raises(Iec62056Error, match="failed before"):
+        readout.receive_data(FRAME)
+
+
+def test_readout_buffer_is_bounded() -> None:
+    readout = ModeCReadout(max_size=1000)
+    readout.start()
+    readout.receive_data(IDENT + b"\x02" + b"1.8.0(1*kWh)\r\n" * 100)
+    readout.next_event()
+    with pytest.raises(Iec62056Error, match="more than 1000 bytes"):
+        readout.next_event()
+
+
+def test_garbage_instead_of_identification_is_an_error() -> None:
+    readout = ModeCReadout()
+    readout.start()
+    readout.receive_data(b"hello\r\n")
+    with pytest.raises(Iec62056Error, match="identification"):
+        readout.next_event()
+
+
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(st.binary(max_size=400))
+def test_fuzz_readout_raises_only_decode_errors(data: bytes) -> None:
+    readout = ModeCReadout()
+    readout.start()
+    with contextlib.suppress(DecodeError):
+        _run(readout, IDENT + data, 17)
+
+
+@FAST
+@given(st.binary(max_size=400))
+def test_fuzz_data_block_and_identification_raise_only_decode_errors(data: bytes) -> None:
+    for parse in (parse_data_block, parse_identification):
+        with contextlib.suppress(DecodeError):
+            parse(data)
+    with contextlib.suppress(DecodeError):
+        readings(
+            parse_data_block(
+                b"\x02" + data + b"\r\n!\r\n\x03" + bytes((bcc(data + b"\r\n!\r\n\x03"),))
+            ).datasets
+        )

@@ -72,7 +72,10 @@ def _expected(obis: Obis) -> tuple[Decimal, str]:
 def test_driver_reads_values_exactly_with_the_meter_clock(dlms_sim: tuple[str, int]) -> None:
     host, port = dlms_sim
     objects = (*DLMS_DEFAULT_OBJECTS, Obis.parse("1-0:31.7.0"))
-    meter = DlmsMeter("dl-7", DlmsSettings(objects=objects), host, port, timeout=5, retries=0)
+    settings = DlmsSettings(objects=objects, clock_limit_ns=600 * 10**9)  # the offset is within
+    meter = DlmsMeter(
+        "dl-7", settings, host, port, timeout=5, retries=0, gateway_ms=lambda: START_MS
+    )
     outcome = asyncio.run(meter.read())
     assert outcome.errors == []
     assert outcome.meter_ms == START_MS + OFFSET_S * 1000
@@ -204,6 +207,7 @@ def test_end_to_end_dlms_readings_stored_with_the_meter_clock(tmp_path: Path) ->
             f'[[meters]]\nid = "dl-e2e"\ndriver = "dlms"\nhost = "{host}"\nport = {port}\n'
             'objects = ["1-0:1.8.0", "1-0:16.7.0", "1-0:32.7.0"]\n'
             'interval = "15m"\ntimeout = "2s"\nretries = 1\n'
+            'clock_limit = "10m"\n'  # the 5-minute offset is within the limit: meter stamps
         )
         for args in (
             ("agent", "keys", "init", "--config", str(agent_toml)),

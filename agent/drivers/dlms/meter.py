@@ -28,7 +28,7 @@ from protocols.obis import Obis
 from protocols.record import Quality, Value
 
 from ..modbus_tcp import BACKOFF_MAX, BACKOFF_START, MeterReadError
-from .clock import read_clock
+from .clock import MeterClock
 from .session import AssociationRefused, DlmsSession, ObjectError
 from .transport import ApduTransport, WrapperTransport
 
@@ -97,6 +97,7 @@ class DlmsMeter:
         self.gateway_ms = gateway_ms  # the gateway's (virtual) clock, Unix ms
         self.associations = 0
         self.failures = 0
+        self.clock = MeterClock(meter_id, settings)  # drift, limit and set-clock policy
         self.description = make_transport(settings, host, port, timeout).description
 
     async def read(self) -> DlmsOutcome:
@@ -136,12 +137,8 @@ class DlmsMeter:
         )
 
     async def _read_objects(self, session: DlmsSession) -> DlmsOutcome:
-        errors: list[str] = []
-        clock = await read_clock(session, self.assume_deviation)
-        if clock.meter_ms is None:
-            errors.append(
-                f"meter {self.meter_id}: clock unreadable, gateway time used: {clock.error}"
-            )
+        clock = await self.clock.read(session, self.gateway_ms, self.assume_deviation)
+        errors: list[str] = list(clock.errors)
         values: list[Value] = []
         scalers: dict[Obis, ScalerUnit] = {}  # cached for this association
         for obis in self.objects:
@@ -157,7 +154,8 @@ class DlmsMeter:
             values.append(Value(obis, amount, unit))
         if not values:
             raise _NoValues("; ".join(errors) or f"meter {self.meter_id}: nothing to read")
-        return DlmsOutcome(tuple(values), errors, clock.meter_ms, clock.flags)
+        await self.clock.correct(session, self.gateway_ms, self.assume_deviation)
+        return DlmsOutcome(tuple(values), errors, clock.stamp_ms, clock.flags, clock.drift_ms)
 
 
 class _NoValues(MeterReadError):

@@ -165,6 +165,9 @@ class DlmsMeterState:
     clock_offset_ms: int = 0  # the meter's clock minus the true (virtual) time
     deviation: int = 0  # minutes, UTC = local + deviation
     clock_status: int = 0
+    drift_ppm: int = 0  # the clock gains this many µs per virtual second (``drift-ppm``)
+    drift_from_ns: int = 0  # virtual instant from which the drift accumulates
+    clock_adjusted_ms: int | None = None  # the meter's time right after its clock was SET
     wall_ns: Callable[[], int] = time.time_ns
     profile_period_s: int = 900  # capture period of the load profile
     objects: dict[Obis, CosemObject] = field(default_factory=dict)
@@ -183,8 +186,10 @@ class DlmsMeterState:
         return self.clock.virtual_ns(self.wall_ns())
 
     def meter_clock_ms(self, virtual_ns: int) -> int:
-        """The meter's clock (Unix ms) at true virtual instant ``virtual_ns``."""
-        return virtual_ns // 1_000_000 + self.clock_offset_ms
+        """The meter's clock (Unix ms) at true virtual instant ``virtual_ns``: the offset
+        plus the drift gained since ``drift_from_ns`` (``clock.py``)."""
+        drift_ms = (virtual_ns - self.drift_from_ns) * self.drift_ppm // 10**12
+        return virtual_ns // 1_000_000 + self.clock_offset_ms + drift_ms
 
     def lookup(self, class_id: int, obis: Obis) -> CosemObject | AccessResult:
         obj = self.objects.get(obis)
@@ -247,4 +252,5 @@ def standard_objects(meter: DlmsMeterState) -> list[CosemObject]:
     objects: list[CosemObject] = [ClockObject()]
     objects += DLMS_OBJECTS.values()
     objects.append(DataObject(OBIS_SERIAL, Data.octet_string(meter.model.meter_id.encode())))
+    objects += __import__("firmware_sim.dlms.profile", fromlist=["_"]).profile_objects(meter)
     return objects

@@ -252,5 +252,6 @@ def standard_objects(meter: DlmsMeterState) -> list[CosemObject]:
     objects: list[CosemObject] = [ClockObject()]
     objects += DLMS_OBJECTS.values()
     objects.append(DataObject(OBIS_SERIAL, Data.octet_string(meter.model.meter_id.encode())))
+    objects.append(__import__("firmware_sim.dlms.association", fromlist=["_"]).AssociationObject())
     objects += __import__("firmware_sim.dlms.profile", fromlist=["_"]).profile_objects(meter)
     return objects

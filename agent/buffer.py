@@ -39,6 +39,7 @@ import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.batch import seq_ranges
+from protocols.obis import Obis
 from protocols.record import ClockSource, Quality, Record, Value, key_id_of, sign_record
 
 __all__ = [
@@ -75,6 +76,12 @@ CREATE TABLE IF NOT EXISTS meter_stats (
     last_error TEXT,
     last_error_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS profile_cursor (
+    meter_id TEXT NOT NULL,
+    obis TEXT NOT NULL,
+    last_ms INTEGER NOT NULL,
+    PRIMARY KEY (meter_id, obis)
+);
 CREATE TABLE IF NOT EXISTS losses (
     id INTEGER PRIMARY KEY,
     first_seq INTEGER NOT NULL,
@@ -95,6 +102,10 @@ _STATS_ERROR = """
 INSERT INTO meter_stats (meter_id, read_errors, last_error, last_error_ms) VALUES (?, ?, ?, ?)
 ON CONFLICT (meter_id) DO UPDATE SET read_errors = read_errors + excluded.read_errors,
     last_error = excluded.last_error, last_error_ms = excluded.last_error_ms
+"""
+_PROFILE_CURSOR = """
+INSERT INTO profile_cursor (meter_id, obis, last_ms) VALUES (?, ?, ?)
+ON CONFLICT (meter_id, obis) DO UPDATE SET last_ms = max(last_ms, excluded.last_ms)
 """
 _STATS_SKIPPED = """
 INSERT INTO meter_stats (meter_id, skipped_slots) VALUES (?, ?)
@@ -132,6 +143,9 @@ class Capture:
     values: tuple[Value, ...]
     flags: Quality = Quality.NONE
     clock_source: ClockSource = ClockSource.GATEWAY
+    #: a load-profile entry of this Profile Generic (DLMS), stamped with the entry's time:
+    #: storing it advances the profile's cursor in the same transaction
+    profile: Obis | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +201,8 @@ class Buffer:
         self._batch_limit = 0  # first id not reserved in meta (persisted)
         self.losses_reported = 0  # highest losses.id published upstream (meta)
         self.refused_reported = 0  # refused_total when last published upstream (meta)
+        # per (meter, profile OBIS text), the newest load-profile entry committed (Unix ms)
+        self.profile_cursors: dict[tuple[str, str], int] = {}
 
     # -- opening -----------------------------------------------------------------------
 
@@ -307,6 +323,15 @@ class Buffer:
                 "WHERE last_capture_ms IS NOT NULL"
             )
         }
+        if create or await self._db.execute_fetchall(
+            "SELECT 1 FROM sqlite_master WHERE name = 'profile_cursor'"
+        ):
+            self.profile_cursors = {
+                (meter, obis): ms
+                for meter, obis, ms in await self._db.execute_fetchall(
+                    "SELECT meter_id, obis, last_ms FROM profile_cursor"
+                )
+            }
         rows = await self._db.execute_fetchall("SELECT count(*), max(seq) FROM records")
         self.count, max_seq = rows[0]  # type: ignore[index]
         if max_seq is not None and max_seq >= self.next_seq:
@@ -369,10 +394,16 @@ class Buffer:
             seq = self.next_seq
             last = dict(self.last_capture_ms)
             suspect = 0
+            cursors: dict[tuple[str, str], int] = {}
             for cap in accepted:
                 flags = cap.flags
                 previous = last.get(cap.meter_id)
-                if previous is not None and cap.captured_ms <= previous:
+                if cap.profile is not None:
+                    # a load-profile entry: the meter's own past time, behind the newest
+                    # capture by design; its order is the profile cursor's, not checked here
+                    key = (cap.meter_id, str(cap.profile))
+                    cursors[key] = max(cursors.get(key, cap.captured_ms), cap.captured_ms)
+                elif previous is not None and cap.captured_ms <= previous:
                     # the gateway clock stepped back: the timestamp is not after the meter's
                     # previous capture. Stored (never dropped, never overwriting), but flagged.
                     flags |= Quality.CLOCK_SUSPECT
@@ -388,7 +419,8 @@ class Buffer:
                         )
                 else:
                     self._suspect_logged.discard(cap.meter_id)
-                last[cap.meter_id] = max(previous or cap.captured_ms, cap.captured_ms)
+                if cap.profile is None:
+                    last[cap.meter_id] = max(previous or cap.captured_ms, cap.captured_ms)
                 records.append(
                     Record(
                         self.gateway_id,
@@ -423,6 +455,10 @@ class Buffer:
                     await db.executemany(
                         _STATS_RECORD, [(m, r, n, t) for m, (r, n, t) in stats.items()]
                     )
+                    if cursors:
+                        await db.executemany(
+                            _PROFILE_CURSOR, [(m, o, ms) for (m, o), ms in cursors.items()]
+                        )
                 dropped_ranges: list[tuple[int, int]] = []
                 overflow = self.count + len(rows) - self.max_records
                 if overflow > 0 and self.when_full == "drop-oldest":
@@ -464,6 +500,8 @@ class Buffer:
                 await self._abort(exc)
                 raise
             self.last_capture_ms = last
+            for key, ms in cursors.items():
+                self.profile_cursors[key] = max(self.profile_cursors.get(key, ms), ms)
             self.clock_suspect_total += suspect
             self.next_seq = seq
             self.count += len(rows) - result.dropped
@@ -607,6 +645,12 @@ class Buffer:
                     raise
                 log.debug("batch %d not noted on its records: %s", batch_id, exc)
             return batch_id
+
+    def profile_cursor(self, meter_id: str, obis: Obis) -> int | None:
+        """The newest committed load-profile entry of ``obis`` for ``meter_id`` (Unix ms,
+        the meter's time), None before the first; the dlms driver's backfill starts after
+        it (``agent.drivers.dlms.profile``)."""
+        return self.profile_cursors.get((meter_id, str(obis)))
 
     # -- loss reporting ----------------------------------------------------------------
 

@@ -9,6 +9,10 @@ virtual clock's reading when its first request was sent (ms, clock source GATEWA
 With an end instant (``agent run --until``), the task returns once the next slot is at or
 after it: a run over a fixed window of virtual time, as demos and test rigs need.
 
+A DLMS read may bring load-profile entries (the backfill since the last stored entry):
+each becomes its own capture, stamped with the meter's time of the entry, before the
+cycle's register capture.
+
 If a cycle overruns so that whole slots pass, the missed slots are skipped (never read in a
 burst to catch up: the values would carry wrong timestamps), logged once per occurrence with
 their number, and counted in the meter's stats.
@@ -24,7 +28,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from protocols.clock import ClockSetting
-from protocols.record import ClockSource, Quality
+from protocols.obis import Obis
+from protocols.record import ClockSource, Quality, Value
 
 from .buffer import Capture, ReadError
 
@@ -50,6 +55,7 @@ class ScheduledMeter:
     captures: int = 0
     errors: int = 0
     skipped: int = 0
+    profile_entries: int = 0  # load-profile entries captured (DLMS backfill)
 
 
 def next_slot(now_ns: int, interval_ns: int) -> int:
@@ -128,8 +134,11 @@ class BusScheduler:
             meter_ms = getattr(outcome, "meter_ms", None)
             if meter_ms is not None and meter_ms >= 0:
                 captured_ms, source = meter_ms, ClockSource.METER
-            flags |= getattr(outcome, "clock_flags", Quality.NONE)
-            self.sink(Capture(meter.meter_id, captured_ms, tuple(values), flags, source))
+            clock_flags = getattr(outcome, "clock_flags", Quality.NONE)
+            flags |= clock_flags
+            kept = self._profile(meter, outcome, clock_flags, captured_ms, values)
+            if kept or not values:  # not when profile entries carry every value
+                self.sink(Capture(meter.meter_id, captured_ms, tuple(kept), flags, source))
         now = self.virtual_now()
         following = max(slot + meter.interval_ns, next_slot(now, meter.interval_ns))
         skipped = (following - slot) // meter.interval_ns - 1
@@ -146,3 +155,38 @@ class BusScheduler:
             )
             self.sink(ReadError(meter.meter_id, now // 1_000_000, "", skipped_slots=skipped))
         meter.next_slot = following
+
+    def _profile(
+        self,
+        meter: ScheduledMeter,
+        outcome: object,
+        clock_flags: Quality,
+        captured_ms: int,
+        values: Sequence[Value],
+    ) -> Sequence[Value]:
+        """Hand the read's load-profile entries (DLMS) to the sink, each its own capture in
+        time order with the meter's timestamp and the entry's flags (plus CLOCK_SUSPECT when
+        the meter's clock is suspect now), marked as entries of their profile so the buffer
+        advances that profile's cursor in the same transaction. Returns the register values
+        to capture: a value whose (OBIS, timestamp) an entry already carries is left out, so
+        that a register read and a profile entry never share an identity at the head-end."""
+        entries = getattr(outcome, "profile", None)
+        if not entries:
+            return values
+        obis = getattr(outcome, "profile_obis", None)
+        suspect = clock_flags & Quality.CLOCK_SUSPECT
+        taken: set[tuple[int, Obis]] = set()
+        for entry in sorted(entries, key=lambda e: e.captured_ms):
+            self.sink(
+                Capture(
+                    meter.meter_id,
+                    entry.captured_ms,
+                    tuple(entry.values),
+                    entry.flags | suspect,
+                    ClockSource.METER,
+                    profile=obis,
+                )
+            )
+            taken.update((entry.captured_ms, v.obis) for v in entry.values)
+        meter.profile_entries += len(entries)
+        return [v for v in values if (captured_ms, v.obis) not in taken]

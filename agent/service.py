@@ -71,7 +71,7 @@ def load_profiles(meters: Sequence[MeterConfig]) -> tuple[dict[str, Profile], li
 
 
 def build_meters(
-    config: AgentConfig, profiles: dict[str, Profile]
+    config: AgentConfig, profiles: dict[str, Profile], cursors: Buffer | None = None
 ) -> tuple[dict[tuple[str, str, int], list[ModbusTcpMeter | DlmsMeter]], list[ModbusTcpConnection]]:
     """One connection per (driver, host, port); its meters in config order. A dlms meter
     opens its own connection (and association) per read, serialised with the other
@@ -91,6 +91,7 @@ def build_meters(
                     gateway_ms=lambda clock=config.gateway.clock: (
                         clock.virtual_ns(time.time_ns()) // 1_000_000
                     ),
+                    cursors=cursors,  # the load profile's committed cursor (buffer)
                 )
             )
             continue
@@ -178,7 +179,7 @@ class AgentService:
         self.writer = CaptureWriter(self.buffer, on_commit=self.uplink.wake)
         self.writer.start()
         await self.uplink.start()
-        groups, self.connections = build_meters(cfg, profiles)
+        groups, self.connections = build_meters(cfg, profiles, self.buffer)
         by_id = {m.id: m for m in cfg.meters}
         for (driver, host, port), drivers in groups.items():
             scheduled = [

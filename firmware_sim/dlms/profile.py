@@ -16,7 +16,8 @@ A power outage (control command ``outage START END``, meter-clock times) removes
 entries whose capture instant falls in ``[START, END)`` and sets the power-down bit (0x80)
 on every entry whose period ``(T - period, T]`` overlaps it: the first entry after the
 outage. The registers keep answering (the outage is of the metering, as the profile shows
-it). Daylight saving (clock status 0x80) sets the status's DST bit (0x08).
+it). Daylight saving (clock status 0x80) sets the status's DST bit (0x08); a clock SET
+(``clock_adjusted_ms``) sets clock-adjusted (0x20) on the entry whose period holds it.
 
 Selective access on the buffer: by range (selector 1, restricting object the clock column,
 from/to both included, selected columns) and by entry (selector 2); without one, the whole
@@ -34,6 +35,7 @@ from protocols.dlms.apdu import AccessResult
 from protocols.dlms.axdr import Data, Tag
 from protocols.dlms.cosem import STATUS_DST, CosemDateTime
 from protocols.dlms.profile import (
+    AMR_CLOCK_ADJUSTED,
     AMR_DST,
     AMR_POWER_DOWN,
     CLASS_PROFILE_GENERIC,
@@ -118,12 +120,17 @@ class LoadProfileObject:
             status |= AMR_POWER_DOWN
         if meter.clock_status & STATUS_DST:
             status |= AMR_DST
+        adjusted = getattr(meter, "clock_adjusted_ms", None)  # set by a clock SET
+        if adjusted is not None and t - period < adjusted <= t:
+            status |= AMR_CLOCK_ADJUSTED
         return status
 
     def registers_at(self, meter: DlmsMeterState, t: int) -> tuple[int, ...]:
         kept = self._kept.get(t)
         if kept is None:
+            # the true instant the meter's clock showed t: offset, then the drift (one step)
             true_ns = (t - meter.clock_offset_ms) * 1_000_000
+            true_ns -= (meter.meter_clock_ms(true_ns) - t) * 1_000_000
             mwh = meter.model.energies_mwh(true_ns)
             kept = tuple(
                 register_integer(DLMS_OBJECTS[obis], Decimal(value).scaleb(-6))

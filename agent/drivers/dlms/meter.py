@@ -29,6 +29,7 @@ from protocols.record import Quality, Value
 
 from ..modbus_tcp import BACKOFF_MAX, BACKOFF_START, MeterReadError
 from .clock import MeterClock
+from .profile import CommittedCursors, ProfileReader
 from .session import AssociationRefused, DlmsSession, ObjectError
 from .transport import ApduTransport, WrapperTransport
 
@@ -56,6 +57,7 @@ class DlmsOutcome:
     clock_flags: Quality = Quality.NONE
     drift_ms: int | None = None  # meter clock minus gateway clock, when measured
     profile: list[ProfileEntry] = field(default_factory=list)
+    profile_obis: Obis | None = None  # the Profile Generic the entries come from
 
     @property
     def partial(self) -> bool:
@@ -85,6 +87,7 @@ class DlmsMeter:
         retries: int = 2,
         assume_deviation: int = 0,
         gateway_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        cursors: CommittedCursors | None = None,
     ) -> None:
         self.meter_id = meter_id
         self.settings = settings
@@ -98,6 +101,7 @@ class DlmsMeter:
         self.associations = 0
         self.failures = 0
         self.clock = MeterClock(meter_id, settings)  # drift, limit and set-clock policy
+        self.profile = ProfileReader(meter_id, settings, cursors) if settings.load_profile else None
         self.description = make_transport(settings, host, port, timeout).description
 
     async def read(self) -> DlmsOutcome:
@@ -154,8 +158,17 @@ class DlmsMeter:
             values.append(Value(obis, amount, unit))
         if not values:
             raise _NoValues("; ".join(errors) or f"meter {self.meter_id}: nothing to read")
+        entries: list[ProfileEntry] = []
+        if self.profile is not None:  # the load-profile backfill (``profile``)
+            rows = await self.profile.read(session, self.assume_deviation)
+            errors += rows.errors
+            entries = [ProfileEntry(ms, vals, flags) for ms, vals, flags in rows.entries]
         await self.clock.correct(session, self.gateway_ms, self.assume_deviation)
-        return DlmsOutcome(tuple(values), errors, clock.stamp_ms, clock.flags, clock.drift_ms)
+        outcome = DlmsOutcome(tuple(values), errors, clock.stamp_ms, clock.flags, clock.drift_ms)
+        if self.profile is not None:
+            outcome.profile, outcome.profile_obis = entries, self.profile.obis
+            self.profile.handed(rows)
+        return outcome
 
 
 class _NoValues(MeterReadError):

@@ -1,4 +1,4 @@
-"""``meterlink agent ...``: run, check, keys init, status."""
+"""``meterlink agent ...``: run, check, keys init, status, scan."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from pathlib import Path
 from protocols.clock import ClockSettingError, format_utc_ms, parse_utc
 
 from .buffer import Buffer, BufferError
-from .config import ConfigError, load_config
+from .config import DLMS_DEFAULT_PORT, ConfigError, DlmsSettings, load_config
+from .drivers.dlms import DlmsMeter
+from .drivers.dlms.scan import ScanError, config_section, format_table, scan
+from .drivers.modbus_tcp import MeterReadError
 from .keys import KeyFileError, create_key, load_key
-from .service import AgentService, ProgressOptions, build_meters, load_profiles
+from .service import CLOCKS_FILE, AgentService, ProgressOptions, build_meters, load_profiles
 
 __all__ = ["main"]
 
@@ -56,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the config and profiles, show the polling plan")
     check.add_argument("config", type=Path)
     check.add_argument("--clock")
+    check.add_argument(
+        "--read",
+        action="store_true",
+        help="also read each DLMS meter once (one association each) and show what came back",
+    )
 
     keys = sub.add_parser("keys", help="the gateway's signing key")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -72,6 +80,30 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="buffer backlog and per-meter statistics")
     status.add_argument("config", type=Path)
     status.add_argument("--json", action="store_true")
+
+    scan_cmd = sub.add_parser("scan", help="ask a meter what it has; print a config section")
+    scan_sub = scan_cmd.add_subparsers(dest="scan_command", required=True)
+    dlms = scan_sub.add_parser(
+        "dlms",
+        help="read a DLMS meter's object list (public client by default)",
+        description="Associate with a DLMS/COSEM meter, read its object list "
+        "(0.0.40.0.0.255), print it with the registers' values, then a [[meters]] section.",
+    )
+    where = dlms.add_mutually_exclusive_group(required=True)
+    where.add_argument("--host", help="the meter (TCP wrapper or HDLC over TCP)")
+    where.add_argument("--serial", metavar="DEV", help="HDLC on a serial port, e.g. /dev/ttyUSB0")
+    dlms.add_argument("--port", type=int, default=DLMS_DEFAULT_PORT, help="default 4059")
+    dlms.add_argument(
+        "--transport", choices=("wrapper", "hdlc"), help="default: wrapper (hdlc with --serial)"
+    )
+    dlms.add_argument("--baud", type=int, default=9600, help="serial: HDLC baud (default 9600)")
+    dlms.add_argument("--mode-e", action="store_true", help="serial: IEC 62056-21 mode E start")
+    dlms.add_argument("--client-address", type=int, default=16, help="default 16 (public)")
+    dlms.add_argument("--server-address", type=int, default=1, help="logical device, default 1")
+    dlms.add_argument("--physical-address", type=int, default=17, help="hdlc: default 17")
+    dlms.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+    dlms.add_argument("--id", default="", help="meter id for the config section")
+    dlms.add_argument("--no-values", action="store_true", help="list the objects only")
     return parser
 
 
@@ -127,27 +159,102 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"key {key.key_id} ({key.path})")
     except KeyFileError as exc:
         print(f"warning: {exc}")
-    ok_meters = [m for m in config.meters if m.id in profiles]
+    ok_meters = [m for m in config.meters if m.id in profiles or m.dlms is not None]
     groups, _connections = build_meters(
         config.__class__(config.path, config.gateway, config.mqtt, config.buffer, tuple(ok_meters)),
         profiles,
     )
     by_id = {m.id: m for m in config.meters}
-    for (_driver, host, port), drivers in groups.items():
-        print(f"connection {host}:{port}: {len(drivers)} meter(s), one transaction at a time")
+    for (driver_name, host, port), drivers in groups.items():
+        where = f"{host}:{port}" if port else host
+        kind = " (dlms)" if driver_name == "dlms" else ""
+        print(f"connection {where}{kind}: {len(drivers)} meter(s), one transaction at a time")
         for d in drivers:
             meter = by_id[d.meter_id]
+            if isinstance(d, DlmsMeter):
+                print(f"  {meter.id}: {_describe_dlms(d, meter.interval_ns, meter.timeout_ns)}")
+                continue
             print(
                 f"  {meter.id}: unit {meter.unit} profile {d.profile.name} "
                 f"({len(d.profile.registers)} values) every {_duration(meter.interval_ns)} "
                 f"timeout {_duration(meter.timeout_ns)} retries {meter.retries}: "
                 f"{d.describe_plan()}"
             )
+    failed = 0
+    if args.read:
+        dlms_meters = [
+            d for drivers in groups.values() for d in drivers if isinstance(d, DlmsMeter)
+        ]
+        failed = asyncio.run(_try_reads(dlms_meters))
     if issues:
         print(f"{len(issues)} error(s)", file=sys.stderr)
         return 1
+    if failed:
+        print(f"{failed} meter(s) could not be read", file=sys.stderr)
+        return 1
     print(f"ok: {len(config.meters)} meter(s) on {len(groups)} connection(s)")
     return 0
+
+
+def _describe_dlms(meter: DlmsMeter, interval_ns: int, timeout_ns: int) -> str:
+    s = meter.settings
+    parts = [
+        f"dlms {meter.description} auth {s.auth}",
+        f"{len(meter.objects)} objects ({', '.join(str(o) for o in meter.objects)})",
+    ]
+    if s.load_profile is not None:
+        parts.append(f"load profile {s.load_profile}")
+    clock_set = "off" if s.clock_set_ns is None else _duration(s.clock_set_ns)
+    limit = _duration(s.clock_limit_ns) if s.clock_limit_ns else "off"
+    parts.append(f"clock_limit {limit}, clock_set {clock_set}")
+    return (
+        ", ".join(parts) + f"; every {_duration(interval_ns)} timeout {_duration(timeout_ns)} "
+        f"retries {meter.retries}"
+    )
+
+
+async def _try_reads(meters: list[DlmsMeter]) -> int:
+    """``agent check --read``: one read per DLMS meter, with a hint on failure."""
+    failed = 0
+    for meter in meters:
+        meter.retries = 0
+        try:
+            outcome = await meter.read()
+        except MeterReadError as exc:
+            failed += 1
+            print(f"read {meter.meter_id}: FAILED: {exc}")
+            print(f"  hint: {_read_hint(str(exc), meter)}")
+            continue
+        values = ", ".join(f"{v.obis}={v.value} {v.unit}".rstrip() for v in outcome.values)
+        clock = meter.clock
+        drift = "?" if clock.drift_ms is None else f"{clock.drift_ms / 1000:+.3f}s"
+        print(f"read {meter.meter_id}: ok: {values}; clock drift {drift}")
+        if clock.suspect:
+            print(f"  warning: the meter's clock is beyond clock_limit ({drift})")
+        for text in outcome.errors:
+            print(f"  partial: {text}")
+    return failed
+
+
+def _read_hint(text: str, meter: DlmsMeter) -> str:
+    s = meter.settings
+    if "association refused" in text:
+        if "authentication" in text or s.client_address != 16:
+            return (
+                "the meter refused this client: check client_address, auth and the secrets "
+                "file (the public client is 16 with auth none)"
+            )
+        return "check server_address (the logical device) and the meter's application context"
+    if "cannot connect" in text:
+        return "nothing listens there: check host, port (4059 is usual) and the network path"
+    if "no answer" in text or "timed out" in text:
+        return (
+            "connected but no answer: check transport (wrapper or hdlc), server_address and "
+            "physical_address, and that no other client holds the meter's only association"
+        )
+    if "object-undefined" in text:
+        return "the meter lacks a configured object: run `meterlink agent scan dlms` to list them"
+    return "run `meterlink agent scan dlms` with the same addresses to see what the meter answers"
 
 
 def _meter_line(config, meter_id: str) -> object:  # type: ignore[no-untyped-def]
@@ -183,6 +290,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     except BufferError as exc:
         _err(str(exc))
         return 1
+    clocks = _read_clocks(config.gateway.state_dir / CLOCKS_FILE)
+    if clocks:
+        summary["clocks"] = clocks
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -209,6 +319,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         if m["last_error"]:
             line += f"; last error {_ts(m['last_error_ms'])}: {m['last_error']}"
         print(line)
+    if clocks:
+        print("meter clocks (DLMS, at the agent's last read):")
+        for meter_id, c in sorted(clocks.items()):
+            print(f"  {meter_id}: {_clock_line(c)}")
     if s["losses"]:
         print("losses:")
         for loss in s["losses"]:  # type: ignore[attr-defined]
@@ -216,6 +330,78 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"  seqs {loss['first_seq']}-{loss['last_seq']} ({loss['count']}): "
                 f"{loss['reason']} at {_ts(loss['at_ms'])}"
             )
+    return 0
+
+
+def _read_clocks(path: Path) -> dict[str, dict[str, object]]:
+    """The running (or last) agent's DLMS clock figures; {} if none were written."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _clock_line(c: dict[str, object]) -> str:
+    drift = c.get("drift_ms")
+    text = "drift not measured" if not isinstance(drift, int) else f"drift {drift / 1000:+.3f}s"
+    if isinstance(c.get("uncertainty_ms"), int) and isinstance(drift, int):
+        text += f" (+/-{c['uncertainty_ms'] / 1000:.3f}s) at {_ts(c.get('measured_ms'))}"
+    if c.get("clock_suspect"):
+        text += ", BEYOND clock_limit: captures flagged CLOCK_SUSPECT"
+    if c.get("clock_sets"):
+        text += f", clock set {c['clock_sets']} time(s), last {_ts(c.get('last_set_ms'))}"
+    for key in ("clock_error", "clock_set_error"):
+        if c.get(key):
+            text += f"; {c[key]}"
+    return text
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    transport = args.transport or ("hdlc" if args.serial else "wrapper")
+    problems = []
+    if args.serial and transport != "hdlc":
+        problems.append("--serial needs --transport hdlc")
+    if args.mode_e and not args.serial:
+        problems.append("--mode-e is for a serial port (--serial DEV)")
+    for name, value, low, high in (
+        ("--client-address", args.client_address, 1, 127),
+        ("--server-address", args.server_address, 0, 0x3FFF),
+        ("--physical-address", args.physical_address, 0, 0x3FFF),
+        ("--port", args.port, 1, 65535),
+        ("--baud", args.baud, 300, 115200),
+    ):
+        if not low <= value <= high:
+            problems.append(f"{name} must be {low}..{high}, got {value}")
+    if not 0 < args.timeout <= 60:
+        problems.append(f"--timeout must be > 0 and <= 60 seconds, got {args.timeout:g}")
+    if problems:
+        for text in problems:
+            _err(text)
+        return 2
+    settings = DlmsSettings(
+        transport=transport,
+        serial=args.serial or "",
+        baud=args.baud,
+        mode_e=args.mode_e,
+        client_address=args.client_address,
+        server_address=args.server_address,
+        physical_address=args.physical_address,
+    )
+    host = args.host or ""
+    try:
+        result = asyncio.run(scan(settings, host, args.port, args.timeout, not args.no_values))
+    except ScanError as exc:
+        _err(f"scan failed: {exc}")
+        text = str(exc)
+        meter = DlmsMeter("scan", settings, host, args.port)
+        _err(f"hint: {_read_hint(text, meter)}")
+        return 1
+    print(f"dlms meter at {result.description}: {len(result.objects)} objects")
+    print(format_table(result))
+    print()
+    print("# ready to paste into the agent's config:")
+    print(config_section(result, settings, host, args.port, args.id), end="")
     return 0
 
 
@@ -280,4 +466,6 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_check(args)
     if args.command == "status":
         return cmd_status(args)
+    if args.command == "scan":
+        return cmd_scan(args)
     return cmd_run(args)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import sdnotify
 
 from protocols.modbus import ModbusError, Profile, load_profile
+from protocols.status import MeterClockStatus
 
 from .buffer import Buffer
 from .config import AgentConfig, MeterConfig
@@ -30,11 +31,12 @@ from .scheduler import BusScheduler, ScheduledMeter
 from .uplink import Uplink
 from .writer import CaptureWriter
 
-__all__ = ["AgentService", "ProfileIssue", "build_meters", "load_profiles"]
+__all__ = ["CLOCKS_FILE", "AgentService", "ProfileIssue", "build_meters", "load_profiles"]
 
 log = logging.getLogger("agent")
 
 VERSION = "0.1.0"
+CLOCKS_FILE = "dlms-clocks.json"  # in the state dir: the DLMS meters' clocks, for agent status
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,55 @@ class AgentService:
             "acked_records": c.records_acked,
             "inflight_batches": len(uplink.inflight),
             "connected": uplink.connected,
+            "clock_suspect_meters": sum(1 for m in self.meter_clocks() if m.suspect),
         }
+
+    def meter_clocks(self) -> tuple[MeterClockStatus, ...]:
+        """Each DLMS meter's clock as last measured (for the status message and file)."""
+        out = []
+        for sched in self.schedulers:
+            for scheduled in sched.meters:
+                driver = scheduled.driver
+                if isinstance(driver, DlmsMeter):
+                    c = driver.clock
+                    out.append(
+                        MeterClockStatus(
+                            driver.meter_id, c.drift_ms, c.measured_ms, c.suspect, c.sets,
+                            c.set_error,
+                        )
+                    )  # fmt: skip
+        return tuple(out)
+
+    def _write_clocks(self, last: str = "") -> str:
+        """Write the DLMS meters' clock figures to the state dir when they changed (temp
+        file + rename: ``agent status`` never reads half a file)."""
+        doc = {
+            sched_meter.driver.meter_id: sched_meter.driver.clock.status()
+            for sched in self.schedulers
+            for sched_meter in sched.meters
+            if isinstance(sched_meter.driver, DlmsMeter)
+        }
+        text = json.dumps(doc, indent=1, sort_keys=True)
+        if not doc or text == last:
+            return last
+        path = self.config.gateway.state_dir / CLOCKS_FILE
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(text + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc)
+            return last
+        return text
+
+    async def _clock_file(self) -> None:
+        last = ""
+        try:
+            while True:
+                last = self._write_clocks(last)
+                await asyncio.sleep(1.0)
+        finally:
+            self._write_clocks(last)
 
     async def run(self) -> int:
         cfg = self.config
@@ -204,7 +254,11 @@ class AgentService:
             f"buses={len(self.schedulers)} clock={cfg.gateway.clock}",
             flush=True,
         )
-        helpers = [asyncio.create_task(self._progress_log())]
+        self.uplink.meter_status = self.meter_clocks
+        helpers = [
+            asyncio.create_task(self._progress_log()),
+            asyncio.create_task(self._clock_file()),
+        ]
         if self.progress.json_every:
             helpers.append(asyncio.create_task(self._progress_json(self.progress.json_every)))
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)

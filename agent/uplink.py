@@ -23,6 +23,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -32,7 +33,7 @@ from paho.mqtt.properties import Properties
 from protocols.batch import Ack, encode_batch
 from protocols.clock import ClockSetting
 from protocols.errors import DecodeError
-from protocols.status import GatewayStatus, LossEvent
+from protocols.status import GatewayStatus, LossEvent, MeterClockStatus
 from protocols.topics import ack_topic, events_topic, readings_topic, status_topic
 
 from .buffer import Buffer, DiskFullError
@@ -103,6 +104,8 @@ class Uplink:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[None]] = set()
         self._status_mids: dict[int, asyncio.Future[int]] = {}
+        # per-meter figures for the status message (the service sets it: DLMS clocks)
+        self.meter_status: Callable[[], tuple[MeterClockStatus, ...]] = tuple
         self._loop: asyncio.AbstractEventLoop | None = None
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -500,6 +503,7 @@ class Uplink:
             dropped=self.buffer.dropped_total,
             last_seq=self.buffer.next_seq - 1,
             version=self.version,
+            meters=self.meter_status(),
         )
         return await self._publish_confirmed(
             status_topic(self.gateway_id), status.to_bytes(), retain=True

@@ -3,6 +3,11 @@
 ``state`` is ``online`` or ``offline``; the last will carries ``offline`` with reason
 ``connection lost`` so the broker marks a gateway that vanished. Counters let the fleet view
 show backlog and loss without asking the gateway.
+
+``meters`` (optional, left out when empty so that a gateway without DLMS meters sends
+what older collectors accept) carries each DLMS meter's clock: its drift against the
+gateway's clock at the last read, whether that is beyond the meter's ``clock_limit``, and
+what the set-clock policy did.
 """
 
 from __future__ import annotations
@@ -12,7 +17,49 @@ from dataclasses import asdict, dataclass
 
 from .errors import DecodeError
 
-__all__ = ["GatewayStatus", "LossEvent"]
+__all__ = ["GatewayStatus", "LossEvent", "MeterClockStatus"]
+
+_I63 = 2**63
+
+
+@dataclass(frozen=True, slots=True)
+class MeterClockStatus:
+    """One meter's clock as the gateway last measured it."""
+
+    meter_id: str
+    drift_ms: int | None = None  # meter clock - gateway clock; None: not measured (yet)
+    at_ms: int | None = None  # gateway (virtual) clock of that measurement
+    suspect: bool = False  # |drift| beyond the meter's clock_limit: captures flagged
+    sets: int = 0  # clock SETs the meter accepted since the agent started
+    set_error: str = ""  # the last refused or failed SET ("" after a success)
+
+    @classmethod
+    def from_json(cls, doc: object) -> MeterClockStatus:
+        if not isinstance(doc, dict):
+            raise DecodeError(f"status: meters: expected objects, got {type(doc).__name__}")
+        for name, value in doc.items():
+            kind = _METER_TYPES.get(name)
+            if kind is None:
+                raise DecodeError(f"status: meters: unknown field {name!r}")
+            if value is None and name in ("drift_ms", "at_ms"):
+                continue
+            if type(value) is not kind:
+                raise DecodeError(f"status: meters: {name!r} must be {kind.__name__}: {value!r}")
+            if kind is int and not (-_I63 if name == "drift_ms" else 0) <= value < _I63:
+                raise DecodeError(f"status: meters: {name!r} out of range: {value}")
+        if "meter_id" not in doc:
+            raise DecodeError("status: meters: meter_id is required")
+        return cls(**doc)
+
+
+_METER_TYPES: dict[str, type] = {
+    "meter_id": str,
+    "drift_ms": int,
+    "at_ms": int,
+    "suspect": bool,
+    "sets": int,
+    "set_error": str,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +72,13 @@ class GatewayStatus:
     dropped: int = 0  # records dropped by the buffer policy since install
     last_seq: int = 0  # highest sequence number captured
     version: str = ""
+    meters: tuple[MeterClockStatus, ...] = ()  # DLMS meters' clocks (optional)
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"v": 1, **asdict(self)}, separators=(",", ":")).encode()
+        doc = asdict(self)
+        if not self.meters:
+            del doc["meters"]
+        return json.dumps({"v": 1, **doc}, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> GatewayStatus:
@@ -41,6 +92,9 @@ class GatewayStatus:
             raise DecodeError(f"status: not a JSON object but {type(doc).__name__}")
         if doc.pop("v", None) != 1:
             raise DecodeError("status: unknown version")
+        meters = doc.pop("meters", [])
+        if not isinstance(meters, list):
+            raise DecodeError(f"status: field 'meters' must be a list: {meters!r}")
         for name, value in doc.items():
             kind = _FIELD_TYPES.get(name)
             if kind is None:
@@ -53,7 +107,7 @@ class GatewayStatus:
                 raise DecodeError(f"status: field {name!r} out of range: {value}")
         if "gateway_id" not in doc or "state" not in doc:
             raise DecodeError("status: gateway_id and state are required")
-        return cls(**doc)
+        return cls(**doc, meters=tuple(MeterClockStatus.from_json(m) for m in meters))
 
 
 _FIELD_TYPES: dict[str, type] = {

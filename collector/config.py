@@ -7,7 +7,7 @@ tariffs can be moved together. See ``config/collector.example.toml``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from protocols.errors import EncodeError
 from protocols.record import check_id
 
 from .tomlfile import load_toml
+from .vee.settings import VeeSettings, parse_vee
 
 __all__ = [
     "BillingConfig",
@@ -63,12 +64,13 @@ class Config:
     collector: CollectorConfig
     mqtt: MqttConfig
     billing: BillingConfig | None
+    vee: VeeSettings = field(default_factory=VeeSettings)  # [vee]: off when absent
 
 
 def load_config(path: Path | str) -> Config:
     path = Path(path).resolve()
     root = load_toml(path, "collector config")
-    root.check_keys({"collector", "mqtt", "billing"})
+    root.check_keys({"collector", "mqtt", "billing", "vee"})
 
     sec = root.table_of("collector")
     sec.check_keys({"database", "id", "batch_coalesce", "stats_interval", "clock", "max_future"})
@@ -111,7 +113,7 @@ def load_config(path: Path | str) -> Config:
         sec = root.table_of("billing")
         sec.check_keys({"accounts", "tariffs"})
         billing = BillingConfig(sec.path_of("accounts"), sec.path_of("tariffs"))
-    return Config(path, collector, mqtt, billing)
+    return Config(path, collector, mqtt, billing, parse_vee(root, parse_duration_ms))
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")

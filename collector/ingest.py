@@ -41,6 +41,7 @@ from .store.base import (
     Store,
     StoredReading,
 )
+from .vee.engine import VeeEngine
 
 __all__ = [
     "DEFAULT_MAX_FUTURE_MS",
@@ -160,9 +161,13 @@ class Ingestor:
         registry: Registry | None = None,
         clock_ms: Callable[[], int] = _now_ms,
         max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+        vee: VeeEngine | None = None,
     ) -> None:
         """``clock_ms`` is the collector's clock (the fleet's virtual clock when it runs on
-        one): records captured more than ``max_future_ms`` ahead of it are refused."""
+        one): records captured more than ``max_future_ms`` ahead of it are refused.
+        ``vee``: validation, estimation and derived consumption of the stored readings, run
+        in the same transaction (``collector/vee``); None: off."""
+        self.vee = vee
         self.store = store
         self.registry = registry or Registry()
         self.clock_ms = clock_ms
@@ -236,6 +241,9 @@ class Ingestor:
                 )  # fmt: skip
             await self._store_fresh(tx, fresh, rows, totals)
             await tx.write(rows)
+            if self.vee is not None and rows.readings:
+                # same transaction: a reading is never committed without its validation
+                await self.vee.after_ingest(tx.vee(), rows, self.clock_ms())
         # committed: only now may the caller ack anything
         totals.transactions = 1
         self._add(totals)

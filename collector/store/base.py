@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "ConflictRow",
@@ -167,6 +167,10 @@ class IngestTx(Protocol):
         ...
 
     async def write(self, rows: IngestWrite) -> None: ...
+
+    def vee(self) -> Any:
+        """The VEE queries and writes in this transaction (``collector.vee.engine.VeeTx``)."""
+        ...
 
 
 class Store(Protocol):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from . import vee_sqlite
 from .base import (
     CounterDelta,
     GatewayKey,
@@ -31,7 +32,7 @@ from .base import (
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "open_store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = [
     """CREATE TABLE meta (
@@ -129,6 +130,8 @@ _MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE quarantine ADD COLUMN kind TEXT NOT NULL DEFAULT ''",
         "CREATE INDEX quarantine_by_kind ON quarantine (kind)",
     ],
+    # VEE: validations, counters, derived intervals, operator audit, meter swaps
+    3: vee_sqlite.MIGRATION,
 }
 
 _CHUNK = 500  # host parameters per IN (...) list; far below SQLite's limit
@@ -143,6 +146,10 @@ def _chunks(values: Collection[int]) -> Iterable[list[int]]:
 class _SqliteTx:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+
+    def vee(self) -> vee_sqlite.SqliteVeeTx:
+        """The VEE queries and writes, in this same transaction."""
+        return vee_sqlite.SqliteVeeTx(self._db)
 
     async def existing_records(
         self, wanted: Mapping[str, Collection[int]]
@@ -265,6 +272,17 @@ class SqliteStore:
     async def ingest_transaction(self) -> AsyncIterator[_SqliteTx]:
         async with self._write() as db:
             yield _SqliteTx(db)
+
+    @asynccontextmanager
+    async def vee_transaction(self) -> AsyncIterator[vee_sqlite.SqliteVeeTx]:
+        """A write transaction for operator VEE actions (accept, reject, edit, swap)."""
+        async with self._write() as db:
+            yield vee_sqlite.SqliteVeeTx(db)
+
+    @property
+    def vee(self) -> vee_sqlite.SqliteVeeReads:
+        """VEE reads: derived intervals (for rating), flags, estimates, audit, counters."""
+        return vee_sqlite.SqliteVeeReads(self._db)
 
     async def _rows(self, sql: str, params: tuple = ()) -> list:
         async with self._db.execute(sql, params) as cur:

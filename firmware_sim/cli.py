@@ -471,7 +471,7 @@ def _parser() -> argparse.ArgumentParser:
         "silent, mid-frame, exception:CODE (repeatable; see docs/simulator.md)",
     )
     dl = sub.add_parser("dlms", help="one DLMS/COSEM meter (TCP wrapper or HDLC)")
-    dl.add_argument("--port", type=int, required=True, help="TCP port (0: any free port)")
+    dl.add_argument("--port", type=int, help="TCP port (0: any free port; not with --pty-link)")
     dl.add_argument("--host", default="127.0.0.1")
     dl.add_argument("--speed", help="virtual seconds per real second")
     dl.add_argument("--start", help="virtual start, ISO 8601 (default: now)")
@@ -506,7 +506,9 @@ def _dlms_from_args(
     clock = make_clock(args.clock, args.speed, args.start, now_ns)
     origin = _to_ns(parse_utc(args.origin)) if args.origin else default_origin(clock, now_ns)
     origin -= origin % BUCKET_NS
-    if not 0 <= args.port <= 65535:
+    if args.port is None and not args.pty_link:
+        raise ScenarioError("--port is required (or --pty-link for hdlc on a serial pty)")
+    if args.port is not None and not 0 <= args.port <= 65535:
         raise ScenarioError(f"--port {args.port}: must be 0..65535")
     if not -720 <= args.deviation <= 720:
         raise ScenarioError(f"--deviation {args.deviation}: must be -720..720 minutes")
@@ -523,8 +525,9 @@ def _dlms_from_args(
     )
     offset = _decimal(args.clock_offset, "--clock-offset")
     period = _period_s(args.profile_period, "--profile-period")
-    port = args.port or free_port(args.host)
-    model = MeterModel(args.meter_id or f"sim-dlms-{port}", args.seed, origin_ns=origin)
+    port = 0 if args.pty_link else args.port or free_port(args.host)
+    default_id = f"sim-dlms-{Path(args.pty_link).name}" if args.pty_link else f"sim-dlms-{port}"
+    model = MeterModel(args.meter_id or default_id, args.seed, origin_ns=origin)
     state = DlmsMeterState(
         model, clock, int(offset * 1000), args.deviation, profile_period_s=period
     )

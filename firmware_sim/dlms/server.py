@@ -1,5 +1,6 @@
-"""The simulated DLMS meter's listeners: one asyncio TCP server per meter, with the TCP
-wrapper (IEC 62056-47) here; HDLC (on TCP or a serial pty) is in ``hdlc``.
+"""The simulated DLMS meter's listeners: one per meter, chosen by ``options.transport``
+and ``options.pty_link``: the TCP wrapper (IEC 62056-47, here), HDLC on a TCP port or HDLC
+on a serial pty (``hdlc``).
 
 A frame for another wPort is discarded (IEC 62056-47); a broken wrapper stream closes
 that connection only; a connection idle for 120 s is closed.
@@ -15,6 +16,7 @@ from protocols.dlms import DlmsDecodeError
 from protocols.dlms.wrapper import WrapperReader, encode_frame
 
 from ..modbus_server import ListenError, check_bindable
+from .hdlc import HdlcPtyServer, HdlcTcpServer
 from .objects import DlmsMeterState
 from .options import DlmsSimOptions
 from .session import SERVER_MAX_RECEIVE_PDU, ServerSession
@@ -27,7 +29,8 @@ IDLE_TIMEOUT_S = 120.0  # inactivity time-out of the TCP-UDP setup object
 
 
 class DlmsSimServer:
-    """An asyncio TCP server: one simulated DLMS meter."""
+    """One simulated DLMS meter: a TCP wrapper server, an HDLC-over-TCP server or HDLC on
+    a serial pty (``options.pty_link``; host and port are then not used)."""
 
     def __init__(
         self,
@@ -35,12 +38,15 @@ class DlmsSimServer:
         host: str = "127.0.0.1",
         port: int = 0,
         options: DlmsSimOptions | None = None,
+        idle_timeout: float = IDLE_TIMEOUT_S,
     ) -> None:
         self.meter = meter
         self.host = host
         self._port = port
         self.options = options or DlmsSimOptions()
+        self.idle_timeout = idle_timeout
         self._server: asyncio.Server | None = None
+        self._hdlc: HdlcTcpServer | HdlcPtyServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.connections = 0
@@ -51,11 +57,22 @@ class DlmsSimServer:
 
     @property
     def port(self) -> int:
+        if isinstance(self._hdlc, HdlcTcpServer):
+            return self._hdlc.port
         if self._server is None or not self._server.sockets:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        if self.options.transport == "hdlc":
+            if self.options.pty_link is not None:
+                self._hdlc = HdlcPtyServer(self.meter, self.options, self.idle_timeout)
+            else:
+                self._hdlc = HdlcTcpServer(
+                    self.meter, self.host, self._port, self.options, self.idle_timeout
+                )
+            await self._hdlc.start()
+            return
         check_bindable(self.host, self._port)
         try:
             self._server = await asyncio.start_server(self._serve, self.host, self._port)
@@ -65,6 +82,9 @@ class DlmsSimServer:
             ) from None
 
     async def stop(self) -> None:
+        if self._hdlc is not None:
+            await self._hdlc.stop()
+            self._hdlc = None
         if self._server is not None:
             self._server.close()
             for writer in list(self._writers):
@@ -82,9 +102,18 @@ class DlmsSimServer:
         await self.stop()
 
     def ready_line(self) -> str:
+        opts = self.options
+        where = f"pty:{opts.pty_link}" if opts.pty_link is not None else f"{self.host}:{self.port}"
+        extra = ""
+        if opts.transport == "hdlc":
+            extra = f" server={opts.server_address}/{opts.physical_address}"
+            if isinstance(self._hdlc, HdlcPtyServer):
+                extra += f" device={self._hdlc.line.device}"
+            if opts.mode_e:
+                extra += " mode_e=yes"
         return (
-            f"READY dlms {self.host}:{self.port} transport={self.options.transport} "
-            f"auth={self.options.auth} meters={self.meter.model.meter_id}"
+            f"READY dlms {where} transport={opts.transport}{extra} "
+            f"auth={opts.auth} meters={self.meter.model.meter_id}"
         )
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -97,7 +126,7 @@ class DlmsSimServer:
         frames = WrapperReader(max_apdu=SERVER_MAX_RECEIVE_PDU)
         try:
             while True:
-                async with asyncio.timeout(IDLE_TIMEOUT_S):
+                async with asyncio.timeout(self.idle_timeout):
                     chunk = await reader.read(4096)
                 if not chunk:
                     return

@@ -781,6 +781,12 @@ class ServerLink(_Link):
         # UA, DM, FRMR, RNR from a client: not meaningful here
         return LinkStep(send=(self._to(frame, FrameKind.FRMR, bytes([frame.control(), 0, 1])),))
 
+    def acknowledge(self) -> tuple[bytes, ...]:
+        """An RR closing the client's poll when a request gets no answer APDU."""
+        if self.state is not LinkState.IDLE or self.client is None:
+            return ()
+        return (encode_frame(self._frame(FrameKind.RR, nr=self.vr)),)
+
     def reply(self, apdu: bytes) -> tuple[bytes, ...]:
         """The first window of I-frames answering the request just received."""
         if self.state is not LinkState.IDLE or self.client is None:

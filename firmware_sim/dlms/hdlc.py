@@ -1,0 +1,316 @@
+"""The simulated meter's HDLC side (IEC 62056-46): on a TCP port or on a serial pty.
+
+One byte stream is one :class:`HdlcEndpoint`: frames are cut from the stream
+(``protocols.dlms.hdlc.FrameReader``: garbage dropped, resynchronised on the next flag),
+go through the server link machine (NDM -> SNRM/UA -> NRM, I-frames with N(S)/N(R), RR,
+segmentation both ways, DISC -> UA, DM for another logical device, silence for another
+physical device), and whole APDUs go to the association (``ServerSession.answer``). A link
+idle for ``idle_timeout`` seconds (the HDLC setup object's inactivity time-out, 120 s)
+falls back to NDM; on TCP the connection is closed.
+
+On a pty with ``mode_e`` the line first expects the IEC 62056-21 mode E opening at 300
+baud 7E1: the sign-on ``/?!`` (or ``/?ADDRESS!``) is answered with the identification
+``/MLK5\\2<meter id>`` (baud character 5 = 9600, ``\\2`` = HDLC escape), the client's
+option select ``ACK 2 Z 2`` switches the line to HDLC. After a DISC or the inactivity
+time-out the line waits for a sign-on again. Baud rate and parity are not enforced on a
+pty (the bytes are the same at any setting), so the switch is only logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from protocols.dlms.hdlc import FrameReader, HdlcParameters, LinkState, ServerLink
+
+from ..modbus_server import ListenError, check_bindable
+from ..pty import PtyLine
+from .objects import DlmsMeterState
+from .options import DlmsSimOptions
+from .session import SERVER_MAX_RECEIVE_PDU, ServerSession
+
+__all__ = [
+    "IDLE_TIMEOUT_S",
+    "MODE_E_MANUFACTURER",
+    "HdlcEndpoint",
+    "HdlcPtyServer",
+    "HdlcTcpServer",
+    "ModeEOpening",
+]
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT_S = 120.0
+MAX_INFO = 128  # the simulator's HDLC information field limit (both directions)
+MODE_E_MANUFACTURER = "MLK"
+MODE_E_BAUD_CHAR = "5"  # 9600 baud
+_BAUD = {"0": 300, "1": 600, "2": 1200, "3": 2400, "4": 4800, "5": 9600, "6": 19200}
+
+
+class HdlcEndpoint:
+    """The meter's side of one HDLC byte stream: bytes in, bytes to send out."""
+
+    def __init__(self, meter: DlmsMeterState, options: DlmsSimOptions) -> None:
+        self.meter = meter
+        self.options = options
+        self.reader = FrameReader()
+        self.link = ServerLink(
+            options.server_address,
+            options.physical_address,
+            HdlcParameters(MAX_INFO, MAX_INFO, 1, 1),
+            max_apdu=SERVER_MAX_RECEIVE_PDU,
+        )
+        self.session = ServerSession(meter, options)
+        self.frames_in = 0
+        self.connected = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        dropped = self.reader.dropped
+        frames = self.reader.feed(data)
+        if self.reader.dropped > dropped:
+            self.meter.errors += 1
+            log.info(
+                "dlms %s: hdlc: %d bytes dropped (%s)",
+                self.meter.model.meter_id,
+                self.reader.dropped - dropped,
+                self.reader.errors[-1] if self.reader.errors else "no frame",
+            )
+        for frame in frames:
+            self.frames_in += 1
+            step = self.link.receive(frame)
+            if step.event == "connected":
+                self.session = ServerSession(self.meter, self.options)  # a new link
+                self.connected = True
+            elif step.event in ("disconnected", "rejected"):
+                self.connected = False
+            out.extend(step.send)
+            if step.apdu is not None:
+                reply = self.session.answer(frame.source.upper, step.apdu)
+                out.extend(self.link.reply(reply) if reply else self.link.acknowledge())
+        return out
+
+    def reset(self) -> None:
+        """Inactivity time-out: the link falls back to NDM, the association ends."""
+        self.link.reset()
+        self.reader = FrameReader()
+        self.connected = False
+
+    @property
+    def idle(self) -> bool:
+        return self.link.state is LinkState.DISCONNECTED
+
+
+class ModeEOpening:
+    """IEC 62056-21 mode E, the meter's side: sign-on -> identification, option select
+    ``ACK 2 Z 2`` -> HDLC. ``feed`` returns (answer bytes, bytes after the switch or None
+    while the opening is not done)."""
+
+    MAX_LINE = 64
+
+    def __init__(self, meter_id: str) -> None:
+        self.ident = meter_id[:16]
+        self._buffer = bytearray()
+        self.awaiting_ack = False
+        self.baud = 300
+
+    def identification(self) -> bytes:
+        return f"/{MODE_E_MANUFACTURER}{MODE_E_BAUD_CHAR}\\2{self.ident}\r\n".encode(
+            "ascii", "replace"
+        )
+
+    def reset(self) -> None:
+        self._buffer.clear()
+        self.awaiting_ack = False
+        self.baud = 300
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
+        self._buffer += data
+        answer = b""
+        while True:
+            end = self._buffer.find(b"\r\n")
+            if end < 0:
+                if len(self._buffer) > self.MAX_LINE:  # noise: keep the tail only
+                    del self._buffer[: -self.MAX_LINE]
+                return answer, None
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 2]
+            start = line.rfind(b"/?")
+            if start >= 0 and line.endswith(b"!"):
+                self.awaiting_ack = True
+                answer += self.identification()
+                continue
+            ack = line.rfind(b"\x06")
+            if self.awaiting_ack and ack >= 0 and len(line) - ack == 4:
+                protocol, baud, mode = (chr(c) for c in line[ack + 1 :])
+                if protocol == "2" and mode == "2" and baud in _BAUD:
+                    self.baud = _BAUD[baud]
+                    rest = bytes(self._buffer)
+                    self._buffer.clear()
+                    self.awaiting_ack = False
+                    return answer, rest
+            self.awaiting_ack = False  # anything else: wait for a new sign-on
+
+
+class HdlcTcpServer:
+    """HDLC over TCP (meters behind a terminal server): one link per connection."""
+
+    def __init__(
+        self,
+        meter: DlmsMeterState,
+        host: str,
+        port: int,
+        options: DlmsSimOptions,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+    ) -> None:
+        self.meter = meter
+        self.host = host
+        self._port = port
+        self.options = options
+        self.idle_timeout = idle_timeout
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.connections = 0
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        check_bindable(self.host, self._port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self._port)
+        except OSError as exc:
+            raise ListenError(
+                exc.errno, f"cannot listen on {self.host}:{self._port}: {exc.strerror}"
+            ) from None
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._server.wait_closed()
+        self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        self.connections += 1
+        endpoint = HdlcEndpoint(self.meter, self.options)
+        try:
+            while True:
+                async with asyncio.timeout(self.idle_timeout):
+                    chunk = await reader.read(4096)
+                if not chunk:
+                    return
+                for frame in endpoint.feed(chunk):
+                    writer.write(frame)
+                await writer.drain()
+        except (TimeoutError, OSError):
+            return
+        finally:
+            self._tasks.discard(task)
+            self._writers.discard(writer)
+            writer.close()
+
+
+class HdlcPtyServer:
+    """HDLC on a serial pty, with the mode E opening first when ``options.mode_e``."""
+
+    def __init__(
+        self,
+        meter: DlmsMeterState,
+        options: DlmsSimOptions,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if options.pty_link is None:
+            raise ValueError("HdlcPtyServer needs options.pty_link")
+        self.meter = meter
+        self.options = options
+        self.idle_timeout = idle_timeout
+        self.line = PtyLine(options.pty_link)
+        self.endpoint = HdlcEndpoint(meter, options)
+        self.opening = ModeEOpening(meter.model.meter_id) if options.mode_e else None
+        self.in_hdlc = not options.mode_e
+        self._out: asyncio.Queue[bytes] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last = 0.0
+        self._clock = clock
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        clock = self._clock or loop.time
+        self._clock = clock
+        self._last = clock()
+        self.line.open()
+        self.line.start_reading(self._on_data)
+        self._tasks = [
+            asyncio.create_task(self._writer(), name="pty-writer"),
+            asyncio.create_task(self._watchdog(), name="pty-idle"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.line.close()
+
+    def _on_data(self, chunk: bytes) -> None:
+        assert self._clock is not None
+        self._last = self._clock()
+        if not self.in_hdlc:
+            assert self.opening is not None
+            answer, rest = self.opening.feed(chunk)
+            if answer:
+                self._out.put_nowait(answer)
+            if rest is None:
+                return
+            log.info(
+                "dlms %s: mode E: HDLC at %d baud (not enforced on a pty)",
+                self.meter.model.meter_id,
+                self.opening.baud,
+            )
+            self.in_hdlc = True
+            self.endpoint.reset()
+            chunk = rest
+        was_connected = self.endpoint.connected
+        for frame in self.endpoint.feed(chunk):
+            self._out.put_nowait(frame)
+        if self.opening is not None and was_connected and not self.endpoint.connected:
+            self._back_to_sign_on()
+
+    def _back_to_sign_on(self) -> None:
+        if self.opening is not None:
+            self.opening.reset()
+            self.in_hdlc = False
+
+    async def _writer(self) -> None:
+        while True:
+            data = await self._out.get()
+            await self.line.write(data)
+
+    async def _watchdog(self) -> None:
+        assert self._clock is not None
+        while True:
+            left = self._last + self.idle_timeout - self._clock()
+            if left > 0:
+                await asyncio.sleep(left)
+                continue
+            if not self.endpoint.idle or (self.opening is not None and self.in_hdlc):
+                log.info("dlms %s: hdlc inactivity time-out", self.meter.model.meter_id)
+                self.endpoint.reset()
+                self._back_to_sign_on()
+            self._last = self._clock()

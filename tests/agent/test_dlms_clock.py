@@ -1,0 +1,216 @@
+"""The meter clock in the dlms driver: drift against the gateway's (virtual) clock, the
+limit that flags captures and keeps a far-off meter's time out of their timestamps, the
+set-clock policy (refused for the public client, done by an LLS client), and end to end:
+sim dlms -> agent -> mosquitto -> collector, with the drift in the agent's status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.buffer import Capture
+from agent.config import DlmsSettings
+from agent.drivers.dlms import DlmsMeter, DlmsOutcome
+from agent.scheduler import BusScheduler, ScheduledMeter
+from firmware_sim.dlms import DlmsMeterState, DlmsSimOptions, DlmsSimServer
+from firmware_sim.model import MeterModel
+from protocols.clock import ClockSetting
+from protocols.obis import Obis
+from protocols.record import ClockSource, Quality
+
+REPO = Path(__file__).resolve().parents[2]
+START = datetime(2026, 11, 1, tzinfo=UTC)
+START_NS = int(START.timestamp()) * 10**9
+START_MS = START_NS // 10**6
+YEARS_MS = 3 * 365 * 86_400_000  # a meter clock three years ahead
+PASSWORD = "lls-secret-4711"
+OBJECTS = ("1-0:1.8.0", "1-0:16.7.0")
+
+
+class Wall:
+    """The wall clock the simulated meter and the gateway both see (a test moves it)."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000 * 10**9
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class Rig:
+    """An in-process simulated meter on a real TCP port (its own event loop in a thread)
+    and drivers reading it, both on the same virtual clock: the drift measured is the
+    meter's own offset."""
+
+    def __init__(self, offset_ms: int = 0, options: DlmsSimOptions | None = None) -> None:
+        self.wall = Wall()
+        self.clock = ClockSetting(START_NS, self.wall.now, Decimal(1))
+        model = MeterModel("dl-c", 5, origin_ns=START_NS)
+        self.state = DlmsMeterState(model, self.clock, offset_ms, deviation=-60, wall_ns=self.wall)
+        self.server = DlmsSimServer(self.state, options=options)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def command(self, line: str) -> str:
+        """A control command, run in the meter's loop (as the simulator's stdin does)."""
+
+        async def run() -> str:
+            return self.state.command(line.split())
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def gateway_ms(self) -> int:
+        return self.clock.virtual_ns(self.wall()) // 10**6
+
+    def meter(self, meter_id: str = "dl-c", **settings: Any) -> DlmsMeter:
+        objects = tuple(Obis.parse(o) for o in OBJECTS)
+        return DlmsMeter(
+            meter_id,
+            DlmsSettings(objects=objects, **settings),
+            "127.0.0.1",
+            self.server.port,
+            timeout=5,
+            retries=0,
+            gateway_ms=self.gateway_ms,
+        )
+
+
+@pytest.fixture
+def rig() -> Iterator[Callable[..., Rig]]:
+    made: list[Rig] = []
+
+    def make(offset_ms: int = 0, options: DlmsSimOptions | None = None) -> Rig:
+        made.append(Rig(offset_ms, options))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.stop()
+
+
+def _read(meter: DlmsMeter) -> DlmsOutcome:
+    return asyncio.run(meter.read())
+
+
+def _capture(meter: DlmsMeter) -> tuple[DlmsOutcome, Capture]:
+    """One scheduler poll of ``meter``: the outcome and the capture the scheduler made."""
+    got: list[object] = []
+    outcomes: list[DlmsOutcome] = []
+
+    class Recording:
+        meter_id = meter.meter_id
+
+        async def read(self) -> DlmsOutcome:
+            outcome = await meter.read()
+            outcomes.append(outcome)
+            return outcome
+
+    scheduled = ScheduledMeter(meter.meter_id, 900 * 10**9, Recording(), first=False)
+    clock = ClockSetting(START_NS, time.time_ns(), Decimal(1))
+    asyncio.run(BusScheduler("t", [scheduled], clock, got.append)._poll(scheduled))
+    [capture] = [g for g in got if isinstance(g, Capture)]
+    return outcomes[0], capture
+
+
+def test_drift_is_the_meter_clock_minus_the_gateway_clock(rig: Callable[..., Rig]) -> None:
+    sim = rig(offset_ms=-12_340)
+    meter = sim.meter()
+    outcome = _read(meter)
+    assert outcome.drift_ms == -12_340  # one frozen virtual clock: no round trip
+    assert outcome.meter_ms == sim.gateway_ms() - 12_340
+    assert outcome.clock_flags is Quality.NONE  # within the default limit (30 s)
+    assert (meter.clock.drift_ms, meter.clock.suspect) == (-12_340, False)
+    assert meter.clock.uncertainty_ms == 10  # the resolution of a COSEM date-time
+    assert meter.clock.measured_ms == sim.gateway_ms()
+
+
+def test_drift_precision_is_half_the_round_trip(rig: Callable[..., Rig]) -> None:
+    sim = rig(offset_ms=5_000)
+    meter = sim.meter()
+    ticks = iter(range(10**6))
+    # a gateway clock that advances 40 ms at every look: 40 ms between request and answer
+    meter.gateway_ms = lambda: sim.gateway_ms() + 40 * next(ticks)
+    outcome = _read(meter)
+    assert outcome.drift_ms == 5_000 - 20  # compared with the midpoint
+    assert meter.clock.uncertainty_ms == 20 + 10
+
+
+def test_a_clock_beyond_the_limit_is_flagged_and_stamped_with_the_gateway_clock(
+    rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.dlms")
+    sim = rig(offset_ms=300_000)  # five minutes fast, limit 30 s
+    meter = sim.meter()
+    (first, capture), (second, _) = _capture(meter), _capture(meter)
+    assert first.drift_ms == second.drift_ms == 300_000
+    assert first.meter_ms is None and first.clock_flags & Quality.CLOCK_SUSPECT
+    assert capture.clock_source is ClockSource.GATEWAY
+    assert capture.flags & Quality.CLOCK_SUSPECT and not capture.flags & Quality.PARTIAL
+    assert [str(v.obis) for v in capture.values] == list(OBJECTS)
+    crossing = [r.getMessage() for r in caplog.records if "beyond clock_limit" in r.getMessage()]
+    assert len(crossing) == 1, crossing  # logged when it crosses, not every cycle
+    assert "meter dl-c: clock off by +300.000s" in crossing[0] and "clock_limit 30s" in crossing[0]
+    # back within the limit: logged once, the meter's time again
+    assert sim.command("clock-offset 2") == "OK clock-offset 2"
+    outcome = _read(meter)
+    assert outcome.meter_ms == sim.gateway_ms() + 2_000 and outcome.clock_flags is Quality.NONE
+    assert any("back within clock_limit 30s" in r.getMessage() for r in caplog.records)
+
+
+def test_a_clock_years_off_never_stamps_a_capture(rig: Callable[..., Rig]) -> None:
+    outcome, capture = _capture(rig(offset_ms=YEARS_MS).meter())
+    assert outcome.drift_ms == YEARS_MS
+    assert capture.clock_source is ClockSource.GATEWAY
+    assert START_MS <= capture.captured_ms < START_MS + 60_000  # the scheduler's virtual now
+    assert capture.flags & Quality.CLOCK_SUSPECT
+
+
+def test_clock_limit_off_takes_any_meter_time(rig: Callable[..., Rig]) -> None:
+    sim = rig(offset_ms=YEARS_MS)
+    outcome = _read(sim.meter(clock_limit_ns=0))  # clock_limit = "off"
+    assert outcome.meter_ms == sim.gateway_ms() + YEARS_MS
+    assert outcome.clock_flags is Quality.NONE
+
+
+def test_a_public_client_set_is_refused_with_a_warning_and_the_values_are_kept(
+    rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.dlms")
+    sim = rig(offset_ms=300_000)
+    meter = sim.meter(clock_set_ns=60 * 10**9)
+    outcomes = [_read(meter), _read(meter)]
+    for outcome in outcomes:
+        assert outcome.errors == [] and len(outcome.values) == len(OBJECTS)
+        assert outcome.clock_flags & Quality.CLOCK_SUSPECT
+    assert sim.state.clock_offset_ms == 300_000  # the meter's clock is as it was
+    assert meter.clock.sets == 0 and meter.clock.set_failures == 2
+    warnings = [r.getMessage() for r in caplog.records if "clock not set" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # the same refusal is not repeated every cycle
+    assert warnings[0].startswith("meter dl-c: clock not set (+300s off, clock_set 60s): SET ")
+    assert meter.clock.status()["clock_set_error"] == warnings[0].removeprefix("meter dl-c: ")
+    assert meter.failures == 0
+
+
+def _lls(tmp_path: Path) -> Path:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(f'[meters.dl-c]\npassword = "{PASSWORD}"\n')
+    os.chmod(secrets, 0o600)
+    return secrets

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from agent.config import DlmsSettings
 from protocols.clock import format_utc_ms
@@ -109,6 +110,14 @@ class ClockVerdict:
     drift_ms: int | None
     errors: tuple[str, ...] = ()  # an unreadable clock (the capture is partial)
     reading: ClockReading | None = None
+    beyond: bool = False  # |drift| > clock_limit
+
+    def mark(self, entries: list[Any]) -> list[Any]:
+        """The load-profile entries read in this cycle, flagged CLOCK_SUSPECT when the
+        meter's clock (which stamped them) is beyond the limit."""
+        if not self.beyond:
+            return entries
+        return [replace(e, flags=e.flags | Quality.CLOCK_SUSPECT) for e in entries]
 
 
 @dataclass(slots=True)
@@ -175,7 +184,8 @@ class MeterClock:
         if set_ms is not None and abs(drift) > set_ms // 1_000_000:
             self._pending = reading  # corrected in ``correct`` once the values are in
         if beyond:
-            return ClockVerdict(None, reading.flags | Quality.CLOCK_SUSPECT, drift, (), reading)
+            flags = reading.flags | Quality.CLOCK_SUSPECT
+            return ClockVerdict(None, flags, drift, (), reading, beyond=True)
         return ClockVerdict(reading.meter_ms, reading.flags, drift, (), reading)
 
     async def correct(

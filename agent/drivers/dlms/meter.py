@@ -163,6 +163,7 @@ class DlmsMeter:
             rows = await self.profile.read(session, self.assume_deviation)
             errors += rows.errors
             entries = [ProfileEntry(ms, vals, flags) for ms, vals, flags in rows.entries]
+        entries = clock.mark(entries)  # stamped by a clock beyond its limit: flagged
         await self.clock.correct(session, self.gateway_ms, self.assume_deviation)
         outcome = DlmsOutcome(tuple(values), errors, clock.stamp_ms, clock.flags, clock.drift_ms)
         if self.profile is not None:

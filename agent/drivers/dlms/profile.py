@@ -7,8 +7,10 @@ register column and the meter's clock (attribute 2: its now and its deviation, i
 range's from/to are written, as meters compare local times). Then the buffer (attribute 2)
 by range (selector 1, restricted by the clock column) from the cursor to the meter's now in
 chunks of at most ``CHUNK_MS`` (one day: 96 entries of 15 minutes, a few kB), each entry
-after the cursor once, in time order. The first read ever (or a cursor older than that)
-starts at now minus ``backfill_limit``.
+after the cursor once, in time order. The first read ever starts at now minus
+``backfill_limit``; later reads go back to the cursor however old it is (an outage of any
+length is backfilled as far as the meter still holds entries), at most ``MAX_CHUNKS`` GETs
+per read (the next cycle goes on from there).
 
 The cursor is the newest entry the agent's buffer has committed (the buffer stores it in
 the same transaction as the entries' records): it never runs ahead of what is stored, and
@@ -41,11 +43,12 @@ from protocols.record import Quality, Value
 
 from .session import DlmsSession, ObjectError
 
-__all__ = ["CHUNK_MS", "CommittedCursors", "ProfileReader", "ProfileRows"]
+__all__ = ["CHUNK_MS", "MAX_CHUNKS", "CommittedCursors", "ProfileReader", "ProfileRows"]
 
 log = logging.getLogger("agent.dlms")
 
 CHUNK_MS = 86_400_000  # one GET covers at most one day of the profile
+MAX_CHUNKS = 62  # GETs of the buffer per read: two months; the next cycle continues
 CLASS_CLOCK = 8
 _REGISTER_CLASSES = (3, 4)
 
@@ -67,6 +70,7 @@ class ProfileRows:
     entries: list[tuple[int, tuple[Value, ...], Quality]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     requests: int = 0
+    skipped_to: int | None = None  # the read stopped at MAX_CHUNKS with no entry up to here
 
 
 class ProfileReader:
@@ -94,15 +98,16 @@ class ProfileReader:
                 self._refusals = self.cursors.refused_total
                 self.handed_ms = None
         known = [ms for ms in (committed, self.handed_ms) if ms is not None]
-        oldest = meter_now_ms - self.backfill_limit_ms  # never further back than the limit
-        if known and max(known) >= oldest:
+        if known:
             return max(known), False
-        return oldest, True
+        return meter_now_ms - self.backfill_limit_ms, True
 
     def handed(self, rows: ProfileRows) -> None:
         """The entries of ``rows`` went to the scheduler (call when the read succeeded)."""
         if rows.entries:
             self.handed_ms = max(self.handed_ms or 0, rows.entries[-1][0])
+        elif rows.skipped_to is not None:  # MAX_CHUNKS days without an entry: go past them
+            self.handed_ms = max(self.handed_ms or 0, rows.skipped_to)
 
     async def read(self, session: DlmsSession, assume_deviation: int = 0) -> ProfileRows:
         """Read the entries after the cursor up to the meter's now (one association)."""
@@ -132,7 +137,9 @@ class ProfileReader:
         start, inclusive = self.start_ms(now_ms)
         last = start - 1 if inclusive else start
         chunk_start = start
-        while chunk_start < now_ms:
+        for _chunk in range(MAX_CHUNKS):
+            if chunk_start >= now_ms:
+                break
             chunk_end = min(chunk_start + CHUNK_MS, now_ms)
             try:
                 found = await self._chunk(
@@ -155,6 +162,9 @@ class ProfileReader:
                     rows.entries.append(entry)
                     last = entry[0]
             chunk_start = chunk_end
+        else:
+            if chunk_start < now_ms and not rows.entries and not rows.errors:
+                rows.skipped_to = chunk_start
         return rows
 
     async def _chunk(

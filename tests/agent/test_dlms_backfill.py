@@ -1,0 +1,326 @@
+"""The load-profile backfill: a 6-hour agent outage end to end (sim dlms + agent + mosquitto
++ collector), a meter power outage (nothing invented, the first entry after it flagged),
+and the cursor (kept in the agent's buffer with the entries: a crash between read and commit
+reads again, a re-read of stored entries is a duplicate at the head-end, never a
+conflict)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.buffer import Buffer, Capture
+from agent.config import DlmsSettings
+from agent.drivers.dlms import DlmsMeter, DlmsOutcome
+from agent.scheduler import BusScheduler, ScheduledMeter
+from collector.ingest import Ingestor
+from collector.registry import enrol_gateway
+from collector.store import open_store
+from firmware_sim.dlms import DLMS_OBJECTS, register_integer
+from firmware_sim.model import MeterModel
+from meterlink.broker import Mosquitto
+from meterlink.notify import NotifySocket
+from meterlink.procs import Proc, wait_for
+from protocols.clock import ClockSetting, format_utc_ms
+from protocols.obis import Obis, quantity_for
+from protocols.record import ClockSource, Quality, decode_record
+from protocols.units import convert, unit_by_code
+from tests.collector._fixtures import message, write_public_key
+
+REPO = Path(__file__).resolve().parents[2]
+START = datetime(2026, 11, 1, tzinfo=UTC)
+START_MS = int(START.timestamp()) * 1000
+ORIGIN = "2026-10-01T00:00:00Z"  # the model's origin: registers well above zero
+ORIGIN_NS = int(datetime(2026, 10, 1, tzinfo=UTC).timestamp()) * 10**9
+OFFSET_S = 90  # the meter's clock runs 90 s ahead: its entries are never on a read's stamp
+PERIOD_MS = 900_000
+HOUR_MS = 3_600_000
+PROFILE = Obis.parse("1-0:99.1.0")
+ENERGY = [Obis.parse(c) for c in ("1-0:1.8.0", "1-0:2.8.0", "1-0:3.8.0", "1-0:4.8.0")]
+STANDING = ClockSetting.accelerated(START, 4_000_000_000 * 10**9, Decimal(1))
+
+
+def _meterlink(*args: str, name: str, cwd: Path = REPO, **kw: object) -> Proc:
+    return Proc([sys.executable, "-m", "meterlink", *args], name, cwd=cwd, **kw)  # type: ignore[arg-type]
+
+
+def _sim(meter: str, clock: ClockSetting, tmp_path: Path) -> tuple[Proc, str, int]:
+    sim = _meterlink(
+        "sim", "dlms", "--port", "0", "--meter-id", meter, "--seed", "5", "--origin", ORIGIN,
+        "--clock", str(clock), "--clock-offset", str(OFFSET_S), "--deviation", "-60",
+        "--profile-period", "15m", name="sim", log_path=tmp_path / "sim.log", stdin_pipe=True,
+    )  # fmt: skip
+    try:
+        line = sim.wait_line(lambda text: text.startswith("READY dlms"))
+    except BaseException:
+        sim.stop()
+        raise
+    host, _, port = line.split()[2].rpartition(":")
+    return sim, host, int(port)
+
+
+def _expected(meter: str, entry_ms: int) -> dict[str, Decimal]:
+    """The entry at meter time ``entry_ms``: the registers at the true instant, exact."""
+    model = MeterModel(meter, 5, origin_ns=ORIGIN_NS)
+    values = model.values_at((entry_ms - OFFSET_S * 1000) * 10**6)
+    out = {}
+    for obis in ENERGY:
+        spec = DLMS_OBJECTS[obis]
+        raw = Decimal(register_integer(spec, values[obis])).scaleb(spec.scaler)
+        quantity = quantity_for(obis)
+        assert quantity is not None
+        out[str(obis)] = convert(raw, unit_by_code(spec.unit_code).symbol, quantity.unit)
+    return out
+
+
+@pytest.mark.integration
+def test_six_hour_agent_outage_is_backfilled_without_a_gap(tmp_path: Path) -> None:
+    """The agent is killed (SIGKILL), 6 virtual hours pass (with a 75-minute power outage of
+    the meter in them), the agent starts again: every 15-minute entry of the whole window is
+    stored at the collector once, with the meter's timestamp, exactly the meter's values;
+    the entries of the meter's outage are missing and the first after it is flagged."""
+    speed = 3600
+    clock = ClockSetting.accelerated(START, time.time_ns() + 2 * 10**9, Decimal(speed))
+    meter = "dl-bf"
+    procs: list[Proc] = []
+    sockets: list[NotifySocket] = []
+    broker = Mosquitto(tmp_path / "broker").start()
+    db = tmp_path / "collector" / "collector.sqlite"
+
+    def stored(sql: str) -> list[tuple]:
+        if not db.exists():
+            return []
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def entries() -> list[tuple]:
+        return stored(
+            "SELECT captured_ms, obis, value, flags, clock_source FROM readings WHERE "
+            f"captured_ms % {PERIOD_MS} = 0 ORDER BY captured_ms, obis"
+        )
+
+    def start(name: str, *args: str) -> Proc:
+        sock = NotifySocket()
+        sockets.append(sock)
+        proc = _meterlink(*args, name=name, cwd=tmp_path, env=sock.env,
+                          log_path=tmp_path / f"{name}.log")  # fmt: skip
+        procs.append(proc)
+        sock.wait_for("READY", timeout=30, alive=proc.alive)
+        return proc
+
+    try:
+        sim, host, port = _sim(meter, clock, tmp_path)
+        procs.append(sim)
+        (tmp_path / "collector").mkdir()
+        collector_toml = tmp_path / "collector" / "collector.toml"
+        collector_toml.write_text(
+            '[collector]\ndatabase = "collector.sqlite"\nid = "c-bf"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup = "collectors"\n'
+        )
+        agent_toml = tmp_path / "agent" / "agent.toml"
+        agent_toml.parent.mkdir()
+        agent_toml.write_text(
+            '[gateway]\nid = "gw-bf"\nstate_dir = "state"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 50\n\n'
+            f'[[meters]]\nid = "{meter}"\ndriver = "dlms"\nhost = "{host}"\nport = {port}\n'
+            'objects = ["1-0:1.8.0"]\ninterval = "15m"\ntimeout = "5s"\nretries = 1\n'
+            'load_profile = "1-0:99.1.0"\nbackfill_limit = "2h"\nclock_limit = "1h"\n'
+        )
+        for args in (
+            ("agent", "keys", "init", "--config", str(agent_toml)),
+            ("collector", "enrol", "gw-bf", "--public-key",
+             str(agent_toml.parent / "state/keys/gateway.pub"), "--meters", meter,
+             "--config", str(collector_toml)),
+        ):  # fmt: skip
+            one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
+            assert one_shot.popen.wait(timeout=60) == 0, one_shot.output
+        start("collector", "collector", "run", str(collector_toml), "--clock", str(clock))
+        agent = start("agent", "agent", "run", str(agent_toml), "--clock", str(clock))
+        # the first backfill (2 hours) and two more quarter hours at the collector
+        wait_for(lambda: len({r[0] for r in entries()}) >= 11, timeout=60, what="11 entries")
+        agent.kill()  # SIGKILL: whatever was read and not committed is read again
+        killed_ms = clock.virtual_ns(time.time_ns()) // 10**6
+        # the meter loses power from 1 h to 2 h 15 after the kill (its own clock)
+        sim.send_line("outage +3600 +8100")
+        sim.wait_line(lambda text: text.startswith("OK outage"))
+        outage = next(
+            (int(a), int(b))
+            for _ok, _word, a, b in (line.split() for line in sim.lines if "OK outage" in line)
+        )
+        back_ms = killed_ms + 6 * HOUR_MS
+        wait_for(
+            lambda: clock.virtual_ns(time.time_ns()) // 10**6 >= back_ms,
+            timeout=60,
+            what="6 virtual hours of agent outage",
+        )
+        until = format_utc_ms(back_ms + HOUR_MS)
+        again = start(
+            "agent2", "agent", "run", str(agent_toml), "--clock", str(clock), "--until", until
+        )
+        assert again.popen.wait(timeout=120) == 0, again.output[-3000:]
+        end_ms = clock.virtual_ns(time.time_ns()) // 10**6
+    finally:
+        for proc in reversed(procs):
+            proc.stop(timeout=20)
+        broker.stop()
+        for sock in sockets:
+            sock.close()
+    rows = entries()
+    times = sorted({r[0] for r in rows})
+    assert times[0] < killed_ms and times[-1] >= back_ms + HOUR_MS - PERIOD_MS - OFFSET_S * 1000
+    assert times[-1] <= end_ms + OFFSET_S * 1000
+    missing = [t for t in range(times[0], times[-1] + 1, PERIOD_MS) if outage[0] <= t < outage[1]]
+    assert len(missing) == 5  # 75 minutes without power: 5 quarter hours never captured
+    wanted = [t for t in range(times[0], times[-1] + 1, PERIOD_MS) if t not in missing]
+    assert times == wanted  # no gap anywhere else, nothing invented in the outage
+    assert stored("SELECT count(*) FROM conflicts") == [(0,)]
+    first_after = min(t for t in times if t >= outage[1])
+    by_time: dict[int, dict[str, tuple]] = {}
+    for ms, obis, value, flags, source in rows:
+        by_time.setdefault(ms, {})[obis] = (Decimal(value), flags, source)
+    for ms, values in by_time.items():
+        assert {o: v[0] for o, v in values.items()} == _expected(meter, ms), ms
+        assert {v[2] for v in values.values()} == {int(ClockSource.METER)}
+        flags = {v[1] for v in values.values()}
+        assert flags == ({int(Quality.METER_STATUS)} if ms == first_after else {0}), ms
+    print(
+        f"backfill e2e: {len(times)} entries from {format_utc_ms(times[0])} to "
+        f"{format_utc_ms(times[-1])}, agent down {format_utc_ms(killed_ms)} .. "
+        f"{format_utc_ms(back_ms)}, meter outage {format_utc_ms(outage[0])} .. "
+        f"{format_utc_ms(outage[1])} ({len(missing)} entries missing, first after flagged)"
+    )
+
+
+def _meter(port: int, host: str, cursors: Buffer | None, limit_h: int = 6) -> DlmsMeter:
+    settings = DlmsSettings(
+        objects=(Obis.parse("1-0:1.8.0"),),
+        load_profile=PROFILE,
+        backfill_limit_ns=limit_h * HOUR_MS * 10**6,
+    )
+    return DlmsMeter(
+        "dl-c", settings, host, port, timeout=5, retries=0, cursors=cursors,
+        gateway_ms=lambda: START_MS + OFFSET_S * 1000,
+    )  # fmt: skip
+
+
+def _captures(outcome: DlmsOutcome) -> list[Capture]:
+    """What the scheduler hands the buffer for one read (its own code path)."""
+    got: list[object] = []
+
+    class Driver:
+        meter_id = "dl-c"
+
+        async def read(self) -> DlmsOutcome:
+            return outcome
+
+    scheduled = ScheduledMeter("dl-c", 900 * 10**9, Driver())
+    asyncio.run(BusScheduler("t", [scheduled], ClockSetting.system(), got.append)._poll(scheduled))
+    return [g for g in got if isinstance(g, Capture)]
+
+
+@pytest.mark.integration
+def test_meter_outage_entries_are_not_invented_and_the_first_after_is_flagged(
+    tmp_path: Path,
+) -> None:
+    sim, host, port = _sim("dl-c", STANDING, tmp_path)
+    try:
+        sim.send_line("outage -10890 -7200")  # the meter's 21:00:00 .. 22:01:30
+        sim.wait_line(lambda text: text.startswith("OK outage"))
+        outcome = asyncio.run(_meter(port, host, None).read())
+    finally:
+        sim.stop()
+    meter_now = START_MS + OFFSET_S * 1000
+    times = [e.captured_ms for e in outcome.profile]
+    first = (meter_now - 6 * HOUR_MS) // PERIOD_MS * PERIOD_MS + PERIOD_MS
+    hole = range(meter_now - 10_890_000, meter_now - 7_200_000)
+    assert times == [t for t in range(first, meter_now, PERIOD_MS) if t not in hole]
+    assert len([t for t in range(first, meter_now, PERIOD_MS) if t in hole]) == 5
+    flagged = [e.captured_ms for e in outcome.profile if e.flags & Quality.METER_STATUS]
+    assert flagged == [min(t for t in times if t >= hole.stop)]
+    captures = _captures(outcome)
+    profile = [c for c in captures if c.profile == PROFILE]
+    assert [c.captured_ms for c in profile] == times  # one capture per entry, in time order
+    assert all(c.clock_source is ClockSource.METER for c in profile)
+    assert [c.flags for c in profile] == [e.flags for e in outcome.profile]
+    (register,) = [c for c in captures if c.profile is None]
+    assert register.captured_ms == meter_now and Quality.RESTARTED in register.flags
+
+
+@pytest.mark.integration
+def test_cursor_crash_between_read_and_commit_reads_again_and_rereads_are_duplicates(
+    tmp_path: Path,
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path / "buffer.sqlite"
+    sim, host, port = _sim("dl-c", STANDING, tmp_path)
+
+    async def main() -> tuple[list[list[int]], list[bytes]]:
+        seen: list[list[int]] = []
+        # 1. read, then "crash" before the commit: nothing stored, the cursor did not move
+        buffer = await Buffer.open(path, "gw-c", key)
+        lost = await _meter(port, host, buffer).read()
+        seen.append([e.captured_ms for e in lost.profile])
+        await buffer.close()
+        buffer = await Buffer.open(path, "gw-c", key)
+        assert buffer.profile_cursor("dl-c", PROFILE) is None
+        # 2. after the restart the same entries are read again, with the same values
+        meter = _meter(port, host, buffer)
+        read = await meter.read()
+        assert [(e.captured_ms, e.values) for e in read.profile] == [
+            (e.captured_ms, e.values) for e in lost.profile
+        ]
+        result = await buffer.append(await asyncio.to_thread(_captures, read))
+        assert len(result.seqs) == len(read.profile) + 1  # + the register capture
+        assert buffer.profile_cursor("dl-c", PROFILE) == read.profile[-1].captured_ms
+        # 3. the cursor is on disk with the records: a new process reads nothing new
+        await buffer.close()
+        buffer = await Buffer.open(path, "gw-c", key)
+        assert buffer.profile_cursor("dl-c", PROFILE) == read.profile[-1].captured_ms
+        seen.append([e.captured_ms for e in (await _meter(port, host, buffer).read()).profile])
+        # 4. an entry stored twice (a cursor that lagged): a duplicate at the head-end
+        lagging = await _meter(port, host, None).read()
+        await buffer.append(await asyncio.to_thread(_captures, lagging))
+        raws = [raw for _seq, raw in await buffer.oldest(10_000)]
+        await buffer.close()
+        return seen, raws
+
+    try:
+        (first, after_restart), raws = asyncio.run(main())
+    finally:
+        sim.stop()
+    assert len(first) == 24 and after_restart == []
+    entry_records = [r for r in map(decode_record, raws) if r.record.captured_ms % PERIOD_MS == 0]
+    assert len(entry_records) == 48
+
+    async def ingest() -> tuple[int, int, int]:
+        store = await open_store(tmp_path / "collector.sqlite")
+        try:
+            pem = write_public_key(key, tmp_path / "gw.pem")
+            await enrol_gateway(store, "gw-c", pem, ["dl-c"], START_MS)
+            await Ingestor(store).ingest([message("gw-c", 1, raws)])
+        finally:
+            await store.close()
+        con = sqlite3.connect(tmp_path / "collector.sqlite")
+        try:
+            ((stored, duplicates, conflicts),) = con.execute(
+                "SELECT readings_stored, duplicate_readings, conflicts FROM counters"
+            ).fetchall()
+        finally:
+            con.close()
+        return stored, duplicates, conflicts
+
+    stored, duplicates, conflicts = asyncio.run(ingest())
+    # 24 entries x 4 registers once, the second read of each a duplicate; the register
+    # capture twice at the same meter instant with the same value: a duplicate too
+    assert (stored, duplicates, conflicts) == (24 * 4 + 1, 24 * 4 + 1, 0)

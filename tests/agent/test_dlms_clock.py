@@ -214,3 +214,34 @@ def _lls(tmp_path: Path) -> Path:
     secrets.write_text(f'[meters.dl-c]\npassword = "{PASSWORD}"\n')
     os.chmod(secrets, 0o600)
     return secrets
+
+
+def test_an_lls_client_sets_a_drifting_clock_and_later_captures_are_not_flagged(
+    rig: Callable[..., Rig], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.dlms")
+    sim = rig(offset_ms=300_000, options=DlmsSimOptions(auth="lls", password=PASSWORD.encode()))
+    meter = sim.meter(
+        auth="lls", client_address=17, secrets=_lls(tmp_path), clock_set_ns=60 * 10**9
+    )
+    first, capture = _capture(meter)
+    assert first.drift_ms == 300_000 and first.errors == []
+    assert capture.flags & Quality.CLOCK_SUSPECT and capture.clock_source is ClockSource.GATEWAY
+    # the meter's clock was set to the gateway's time, and reads right
+    assert sim.state.clock_offset_ms == 0 and sim.state.clock_adjusted_ms == sim.gateway_ms()
+    assert (meter.clock.sets, meter.clock.drift_ms, meter.clock.suspect) == (1, 0, False)
+    assert meter.clock.last_set_ms == sim.gateway_ms()
+    done = [
+        r.getMessage()
+        for r in caplog.records
+        if "clock set to the gateway's time" in r.getMessage()
+    ]
+    assert done == [
+        "meter dl-c: clock set to the gateway's time: drift was +300s, now +0.000s (+/-0.010s)"
+    ]
+    sim.wall.now += 900 * 10**9  # the next slot
+    second, capture = _capture(meter)
+    assert (second.drift_ms, second.clock_flags) == (0, Quality.NONE)
+    assert capture.clock_source is ClockSource.METER and capture.captured_ms == sim.gateway_ms()
+    assert not capture.flags & Quality.CLOCK_SUSPECT
+    assert meter.clock.sets == 1  # nothing more to correct

@@ -152,3 +152,178 @@ def test_a_day_of_load_profile_gives_96_actual_intervals_exactly(tmp_path, key) 
     assert head.rows(
         "SELECT count FROM vee_counters WHERE rule = '' AND outcome = 'validated'"
     ) == [(97,)]
+
+
+def test_rollover_at_99999999_9_kwh_is_consumption_exactly(tmp_path, key) -> None:
+    head = Head(tmp_path, key, '[vee.register_max]\n"1-0:1.8.0" = "99999999.9"\n')
+    values = ["99999999.2", "99999999.9", "0.3", "1.0"]
+    head.feed([(MONDAY + k * Q, [(IMPORT, v, "kWh")]) for k, v in enumerate(values)])
+    assert [(v, q) for _s, _e, v, q, _m in head.intervals()] == [
+        ("0.7", "actual"),
+        ("0.4", "actual"),  # 99999999.9 -> 0.3 over the wrap at 100000000.0
+        ("0.7", "actual"),
+    ]
+    [flag] = head.flags()
+    assert flag[:3] == (MONDAY + 2 * Q, "monotonic", "info")
+    assert "rollover at 99999999.9: 99999999.9 -> 0.3 is a consumption of 0.4" in flag[3]
+
+
+def test_a_decrease_that_is_no_rollover_is_an_error_and_not_used(tmp_path, key) -> None:
+    head = Head(tmp_path, key, '[vee.register_max]\n"1-0:1.8.0" = "99999999.9"\n')
+    values = ["500.0", "500.5", "120.0", "501.0"]  # 120.0: a glitch, not near the top
+    head.feed([(MONDAY + k * Q, [(IMPORT, v, "kWh")]) for k, v in enumerate(values)])
+    [flag] = head.flags("monotonic")
+    assert flag[:3] == (MONDAY + 2 * Q, "monotonic", "error")
+    assert "register decreased: 500.5 -> 120.0" in flag[3]
+    [gap] = head.flags("gaps")  # the glitch is skipped: 500.5 -> 501.0 is a 30-min gap
+    assert gap[:3] == (MONDAY + 3 * Q, "gaps", "info")
+    assert "estimated (linear)" in gap[3]
+    assert [(v, q, m) for _s, _e, v, q, m in head.intervals()] == [
+        ("0.5", "actual", ""),
+        ("0.3", "estimated", "linear"),
+        ("0.2", "estimated", "linear"),
+    ]
+
+
+def test_dst_change_day_has_100_intervals_summing_to_the_register_delta(tmp_path, key) -> None:
+    # Sunday 2026-10-25, Europe/Amsterdam: 02:00-03:00 happens twice (25 hours)
+    day_start = 1_792_447_200_000  # 2026-10-25T00:00+02:00
+    day_end = 1_792_537_200_000  # 2026-10-26T00:00+01:00
+    assert day_end - day_start == 25 * HOUR
+    head = Head(tmp_path, key)
+    head.feed(profile(day_start, 100, Decimal("10.000"), lambda ms: Decimal("0.125")))
+    got = head.intervals()
+    assert len(got) == 100
+    assert (got[0][0], got[-1][1]) == (day_start, day_end)
+    assert sum(Decimal(v) for _s, _e, v, _q, _m in got) == Decimal("12.500")
+    assert head.flags() == []
+
+
+def test_a_meter_clock_10_minutes_fast_is_flagged(tmp_path, key) -> None:
+    head = Head(tmp_path, key)
+    for k in range(3):  # each record arrives 5 s after the real capture, 10 min fast
+        real = MONDAY + k * Q
+        head.feed([(real + 10 * MIN, [(IMPORT, f"{100 + k}.0", "kWh")])], received_ms=real + 5000)
+    found = head.flags("timestamps")
+    assert [(ms, outcome) for ms, _r, outcome, _d in found] == [
+        (MONDAY + 10 * MIN, "warn"),
+        (MONDAY + 10 * MIN, "warn"),
+        (MONDAY + Q + 10 * MIN, "warn"),
+        (MONDAY + Q + 10 * MIN, "warn"),
+        (MONDAY + 2 * Q + 10 * MIN, "warn"),
+        (MONDAY + 2 * Q + 10 * MIN, "warn"),
+    ]
+    details = {d for _ms, _r, _o, d in found}
+    assert "clock drift: -5m off the 15m grid" in details
+    assert "clock drift: captured 9m55s after the collector received it" in details
+
+
+def history(head: Head, weeks: int, meter: str = METER) -> Decimal:
+    """``weeks`` weeks of 15-min profile before MONDAY; returns the register at MONDAY."""
+    start = MONDAY - weeks * WEEK
+    captures = profile(start, weeks * 7 * 96, Decimal("1000.000"), shape)
+    head.feed(captures, meter=meter)
+    return Decimal(captures[-1][1][0][1])
+
+
+def gap_day(head: Head, register: Decimal, gap_from: int, gap_to: int, factor: int = 1,
+            skip: int = 0, end: int = MONDAY + DAY) -> list:  # fmt: skip
+    """Profile from MONDAY to ``end`` with no readings strictly inside (gap_from, gap_to);
+    consumption in the gap is ``factor`` x the usual shape. Returns the held-back captures."""
+    usage = lambda ms: shape(ms) * (factor if gap_from < ms <= gap_to else 1)  # noqa: E731
+    captures = profile(MONDAY, (end - MONDAY) // Q, register, usage)[1:]
+    sent = [c for c in captures if not gap_from < c[0] < gap_to]
+    held = [c for c in captures if gap_from < c[0] < gap_to]
+    before = [c for c in sent if c[0] <= gap_from]
+    after = [c for c in sent if c[0] > gap_from]
+    head.feed(before)
+    head.feed(after, skip_seqs=skip)
+    return held
+
+
+def test_3_hour_gap_is_estimated_from_the_like_day_profile_exactly(tmp_path, key) -> None:
+    head = Head(tmp_path, key)
+    register = history(head, 2)
+    gap_from, gap_to = MONDAY + 8 * HOUR, MONDAY + 11 * HOUR
+    gap_day(head, register, gap_from, gap_to, factor=2)
+    inside = [i for i in head.intervals() if gap_from <= i[0] < gap_to]
+    assert len(inside) == 12
+    # the real delta (2 x the usual) spread by the like-day shape: exactly 2 x shape
+    assert [(Decimal(v), q, m) for _s, _e, v, q, m in inside] == [
+        (2 * shape(s + Q), "estimated", "like-day") for s, *_ in inside
+    ]
+    [gap] = head.flags("gaps")
+    assert gap[:3] == (gap_to, "gaps", "info")
+    assert gap[3].startswith("gap of 3h (11 intervals missing); never taken:")
+    assert gap[3].endswith("estimated (like-day)")
+
+
+def test_3_hour_gap_without_history_is_left_as_a_gap_for_review(tmp_path, key) -> None:
+    head = Head(tmp_path, key)
+    gap_from, gap_to = MONDAY + 8 * HOUR, MONDAY + 11 * HOUR
+    head.feed([(MONDAY, [(IMPORT, "1000.000", "kWh")])])
+    gap_day(head, Decimal("1000.000"), gap_from, gap_to)
+    got = head.intervals()
+    gaps = [i for i in got if i[3] == "gap"]
+    expected = sum((shape(gap_from + k * Q) for k in range(1, 13)), Decimal(0))
+    assert gaps == [(gap_from, gap_to, str(expected), "gap", "no basis")]
+    assert len(got) == 96 - 12 + 1
+    [flag] = head.flags("gaps")
+    assert flag[2] == "warn" and "left as a gap for review" in flag[3]
+
+
+def test_3_day_gap_is_estimated_like_day_and_sums_to_the_register(tmp_path, key) -> None:
+    head = Head(tmp_path, key)
+    register = history(head, 2)
+    gap_from, gap_to = MONDAY + 6 * HOUR, MONDAY + 3 * DAY + 6 * HOUR
+    gap_day(head, register, gap_from, gap_to, factor=3, end=MONDAY + 4 * DAY)
+    inside = [i for i in head.intervals() if gap_from <= i[0] < gap_to]
+    assert len(inside) == 3 * 96
+    assert all(q == "estimated" and m == "like-day" for _s, _e, _v, q, m in inside)
+    assert [Decimal(v) for _s, _e, v, _q, _m in inside] == [3 * shape(s + Q) for s, *_ in inside]
+
+
+def test_a_short_gap_is_interpolated_linearly(tmp_path, key) -> None:
+    head = Head(tmp_path, key)
+    values = ["10.00", "10.10", "10.30"]  # 15 min, then 45 min (3 intervals) later
+    head.feed([(MONDAY + ms, [(IMPORT, v, "kWh")]) for ms, v in zip((0, Q, 4 * Q), values)])
+    assert [(v, q, m) for _s, _e, v, q, m in head.intervals()] == [
+        ("0.10", "actual", ""),
+        ("0.07", "estimated", "linear"),  # 0.20 in 3: largest remainder, exact sum
+        ("0.07", "estimated", "linear"),
+        ("0.06", "estimated", "linear"),
+    ]
+
+
+def test_lost_records_arriving_later_replace_the_estimate_and_both_are_kept(
+    tmp_path, key
+) -> None:
+    head = Head(tmp_path, key)
+    register = history(head, 2)
+    gap_from, gap_to = MONDAY + 8 * HOUR, MONDAY + 11 * HOUR
+    before_seq = head.seq
+    held = gap_day(head, register, gap_from, gap_to, skip=11)
+    [gap] = head.flags("gaps")
+    assert "lost: 11 records of gw-1 between seq" in gap[3]
+    estimated = [i for i in head.intervals() if gap_from <= i[0] < gap_to]
+    assert {(q, m) for *_x, q, m in estimated} == {("estimated", "like-day")}
+    # the backlog arrives with the sequence numbers it was made with
+    first = before_seq + 32 + 1  # 32 records up to 08:00, then the 11 lost ones
+    head.feed(held, seqs=list(range(first, first + 11)))
+    now = [i for i in head.intervals() if gap_from <= i[0] < gap_to]
+    assert [(Decimal(v), q) for _s, _e, v, q, _m in now] == [
+        (shape(s + Q), "actual") for s, *_ in now
+    ]
+    old = head.rows(
+        "SELECT start_ms, quality, method, superseded_why FROM intervals"
+        " WHERE superseded_ms IS NOT NULL ORDER BY start_ms"
+    )
+    assert [(s, q, m) for s, q, m, _w in old] == [
+        (gap_from + k * Q, "estimated", "like-day") for k in range(12)
+    ]
+    assert all(w.startswith("replaced by actual: ingest of 11 reading(s)") for *_x, w in old)
+    newer = head.rows(
+        "SELECT created_by, why FROM intervals WHERE superseded_ms IS NULL AND start_ms = ?",
+        (gap_from,),
+    )
+    assert newer[0][0] == "vee" and "replaces estimated (like-day)" in newer[0][1]

@@ -20,7 +20,10 @@ with atheris.instrument_imports():
     import protocols
     import protocols.batch
     import protocols.clock
+    import protocols.dsmr
+    import protocols.iec62056_21
     import protocols.modbus
+    import protocols.modbus.rtu
     import protocols.record
     import protocols.status  # noqa: F401
 

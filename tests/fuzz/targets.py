@@ -17,10 +17,19 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocols import dsmr, iec62056_21
 from protocols.batch import MAX_BATCH_BYTES, Ack, decode_batch, encode_batch
 from protocols.clock import ClockSetting, ClockSettingError, parse_utc
 from protocols.errors import DecodeError
-from protocols.modbus import DataType, ModbusError, Order, decode, parse_profile, register_count
+from protocols.modbus import (
+    DataType,
+    ModbusError,
+    Order,
+    decode,
+    parse_profile,
+    register_count,
+    rtu,
+)
 from protocols.obis import Obis, ObisError
 from protocols.record import ClockSource, Quality, Record, Value, decode_record, sign_record
 from protocols.status import GatewayStatus, LossEvent
@@ -122,6 +131,52 @@ def _topic_seeds() -> list[bytes]:
 
 def _unit_seeds() -> list[bytes]:
     return [b"\x1ekWh", b"\xffm3"]
+
+
+def _iec62056_21_seeds() -> list[bytes]:
+    block = iec62056_21.data_message(
+        ["0.0.0(12345678)", "1.8.0(001234.567*kWh)(2301011200)", "32.7.0(230.1*V)31.7.0(1.2*A)"]
+    )
+    return [
+        b"/LGZ5ZMD3104407.B32\r\n" + block,
+        b"/?!\r\n/ISk5\\2MT382\r\n\x06050\r\n" + block,
+        b"/ABCEx\r\n" + iec62056_21.data_message(["F.F(00)", "C.1.0(1)"]),
+    ]
+
+
+DSMR_FIXTURES = REPO.parent / "shared" / "fixtures" / "dsmr"
+_DSMR_SEED = (
+    b"/ISk5\\2MT382-1000\r\n\r\n1-0:1.8.1(000004.426*kWh)\r\n0-0:96.14.0(0002)\r\n"
+    b"0-1:24.1.0(003)\r\n0-1:24.3.0(090212160000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n"
+    b"(00001.001)\r\n!\r\n"
+)
+
+
+def _dsmr_seeds() -> list[bytes]:
+    out = [_DSMR_SEED]
+    if DSMR_FIXTURES.is_dir():
+        out += [p.read_bytes() for p in sorted(DSMR_FIXTURES.glob("*.txt"))]
+    return out
+
+
+def _dsmr_stream_seeds() -> list[bytes]:
+    telegrams = _dsmr_seeds()
+    return [
+        b"x)\r\n".join(telegrams[:3]),
+        b"".join(telegrams[-2:]),
+        telegrams[0][40:] + telegrams[0],
+    ]
+
+
+def _modbus_rtu_seeds() -> list[bytes]:
+    answer = rtu.with_crc(bytes.fromhex("01 03 04 00 0A 01 02"))
+    return [
+        b"\x00" + answer,
+        b"\x00" + rtu.with_crc(bytes((1, 0x83, 2))) + answer,
+        b"\x01"
+        + rtu.read_request(1, 3, 0, 10)
+        + rtu.with_crc(bytes.fromhex("01 10 00 01 00 01 02 00 0A")),
+    ]
 
 
 # -- runners -----------------------------------------------------------------------------
@@ -275,6 +330,76 @@ def run_units(data: bytes) -> object:
     return unit, unit_by_symbol(symbol)
 
 
+def run_iec62056_21(data: bytes) -> object:
+    line_end = data.find(b"\n")
+    if line_end >= 0:
+        with contextlib.suppress(DecodeError):
+            iec62056_21.parse_identification(data[: line_end + 1])
+    readout = iec62056_21.ModeCReadout()
+    readout.start()
+    readout.receive_data(data)
+    events = []
+    while (event := readout.next_event()) is not iec62056_21.NEED_DATA:
+        events.append(event)
+        if isinstance(event, iec62056_21.DataReceived):
+            block = event.block
+            if iec62056_21.parse_data_block(event.raw) != block:
+                raise PromiseBroken("a data block parses differently twice")
+            for reading in iec62056_21.readings(block.datasets).values:
+                if type(reading.value) is not Decimal:
+                    raise PromiseBroken(f"not a Decimal: {reading!r}")
+    return events
+
+
+def run_dsmr(data: bytes) -> object:
+    telegram = dsmr.parse_telegram(data)
+    if telegram.raw != data:
+        raise PromiseBroken("telegram raw differs from its input")
+    if telegram.crc is not None and dsmr.crc16(data[: data.index(b"!") + 1]) != telegram.crc:
+        raise PromiseBroken("a telegram with a wrong CRC was accepted")
+    meters = dsmr.meter_readings(telegram)
+    for meter in meters:
+        for reading in meter.values:
+            if type(reading.value) is not Decimal:
+                raise PromiseBroken(f"not a Decimal: {reading!r}")
+    return meters
+
+
+def run_dsmr_stream(data: bytes) -> object:
+    reader = dsmr.TelegramReader(max_size=4096)
+    out = []
+    for i in range(0, len(data), 61):
+        reader.receive_data(data[i : i + 61])
+        while (event := reader.next_event()) is not dsmr.NEED_DATA:
+            if isinstance(event, dsmr.TelegramReceived) and event.telegram.raw not in data:
+                raise PromiseBroken("the reader made up a telegram")
+            out.append(event)
+        if len(reader._buffer) > 4096 + 61:
+            raise PromiseBroken(f"buffer of {len(reader._buffer)} bytes")
+    return out
+
+
+def run_modbus_rtu(data: bytes) -> object:
+    if not data:
+        return None
+    role = rtu.Role.RESPONSES if data[0] % 2 == 0 else rtu.Role.REQUESTS
+    reader = rtu.FrameReader(role)
+    frames = []
+    for i in range(1, len(data), 5):
+        reader.receive_data(data[i : i + 5])
+        while (event := reader.next_event()) is not rtu.NEED_DATA:
+            if isinstance(event, rtu.Frame):
+                if rtu.crc16_modbus(event.raw[:-2]) != int.from_bytes(event.raw[-2:], "little"):
+                    raise PromiseBroken("a frame with a wrong CRC was accepted")
+                frames.append(event)
+    reader.silence()
+    for frame in frames:
+        if role is rtu.Role.RESPONSES and frame.function in (3, 4) and len(frame.pdu) > 1:
+            with contextlib.suppress(rtu.ExceptionAnswer):
+                rtu.check_answer(frame.raw, frame.unit, frame.function, frame.pdu[1] // 2)
+    return frames
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
@@ -290,6 +415,10 @@ TARGETS: dict[str, Target] = {
         Target("modbus_profile", run_profile, (ModbusError,), _profile_seeds),
         Target("topics", run_topic, (DecodeError,), _topic_seeds),
         Target("units", run_units, (UnitError,), _unit_seeds),
+        Target("iec62056_21", run_iec62056_21, (DecodeError,), _iec62056_21_seeds),
+        Target("dsmr", run_dsmr, (DecodeError,), _dsmr_seeds),
+        Target("dsmr_stream", run_dsmr_stream, (DecodeError,), _dsmr_stream_seeds),
+        Target("modbus_rtu", run_modbus_rtu, (DecodeError, rtu.ExceptionAnswer), _modbus_rtu_seeds),
     )
 }
 

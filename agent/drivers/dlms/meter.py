@@ -70,6 +70,10 @@ def make_transport(settings: DlmsSettings, host: str, port: int, timeout: float)
         return WrapperTransport(
             host, port, settings.client_address, settings.server_address, timeout
         )
+    if settings.transport == "hdlc":
+        from .hdlc import HdlcTransport  # here: only make_transport is edited for hdlc
+
+        return HdlcTransport(settings, host, port, timeout)
     raise ConnectionError(f"transport {settings.transport!r} is not available")
 
 

@@ -94,6 +94,7 @@ def build_meters(
                         clock.virtual_ns(time.time_ns()) // 1_000_000
                     ),
                     cursors=cursors,  # the load profile's committed cursor (buffer)
+                    state_dir=config.gateway.state_dir,
                 )
             )
             continue

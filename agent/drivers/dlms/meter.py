@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from agent.config import DlmsSettings
 from protocols.dlms import DlmsDecodeError
@@ -92,9 +93,11 @@ class DlmsMeter:
         assume_deviation: int = 0,
         gateway_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         cursors: CommittedCursors | None = None,
+        state_dir: Path | None = None,  # hls-gmac: where the invocation counter is kept
     ) -> None:
         self.meter_id = meter_id
         self.settings = settings
+        self.state_dir = state_dir
         self.host = host
         self.port = port
         self.objects: tuple[Obis, ...] = settings.objects
@@ -116,7 +119,9 @@ class DlmsMeter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
             transport = make_transport(self.settings, self.host, self.port, self.timeout)
-            session = DlmsSession(transport, self.settings, self.meter_id)
+            session = DlmsSession(
+                transport, self.settings, self.meter_id, state_dir=self.state_dir
+            )
             try:
                 await transport.open()
                 await session.open()

@@ -6,8 +6,11 @@ sim dlms -> agent -> mosquitto -> collector, with the drift in the agent's statu
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from agent.buffer import Capture
@@ -24,9 +28,14 @@ from agent.drivers.dlms import DlmsMeter, DlmsOutcome
 from agent.scheduler import BusScheduler, ScheduledMeter
 from firmware_sim.dlms import DlmsMeterState, DlmsSimOptions, DlmsSimServer
 from firmware_sim.model import MeterModel
+from meterlink.broker import Mosquitto
+from meterlink.notify import NotifySocket
+from meterlink.procs import Proc, wait_for
 from protocols.clock import ClockSetting
 from protocols.obis import Obis
 from protocols.record import ClockSource, Quality
+from protocols.status import GatewayStatus
+from protocols.topics import status_topic
 
 REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -245,3 +254,168 @@ def test_an_lls_client_sets_a_drifting_clock_and_later_captures_are_not_flagged(
     assert capture.clock_source is ClockSource.METER and capture.captured_ms == sim.gateway_ms()
     assert not capture.flags & Quality.CLOCK_SUSPECT
     assert meter.clock.sets == 1  # nothing more to correct
+
+
+def _meterlink(*args: str, name: str, cwd: Path = REPO, **kw: Any) -> Proc:
+    return Proc([sys.executable, "-m", "meterlink", *args], name, cwd=cwd, **kw)
+
+
+def _retained_status(port: int, gateway: str) -> GatewayStatus:
+    """The gateway's retained status message, as the broker hands it to a new subscriber."""
+    got: list[bytes] = []
+    arrived = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+    def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        got.append(message.payload)
+        arrived.set()
+
+    client.on_message = on_message
+    client.on_connect = lambda c, *_a: c.subscribe(status_topic(gateway), qos=1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        assert arrived.wait(20), "no retained status"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return GatewayStatus.from_bytes(got[0])
+
+
+@pytest.mark.integration
+def test_end_to_end_drift_flagged_corrected_and_reported(tmp_path: Path) -> None:
+    """Two meters through sim dlms -> agent -> mosquitto -> collector. dl-far's clock is
+    three years ahead and only the public client may read it: its SET is refused (a
+    warning), its readings are stored flagged CLOCK_SUSPECT with the gateway's time (not
+    refused as future-dated). dl-lls is five minutes fast and read by an LLS client with
+    clock_set on: its first capture is flagged, its clock is set, later captures carry
+    the meter's time unflagged. The drift shows in agent status and the status message."""
+    speed = 120  # 2-minute slots are 1 s apart; 10 ms of round trip is 1.2 s of drift error
+    clock = ClockSetting.accelerated(START, time.time_ns() + 2 * 10**9, Decimal(speed))
+    procs: list[Proc] = []
+    sockets: list[NotifySocket] = []
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        sims = {}
+        for meter_id, extra in (
+            ("dl-far", ("--clock-offset", str(YEARS_MS // 1000))),
+            ("dl-lls", ("--clock-offset", "300", "--auth", "lls", "--password", PASSWORD)),
+        ):
+            sim = _meterlink(
+                "sim", "dlms", "--port", "0", "--meter-id", meter_id, "--clock", str(clock),
+                *extra, name=meter_id, log_path=tmp_path / f"{meter_id}.log", stdin_pipe=True,
+            )  # fmt: skip
+            procs.append(sim)
+            line = sim.wait_line(lambda t: t.startswith("READY dlms"))
+            sims[meter_id] = (sim, int(line.split()[2].rpartition(":")[2]))
+        (tmp_path / "collector").mkdir()
+        collector_toml = tmp_path / "collector" / "collector.toml"
+        collector_toml.write_text(
+            '[collector]\ndatabase = "collector.sqlite"\nid = "c-clock"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup = "collectors"\n'
+        )
+        agent_dir = tmp_path / "agent"
+        agent_dir.mkdir()
+        secrets = agent_dir / "secrets.toml"
+        secrets.write_text(f'[meters.dl-lls]\npassword = "{PASSWORD}"\n')
+        os.chmod(secrets, 0o600)
+        agent_toml = agent_dir / "agent.toml"
+        agent_toml.write_text(
+            '[gateway]\nid = "gw-clock"\nstate_dir = "state"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nstatus_interval = "1s"\n\n'
+            f'[[meters]]\nid = "dl-far"\ndriver = "dlms"\nhost = "127.0.0.1"\n'
+            f'port = {sims["dl-far"][1]}\nobjects = ["1-0:1.8.0"]\ninterval = "2m"\n'
+            'timeout = "2s"\nretries = 1\nclock_set = "1m"\n\n'
+            f'[[meters]]\nid = "dl-lls"\ndriver = "dlms"\nhost = "127.0.0.1"\n'
+            f'port = {sims["dl-lls"][1]}\nobjects = ["1-0:1.8.0"]\ninterval = "2m"\n'
+            'timeout = "2s"\nretries = 1\nclock_set = "1m"\nauth = "lls"\n'
+            'client_address = 17\nsecrets = "secrets.toml"\n'
+        )
+        for args in (
+            ("agent", "keys", "init", "--config", str(agent_toml)),
+            ("collector", "enrol", "gw-clock", "--public-key",
+             str(agent_dir / "state/keys/gateway.pub"), "--meters", "dl-far,dl-lls",
+             "--config", str(collector_toml)),
+        ):  # fmt: skip
+            one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
+            assert one_shot.popen.wait(timeout=60) == 0, one_shot.output
+        for name, args in (
+            ("collector", ("collector", "run", str(collector_toml), "--clock", str(clock))),
+            ("agent", ("agent", "run", str(agent_toml), "--clock", str(clock))),
+        ):
+            sock = NotifySocket()
+            sockets.append(sock)
+            proc = _meterlink(*args, name=name, cwd=tmp_path, env=sock.env,
+                              log_path=tmp_path / f"{name}.log")  # fmt: skip
+            procs.append(proc)
+            sock.wait_for("READY", timeout=30, alive=proc.alive)
+        agent = procs[-1]
+        db = tmp_path / "collector" / "collector.sqlite"
+
+        def stored() -> list[tuple[Any, ...]]:
+            if not db.exists():
+                return []
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+            try:
+                return con.execute(
+                    "SELECT meter_id, captured_ms, flags, clock_source FROM readings"
+                    " ORDER BY meter_id, captured_ms"
+                ).fetchall()
+            except sqlite3.OperationalError:
+                return []  # the schema is not there yet
+            finally:
+                con.close()
+
+        def count(meter_id: str) -> int:
+            return sum(1 for r in stored() if r[0] == meter_id)
+
+        wait_for(lambda: count("dl-lls") >= 3 and count("dl-far") >= 2, timeout=60,
+                 what="captures of both meters")  # fmt: skip
+        agent.wait_line(lambda t: "clock set to the gateway's time" in t, timeout=10)
+        sim_lls = sims["dl-lls"][0]
+        sim_lls.send_line("clock-offset 0")  # the command answers: the sim is alive
+        sim_lls.wait_line(lambda t: t.startswith("OK clock-offset"))
+        status = _meterlink("agent", "status", str(agent_toml), "--json", name="status")
+        assert status.popen.wait(timeout=60) == 0, status.output
+        clocks = json.loads(status.output)["clocks"]
+        assert agent.stop() == 0
+        retained = _retained_status(broker.port, "gw-clock")
+    finally:
+        for proc in reversed(procs):
+            proc.stop(timeout=20)
+        broker.stop()
+        for sock in sockets:
+            sock.close()
+    rows = stored()
+    suspect, meter, gateway = (
+        int(Quality.CLOCK_SUSPECT),
+        int(ClockSource.METER),
+        int(ClockSource.GATEWAY),
+    )
+    far = [r for r in rows if r[0] == "dl-far"]
+    assert far and all(r[2] & suspect and r[3] == gateway for r in far), far
+    assert all(abs(r[1] - START_MS) < 86_400_000 for r in far)  # the gateway's days, not 2029
+    lls = [r for r in rows if r[0] == "dl-lls"]
+    assert lls[0][2] & suspect and lls[0][3] == gateway, lls  # caught 5 minutes fast
+    later = lls[1:]
+    assert later and all(not r[2] & suspect and r[3] == meter for r in later), lls
+    log = (tmp_path / "agent.log").read_text()
+    assert "meter dl-far: clock off by +" in log and "beyond clock_limit 30s" in log
+    assert log.count("meter dl-far: clock not set") == 1 and "read-write-denied (3)" in log
+    assert 'use auth = "lls"' in log or 'auth = "lls"' in log
+    assert "meter dl-lls: clock set to the gateway's time: drift was +3" in log
+    assert PASSWORD not in log
+    assert clocks["dl-far"]["clock_suspect"] is True and clocks["dl-far"]["clock_sets"] == 0
+    assert abs(clocks["dl-far"]["drift_ms"] - YEARS_MS) < 60_000
+    assert "read-write-denied" in clocks["dl-far"]["clock_set_error"]
+    assert clocks["dl-lls"]["clock_sets"] == 1 and clocks["dl-lls"]["clock_suspect"] is False
+    assert abs(clocks["dl-lls"]["drift_ms"]) < 30_000
+    by_meter = {m.meter_id: m for m in retained.meters}
+    assert retained.state == "offline" and set(by_meter) == {"dl-far", "dl-lls"}
+    assert by_meter["dl-far"].suspect and not by_meter["dl-lls"].suspect
+    assert by_meter["dl-lls"].sets == 1 and "read-write-denied" in by_meter["dl-far"].set_error
+    print(
+        f"DLMS clock e2e: dl-far {len(far)} captures flagged, stamped by the gateway; dl-lls "
+        f"drift +300 s -> {clocks['dl-lls']['drift_ms']} ms after one SET, "
+        f"{len(later)} later captures unflagged"
+    )

@@ -137,6 +137,7 @@ class MeterClock:
     last_set_ms: int | None = None  # gateway time of the last accepted SET
     set_error: str = ""  # the last refusal or failure ("" after a success)
     _pending: ClockReading | None = field(default=None, repr=False)
+    _warned: str = field(default="", repr=False)  # the refusal last logged at WARNING
 
     @property
     def limit_ms(self) -> int:
@@ -214,7 +215,7 @@ class MeterClock:
             return
         self.sets += 1
         self.last_set_ms = now
-        self.set_error = ""
+        self.set_error = self._warned = ""
         try:
             after = await self.read(session, gateway_ms, assume_deviation)
         except (ConnectionError, TimeoutError) as exc:
@@ -240,10 +241,10 @@ class MeterClock:
         )
         limit = _seconds((self.settings.clock_set_ns or 0) // 1_000_000, signed=False)
         text = f"clock not set ({_seconds(self.drift_ms)} off, clock_set {limit}): SET {why}{hint}"
-        if text != self.set_error:
-            log.warning("meter %s: %s", self.meter_id, text)
-        else:
-            log.debug("meter %s: %s", self.meter_id, text)
+        # the same refusal every cycle is logged once (the drift in the text changes)
+        level = logging.DEBUG if why == self._warned else logging.WARNING
+        log.log(level, "meter %s: %s", self.meter_id, text)
+        self._warned = why
         self.set_error = text
 
     def status(self) -> dict[str, object]:
@@ -275,6 +276,8 @@ def _seconds(ms: int | None, plus_minus: int | None = None, signed: bool = True)
         if plus_minus is not None or ms % 1000
         else f"{ms // 1000:{sign}d}s"
     )
+    if abs(ms) >= 86_400_000:
+        text += f" (~{ms / 86_400_000:+.1f} days)"
     if plus_minus is not None:
         text += f" (+/-{plus_minus / 1000:.3f}s)"
     return text

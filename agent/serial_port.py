@@ -12,6 +12,11 @@ with a time-out; write; close (twice is fine). Errors are ``ConnectionError`` (c
 open, the device went away) and ``TimeoutError`` (nothing within the time-out), with the
 device in the text. A port is opened exclusively (``flock``): two drivers on one device
 would mix their frames.
+
+A pseudo-terminal (``/dev/pts/N``, the simulators' lines) does not enforce a line setting,
+and some kernels refuse 7-bit or parity settings on it (``EINVAL``): on a pty such a
+setting is then kept as wanted (``setting``) while the pty stays 8N1 (``pty_fallback``);
+on a real port the error is reported.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class SerialPort:
         self._data = asyncio.Event()
         self._error: str | None = None
         self.overflowed = 0  # bytes dropped because nobody read them
+        self.pty_fallback = False  # a pty refused the setting: it runs 8N1 instead
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
@@ -70,17 +76,14 @@ class SerialPort:
             return
         _check_setting(self.bytesize, self.parity, self.stopbits)
         try:
-            port = serial.Serial(
-                self.device,
-                baudrate=self.baud,
-                bytesize=self.bytesize,
-                parity=PARITIES[self.parity],
-                stopbits=self.stopbits,
-                timeout=0,
-                write_timeout=0,
-                exclusive=True,
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
+            try:
+                port = self._open(self.bytesize, self.parity)
+            except termios.error:
+                if not _is_pty(self.device):
+                    raise
+                port = self._open(8, "N")
+                self.pty_fallback = True
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             raise ConnectionError(
                 f"cannot open serial port {self.device}: {_reason(exc)}"
             ) from None
@@ -91,6 +94,18 @@ class SerialPort:
         self._buffer.clear()
         self._data = asyncio.Event()
         self._loop.add_reader(self._fd, self._readable)
+
+    def _open(self, bytesize: int, parity: str) -> serial.Serial:
+        return serial.Serial(
+            self.device,
+            baudrate=self.baud,
+            bytesize=bytesize,
+            parity=PARITIES[parity],
+            stopbits=self.stopbits,
+            timeout=0,
+            write_timeout=0,
+            exclusive=True,
+        )
 
     def configure(
         self,
@@ -108,16 +123,22 @@ class SerialPort:
         self.bytesize, self.parity, self.stopbits = new_bytesize, new_parity, new_stopbits
         if self._serial is None:
             return
+        wanted = {
+            "baudrate": self.baud,
+            "bytesize": self.bytesize,
+            "parity": PARITIES[self.parity],
+            "stopbits": self.stopbits,
+        }
         try:
-            self._serial.apply_settings(
-                {
-                    "baudrate": self.baud,
-                    "bytesize": self.bytesize,
-                    "parity": PARITIES[self.parity],
-                    "stopbits": self.stopbits,
-                }
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
+            try:
+                self._serial.apply_settings(wanted)
+                self.pty_fallback = False
+            except termios.error:
+                if not _is_pty(self.device):
+                    raise
+                self._serial.apply_settings({**wanted, "bytesize": 8, "parity": "N"})
+                self.pty_fallback = True
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             raise ConnectionError(
                 f"serial port {self.device}: cannot set {self.setting}: {_reason(exc)}"
             ) from None
@@ -248,6 +269,10 @@ def _check_setting(bytesize: int, parity: str, stopbits: int) -> None:
         raise ValueError(f"serial parity {parity!r}: one of N, E, O")
     if stopbits not in (1, 2):
         raise ValueError(f"serial stop bits {stopbits}: 1 or 2")
+
+
+def _is_pty(device: str) -> bool:
+    return os.path.realpath(device).startswith("/dev/pts/")
 
 
 def _reason(exc: BaseException) -> str:

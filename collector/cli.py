@@ -8,6 +8,7 @@
     quarantine --config CONFIG [--limit N]
     export --config CONFIG (--gateway GW | --meter M | --account A --period YYYY-MM)
            [--from ISO --to ISO] --out FILE
+    vee report|accept|reject|edit|swap|intervals ... --config CONFIG   (collector/vee/cli.py)
 
 Exit codes: 0 done, 1 runtime failure (database), 2 bad input (arguments, config, key file,
 account or period).
@@ -81,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_", metavar="ISO", help="captured at or after")
     p.add_argument("--to", metavar="ISO", help="captured at or before")
     p.add_argument("--out", type=Path, required=True)
+    from .vee.cli import add_parser as add_vee_parser
+
+    add_vee_parser(sub)
     return parser
 
 
@@ -113,6 +117,7 @@ def main(argv: list[str]) -> int:
             "stats": _stats,
             "quarantine": _quarantine,
             "export": _export,
+            "vee": _vee,
         }[args.command]
         return asyncio.run(command(config, args))
     except CollectorError as exc:
@@ -250,6 +255,12 @@ async def _quarantine(config: Config, args: argparse.Namespace) -> int:
     if not entries:
         print("quarantine is empty")
     return 0
+
+
+async def _vee(config: Config, args: argparse.Namespace) -> int:
+    from .vee.cli import run
+
+    return await run(config, args)
 
 
 async def _export(config: Config, args: argparse.Namespace) -> int:

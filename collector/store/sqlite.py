@@ -274,10 +274,10 @@ class SqliteStore:
             yield _SqliteTx(db)
 
     @asynccontextmanager
-    async def vee_transaction(self) -> AsyncIterator[vee_sqlite.SqliteVeeTx]:
+    async def vee_transaction(self) -> AsyncIterator[vee_sqlite.SqliteVeeOperatorTx]:
         """A write transaction for operator VEE actions (accept, reject, edit, swap)."""
         async with self._write() as db:
-            yield vee_sqlite.SqliteVeeTx(db)
+            yield vee_sqlite.SqliteVeeOperatorTx(db)
 
     @property
     def vee(self) -> vee_sqlite.SqliteVeeReads:

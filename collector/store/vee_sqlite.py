@@ -433,3 +433,50 @@ class SqliteVeeReads:
             )
             out.append((gateway_id, first, last, int(held[0][0])))
         return out
+
+
+async def _rows(db: aiosqlite.Connection, sql: str, params: Iterable = ()) -> list:
+    async with db.execute(sql, tuple(params)) as cur:
+        return list(await cur.fetchall())
+
+
+class SqliteVeeOperatorTx(SqliteVeeTx):
+    """Operator actions: the look-ups they need besides the engine's."""
+
+    async def reading(self, meter_id: str, obis: str, captured_ms: int) -> tuple | None:
+        rows = await _rows(
+            self._db,
+            "SELECT value, unit FROM readings WHERE meter_id = ? AND obis = ? AND captured_ms = ?",
+            (meter_id, obis, captured_ms),
+        )
+        return tuple(rows[0]) if rows else None
+
+    async def flag(self, flag_id: int) -> tuple | None:
+        rows = await _rows(
+            self._db,
+            "SELECT meter_id, obis, captured_ms, rule, outcome, detail FROM validations"
+            " WHERE id = ?",
+            (flag_id,),
+        )
+        return tuple(rows[0]) if rows else None
+
+    async def register_obis(self, meter_id: str) -> list[str]:
+        """The quantities the meter has derived intervals for."""
+        rows = await _rows(
+            self._db, "SELECT DISTINCT obis FROM intervals WHERE meter_id = ?", (meter_id,)
+        )
+        return [r[0] for r in rows]
+
+    async def undecided_decreases(self, meter_id: str, from_ms: int) -> list[tuple[str, int, int]]:
+        """(obis, captured_ms, flag id) of register decreases from ``from_ms`` on that no
+        operator has decided on yet."""
+        rows = await _rows(
+            self._db,
+            "SELECT v.obis, v.captured_ms, v.id FROM validations v WHERE v.meter_id = ?"
+            " AND v.captured_ms >= ? AND v.rule = 'monotonic' AND v.outcome = 'error'"
+            " AND NOT EXISTS (SELECT 1 FROM vee_audit a WHERE a.meter_id = v.meter_id"
+            " AND a.obis = v.obis AND a.captured_ms = v.captured_ms AND a.action != 'swap')"
+            " ORDER BY v.captured_ms",
+            (meter_id, from_ms),
+        )
+        return [tuple(r) for r in rows]

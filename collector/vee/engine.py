@@ -276,7 +276,7 @@ class VeeEngine:
         emit_to = points[-1].ms
         lookback = max(_DAY, rules.zero_ms)
         existing = await tx.current_intervals(meter_id, obis, emit_from - lookback, emit_to)
-        unit = new[0].unit
+        unit = new[0].unit or points[-1].unit
         window = {(r.start_ms, r.end_ms): r for r in existing if r.start_ms >= emit_from}
         known = {(i.start_ms, i.end_ms) for i in derived}
         current: dict[int, Interval] = {

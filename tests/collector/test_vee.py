@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,8 +30,10 @@ Q = 15 * MIN
 HOUR = 60 * MIN
 DAY = 24 * HOUR
 WEEK = 7 * DAY
-# Monday 2026-11-02 00:00 Europe/Amsterdam (CET, UTC+1)
-MONDAY = 1_794_092_400_000
+# Monday 2026-11-02 00:00 Europe/Amsterdam (CET, UTC+1); the weeks before it cross the
+# end of summer time (2026-10-25), so like-day look-ups must go by local time
+MONDAY = 1_793_574_000_000
+ZONE = ZoneInfo("Europe/Amsterdam")
 T1 = Obis.parse("1-0:1.8.1")
 T2 = Obis.parse("1-0:1.8.2")
 POWER = Obis.parse("1-0:1.7.0")
@@ -134,9 +138,10 @@ def profile(start: int, count: int, first: Decimal, usage) -> list[tuple[int, li
 
 
 def shape(ms: int) -> Decimal:
-    """A weekday-dependent daily shape in 0.001 kWh steps (exact)."""
-    hour = (ms - MONDAY) % DAY // HOUR
-    return Decimal("0.050") + Decimal(hour) * Decimal("0.010")
+    """Consumption of the interval ending at ``ms``: by local hour of day and weekday, in
+    0.001 kWh steps (exact)."""
+    local = datetime.fromtimestamp((ms - Q) / 1000, ZONE)
+    return Decimal("0.050") + Decimal(local.hour) * Decimal("0.010") + Decimal(local.weekday())
 
 
 def test_a_day_of_load_profile_gives_96_actual_intervals_exactly(tmp_path, key) -> None:
@@ -295,9 +300,7 @@ def test_a_short_gap_is_interpolated_linearly(tmp_path, key) -> None:
     ]
 
 
-def test_lost_records_arriving_later_replace_the_estimate_and_both_are_kept(
-    tmp_path, key
-) -> None:
+def test_lost_records_arriving_later_replace_the_estimate_and_both_are_kept(tmp_path, key) -> None:
     head = Head(tmp_path, key)
     register = history(head, 2)
     gap_from, gap_to = MONDAY + 8 * HOUR, MONDAY + 11 * HOUR
@@ -327,3 +330,99 @@ def test_lost_records_arriving_later_replace_the_estimate_and_both_are_kept(
         (gap_from,),
     )
     assert newer[0][0] == "vee" and "replaces estimated (like-day)" in newer[0][1]
+
+
+def cli(head: Head, *args: str) -> int:
+    from collector.cli import main
+
+    return main(["vee", *args, "--config", str(head.config_path)])
+
+
+def test_a_recorded_meter_swap_never_mixes_the_old_and_new_registers(tmp_path, key, capsys) -> None:
+    head = Head(tmp_path, key)
+    old = [(MONDAY + k * Q, [(IMPORT, v, "kWh")]) for k, v in enumerate(["5000.0", "5000.5"])]
+    new = [(MONDAY + k * Q, [(IMPORT, v, "kWh")]) for k, v in ((2, "0.4"), (3, "0.9"))]
+    head.feed(old + new)  # the swap is not recorded yet: the new register looks like a drop
+    assert [f[:3] for f in head.flags("monotonic")] == [
+        (MONDAY + 2 * Q, "monotonic", "error"),
+        (MONDAY + 3 * Q, "monotonic", "error"),
+    ]
+    assert [v for _s, _e, v, _q, _m in head.intervals()] == ["0.5"]
+    at = "2026-11-01T23:20:00Z"  # MONDAY + 20 min, inside the second interval
+    assert cli(head, "swap", "--meter", METER, "--at", at, "--old-final", "5000.7",
+               "--new-initial", "0.0", "--reason", "meter replaced, job 42", "--by", "ann") == 0  # fmt: skip
+    assert "2 decrease finding(s) accepted" in capsys.readouterr().out
+    # (5000.7 - 5000.5) of the old + (0.4 - 0.0) of the new; never 0.4 - 5000.5
+    assert [(v, q) for _s, _e, v, q, _m in head.intervals()] == [
+        ("0.5", "actual"),
+        ("0.6", "actual"),
+        ("0.5", "actual"),
+    ]
+    audit = head.rows("SELECT action, who, reason FROM vee_audit ORDER BY id")
+    assert audit == [("accept", "ann", "explained by meter swap #1: meter replaced, job 42")] * 2
+
+
+def test_a_swap_without_final_reads_leaves_a_gap_of_unknown_size(tmp_path, key) -> None:
+    head = Head(tmp_path, key)
+    assert cli(head, "swap", "--meter", METER, "--at", "2026-11-01T23:20:00Z",
+               "--reason", "replaced") == 0  # fmt: skip
+    values = [(0, "5000.0"), (1, "5000.5"), (2, "0.4"), (3, "0.9")]
+    head.feed([(MONDAY + k * Q, [(IMPORT, v, "kWh")]) for k, v in values])
+    assert [f[2] for f in head.flags("monotonic")] == ["info"]
+    assert [(v, q) for _s, _e, v, q, _m in head.intervals()] == [
+        ("0.5", "actual"),
+        (None, "gap"),
+        ("0.5", "actual"),
+    ]
+
+
+def test_operator_reject_accept_and_edit_are_audited_never_overwrites(
+    tmp_path, key, capsys
+) -> None:
+    head = Head(tmp_path, key, '[vee.max]\n"1-0:1.8.0" = 2000\n')
+    values = ["1000.0", "1000.4", "2500.0", "1001.0"]  # 2500.0 above the physical limit
+    head.feed([(MONDAY + k * Q, [(IMPORT, v, "kWh")]) for k, v in enumerate(values)])
+    [limit] = head.rows("SELECT id, outcome FROM validations WHERE rule = 'limits'")
+    assert limit[1] == "error"
+    assert [(v, q, m) for _s, _e, v, q, m in head.intervals()] == [
+        ("0.4", "actual", ""), ("0.3", "estimated", "linear"), ("0.3", "estimated", "linear"),
+    ]  # fmt: skip
+    assert cli(head, "edit", "--meter", METER, "--obis", "1.8.0", "--at",
+               "2026-11-01T23:30:00Z", "--value", "1000.5", "--reason", "read on site") == 0  # fmt: skip
+    assert [(v, q) for _s, _e, v, q, _m in head.intervals()] == [
+        ("0.4", "actual"), ("0.1", "edited"), ("0.5", "edited"),
+    ]  # fmt: skip
+    assert cli(head, "reject", str(limit[0]), "--reason", "edit was wrong too") == 0
+    assert [q for _s, _e, _v, q, _m in head.intervals()] == ["actual", "estimated", "estimated"]
+    assert cli(head, "accept", str(limit[0]), "--reason", "no: keep it", "--by", "bob") == 0
+    assert [(v, q) for _s, _e, v, q, _m in head.intervals()] == [
+        ("0.4", "actual"), ("1499.6", "actual"), (None, "gap"),  # 2500.0 -> 1001.0: no delta
+    ]  # fmt: skip
+    assert [a for a, *_ in head.rows("SELECT action FROM vee_audit ORDER BY id")] == [
+        "edit", "reject", "accept",
+    ]  # fmt: skip
+    # the reading as received is untouched; every derivation is kept
+    assert head.rows("SELECT value FROM readings WHERE captured_ms = ?", (MONDAY + 2 * Q,)) == [
+        ("2500.0",)
+    ]
+    assert head.rows("SELECT COUNT(*) FROM intervals WHERE start_ms = ?", (MONDAY + Q,)) == [(4,)]
+    assert cli(head, "reject", "999", "--reason", "x") == 2
+    assert "no finding #999" in capsys.readouterr().err
+    assert cli(head, "accept", str(limit[0]), "--reason", "  ") == 2
+
+
+def test_vee_report_lists_flags_estimates_swaps_and_sequence_gaps(tmp_path, key, capsys) -> None:
+    head = Head(tmp_path, key)
+    head.feed([(MONDAY, [(IMPORT, "1.000", "kWh")])])
+    head.feed([(MONDAY + 4 * HOUR, [(IMPORT, "2.000", "kWh")])], skip_seqs=3)
+    capsys.readouterr()
+    assert cli(head, "report", "--meter", METER) == 0
+    out = capsys.readouterr().out
+    assert "validated 2" in out and "gaps warn 1" in out
+    assert "gaps warn: gap of 4h (15 intervals missing); lost: 3 records of gw-1" in out
+    assert "2026-11-01T23:00:00.000Z .. 2026-11-02T03:00:00.000Z: 1.000 kWh gap (no basis)" in out
+    assert "gw-1 seq 2..4 (3 missing, 0 in quarantine)" in out
+    assert cli(head, "report", "--json", "--since", "2026-11-02T00:00:00Z") == 0
+    doc = __import__("json").loads(capsys.readouterr().out)
+    assert doc["sequence_gaps"] == [{"gateway": "gw-1", "first": 2, "last": 4, "in_quarantine": 0}]
+    assert [f["rule"] for f in doc["flags"]] == ["gaps"]

@@ -291,7 +291,9 @@ def test_3_day_gap_is_estimated_like_day_and_sums_to_the_register(tmp_path, key)
 def test_a_short_gap_is_interpolated_linearly(tmp_path, key) -> None:
     head = Head(tmp_path, key)
     values = ["10.00", "10.10", "10.30"]  # 15 min, then 45 min (3 intervals) later
-    head.feed([(MONDAY + ms, [(IMPORT, v, "kWh")]) for ms, v in zip((0, Q, 4 * Q), values)])
+    head.feed(
+        [(MONDAY + ms, [(IMPORT, v, "kWh")]) for ms, v in zip((0, Q, 4 * Q), values, strict=True)]
+    )
     assert [(v, q, m) for _s, _e, v, q, m in head.intervals()] == [
         ("0.10", "actual", ""),
         ("0.07", "estimated", "linear"),  # 0.20 in 3: largest remainder, exact sum
@@ -349,8 +351,8 @@ def test_a_recorded_meter_swap_never_mixes_the_old_and_new_registers(tmp_path, k
     ]
     assert [v for _s, _e, v, _q, _m in head.intervals()] == ["0.5"]
     at = "2026-11-01T23:20:00Z"  # MONDAY + 20 min, inside the second interval
-    assert cli(head, "swap", "--meter", METER, "--at", at, "--old-final", "5000.7",
-               "--new-initial", "0.0", "--reason", "meter replaced, job 42", "--by", "ann") == 0  # fmt: skip
+    swap = ["--meter", METER, "--at", at, "--old-final", "5000.7", "--new-initial", "0.0"]
+    assert cli(head, "swap", *swap, "--reason", "meter replaced, job 42", "--by", "ann") == 0
     assert "2 decrease finding(s) accepted" in capsys.readouterr().out
     # (5000.7 - 5000.5) of the old + (0.4 - 0.0) of the new; never 0.4 - 5000.5
     assert [(v, q) for _s, _e, v, q, _m in head.intervals()] == [
@@ -387,8 +389,8 @@ def test_operator_reject_accept_and_edit_are_audited_never_overwrites(
     assert [(v, q, m) for _s, _e, v, q, m in head.intervals()] == [
         ("0.4", "actual", ""), ("0.3", "estimated", "linear"), ("0.3", "estimated", "linear"),
     ]  # fmt: skip
-    assert cli(head, "edit", "--meter", METER, "--obis", "1.8.0", "--at",
-               "2026-11-01T23:30:00Z", "--value", "1000.5", "--reason", "read on site") == 0  # fmt: skip
+    at = ["--meter", METER, "--obis", "1.8.0", "--at", "2026-11-01T23:30:00Z"]
+    assert cli(head, "edit", *at, "--value", "1000.5", "--reason", "read on site") == 0
     assert [(v, q) for _s, _e, v, q, _m in head.intervals()] == [
         ("0.4", "actual"), ("0.1", "edited"), ("0.5", "edited"),
     ]  # fmt: skip

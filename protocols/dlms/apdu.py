@@ -504,9 +504,10 @@ def encode_get_response_block(
 
 def block_payload_size(max_apdu: int) -> int:
     """The most raw-data bytes one GET-response-with-datablock can carry in an APDU of at
-    most ``max_apdu`` bytes (8 bytes of header, the octet-string length, the data)."""
-    size = max_apdu - 8 - 1
-    while size > 0 and 8 + len(encode_length(size)) + size > max_apdu:
+    most ``max_apdu`` bytes (tag, choice, invoke, last-block, block number (4) and the
+    raw-data choice: 9 bytes; then the octet-string length and the data)."""
+    size = max_apdu - 9 - 1
+    while size > 0 and 9 + len(encode_length(size)) + size > max_apdu:
         size -= 1
     if size <= 0:
         raise DlmsEncodeError(f"an APDU of {max_apdu} bytes cannot carry a data block")

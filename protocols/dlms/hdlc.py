@@ -459,7 +459,13 @@ class FrameReader:
                 self._drop(1, f"hdlc frame format {fmt:04X} at a flag: not a frame start")
                 continue
             if len(buf) < length + 2:
-                return None
+                # maybe a false start (noise that looks like a frame header): a whole
+                # frame at a later flag wins, else wait for more bytes
+                later = self._later_frame()
+                if later < 0:
+                    return None
+                self._drop(later, f"hdlc frame of length {length} at a flag: cut short")
+                continue
             raw = bytes(buf[: length + 2])
             if raw[-1] != FLAG:
                 self._drop(1, f"hdlc frame of length {length}: no closing flag")
@@ -472,6 +478,24 @@ class FrameReader:
             # the closing flag may open the next frame: keep it
             del buf[: length + 1]
             return frame
+
+    def _later_frame(self) -> int:
+        """The offset of the first flag after the start that opens a whole, valid frame
+        already in the buffer; -1 if there is none."""
+        buf = self._buffer
+        at = buf.find(FLAG, 1)
+        while 0 < at < len(buf) - 8:
+            fmt = buf[at + 1] << 8 | buf[at + 2]
+            end = at + (fmt & MAX_FRAME_LENGTH) + 1
+            if fmt & 0xF000 == FORMAT_TYPE_3 and end < len(buf) and buf[end] == FLAG:
+                try:
+                    decode_frame(bytes(buf[at : end + 1]))
+                except DlmsDecodeError:
+                    pass
+                else:
+                    return at
+            at = buf.find(FLAG, at + 1)
+        return -1
 
 
 # --- link state machines ------------------------------------------------------------------

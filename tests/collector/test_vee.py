@@ -74,6 +74,7 @@ class Head:
         skip_seqs: int = 0,
         received_ms: int | None = None,
         seqs: Sequence[int] | None = None,
+        now_ms: int | None = None,
     ) -> None:
         """Ingest one batch: (captured_ms, values) per record. ``skip_seqs`` leaves that
         many sequence numbers out first (records lost on the way)."""
@@ -98,7 +99,7 @@ class Head:
                     await enrol_gateway(store, GW, pem, [METER, "em-2"], MONDAY - 60 * DAY)
                     self.enrolled = True
                 ingestor = Ingestor(
-                    store, clock_ms=lambda: last + 2000, vee=VeeEngine(self.config.vee)
+                    store, clock_ms=lambda: now_ms or last + 2000, vee=VeeEngine(self.config.vee)
                 )
                 await ingestor.ingest([incoming])
             finally:
@@ -428,3 +429,116 @@ def test_vee_report_lists_flags_estimates_swaps_and_sequence_gaps(tmp_path, key,
     doc = __import__("json").loads(capsys.readouterr().out)
     assert doc["sequence_gaps"] == [{"gateway": "gw-1", "first": 2, "last": 4, "in_quarantine": 0}]
     assert [f["rule"] for f in doc["flags"]] == ["gaps"]
+
+
+def test_units_limits_and_negative_are_errors_on_the_reading(tmp_path, key) -> None:
+    head = Head(tmp_path, key, '[vee.max]\n"1-0:1.7.0" = 23000\n')
+    head.feed(
+        [
+            (MONDAY, [(IMPORT, "10.0", "kWh"), (POWER, "1200", "W")]),
+            (MONDAY + Q, [(IMPORT, "10.5", "W"), (POWER, "24000", "W")]),
+            (MONDAY + 2 * Q, [(IMPORT, "11.0", "kWh"), (POWER, "-5", "W")]),
+        ]
+    )
+    found = [(ms - MONDAY, rule, outcome, d) for ms, rule, outcome, d in head.flags()]
+    assert (Q, "units", "error", "unit 'W', expected 'kWh' for 1-0:1.8.0") in found
+    assert (Q, "limits", "error", "24000 W above the limit 23000") in found
+    assert (2 * Q, "negative", "error", "negative value -5 W on an import quantity") in found
+    # the reading in W is not used: 10.0 -> 11.0 over two intervals, linear
+    assert [(v, q) for _s, _e, v, q, _m in head.intervals()] == [
+        ("0.5", "estimated"),
+        ("0.5", "estimated"),
+    ]
+
+
+def test_timestamps_in_the_future_or_beyond_retention_are_flagged(tmp_path, key) -> None:
+    head = Head(tmp_path, key, 'retention = "30d"\nfuture_tolerance = "5m"\n')
+    old = MONDAY - 40 * DAY
+    head.feed([(old, [(POWER, "100", "W")])], received_ms=MONDAY, now_ms=MONDAY)
+    head.feed([(MONDAY + HOUR, [(POWER, "100", "W")])], received_ms=MONDAY + HOUR, now_ms=MONDAY)
+    assert [(ms, d) for ms, _r, _o, d in head.flags("timestamps")] == [
+        (old, "captured 40d ago, beyond the retention limit"),
+        (MONDAY + HOUR, "captured 1h ahead of the collector's clock"),
+    ]
+
+
+def test_spike_above_factor_times_third_highest_of_the_day_is_flagged(tmp_path, key) -> None:
+    head = Head(tmp_path, key, "spike_factor = 5\n")
+    usage = lambda ms: Decimal("2.000") if ms == MONDAY + 20 * HOUR else Decimal("0.100")  # noqa: E731
+    head.feed(profile(MONDAY, 96, Decimal("0.000"), usage))
+    [flag] = head.flags("spike")
+    assert flag[:3] == (MONDAY + 20 * HOUR, "spike", "warn")
+    assert "2.000 is more than 5 x the third-highest of the day before (0.100)" in flag[3]
+
+
+def test_zero_consumption_for_a_day_is_flagged_once(tmp_path, key) -> None:
+    head = Head(tmp_path, key)
+    head.feed(profile(MONDAY, 2 * 96, Decimal("7.000"), lambda ms: Decimal(0)))
+    [flag] = head.flags("zero")
+    assert flag[:3] == (MONDAY + DAY, "zero", "warn")
+    assert flag[3] == "no consumption for 1d"
+
+
+def test_tou_registers_must_add_up_to_the_total(tmp_path, key) -> None:
+    head = Head(tmp_path, key, '[vee.tou]\n"1-0:1.8.0" = ["1-0:1.8.1", "1-0:1.8.2"]\n')
+    head.feed(
+        [
+            (MONDAY, [(IMPORT, "30.0", "kWh"), (T1, "10.0", "kWh"), (T2, "20.0", "kWh")]),
+            (MONDAY + Q, [(IMPORT, "31.0", "kWh"), (T1, "10.5", "kWh"), (T2, "20.0", "kWh")]),
+        ]
+    )
+    [flag] = head.flags("sumcheck")
+    assert flag[:3] == (MONDAY + Q, "sumcheck", "warn")
+    assert flag[3] == "tariff registers 1-0:1.8.1 + 1-0:1.8.2 = 30.5, total 31.0 (difference 0.5)"
+
+
+def test_register_reads_off_the_grid_are_apportioned_across_intervals(tmp_path, key) -> None:
+    settings = '[vee.meter.em-1]\ninterval = "1h"\nread_every = "3h"\naligned = false\n'
+    head = Head(tmp_path, key, settings)
+    # 3-hourly register reads at :20 past; 1-hour intervals
+    reads = [
+        (MONDAY + 20 * MIN + k * 3 * HOUR, v) for k, v in enumerate(["100.0", "103.0", "103.6"])
+    ]
+    head.feed([(ms, [(IMPORT, v, "kWh")]) for ms, v in reads])
+    got = head.intervals()
+    # 00:20 .. 03:20 carries 3.0 by time: 0.7 | 1.0 | 1.0 | 0.3 (whole 0.1 kWh steps, largest
+    # remainder); 03:20 .. 06:20 carries 0.6: 0.1 | 0.2 | 0.2 | 0.1. 3:00-4:00 = 0.3 + 0.1.
+    # Only complete intervals: 0:00-1:00 (before the first read) and 6:00-7:00 are not.
+    assert [(s - MONDAY, v, q, m) for s, _e, v, q, m in got] == [
+        (1 * HOUR, "1.0", "actual", "apportioned"),
+        (2 * HOUR, "1.0", "actual", "apportioned"),
+        (3 * HOUR, "0.4", "actual", "apportioned"),
+        (4 * HOUR, "0.2", "actual", "apportioned"),
+        (5 * HOUR, "0.2", "actual", "apportioned"),
+    ]
+    assert head.flags("gaps") == [] and head.flags("timestamps") == []
+
+
+def test_vee_config_errors_name_the_file_line_and_key(tmp_path) -> None:
+    from collector.errors import ConfigError
+
+    path = tmp_path / "c.toml"
+    path.write_text(BASE_TOML.replace('"15m"', '"7m"'))
+    with pytest.raises(ConfigError, match=r"c.toml, line 6: key 'vee.interval': must divide"):
+        load_config(path)
+    path.write_text(BASE_TOML + '[vee.class.home]\nmeters = ["a"]\nrules = ["spikes"]\n')
+    with pytest.raises(ConfigError, match=r"line 9: key 'vee.class.home.rules': unknown rule"):
+        load_config(path)
+    path.write_text(BASE_TOML + '[vee.meter.a]\nclass = "office"\n')
+    with pytest.raises(ConfigError, match=r"line 8: key 'vee.meter.a.class': no \[vee.class"):
+        load_config(path)
+
+
+def test_meter_settings_come_from_defaults_then_class_then_meter(tmp_path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        BASE_TOML
+        + 'spike_factor = 4\n[vee.class.home]\nmeters = ["a", "b"]\ninterval = "30m"\n'
+        + '[vee.meter.b]\nspike_factor = 8\n[vee.max]\n"1-0:1.7.0" = 9000\n'
+    )
+    vee = load_config(path).vee
+    a, b, c = (vee.for_meter(m) for m in "abc")
+    assert (a.interval_ms, a.spike_factor, a.meter_class) == (30 * MIN, 4, "home")
+    assert (b.interval_ms, b.spike_factor) == (30 * MIN, 8)
+    assert (c.interval_ms, c.spike_factor, c.max) == (Q, 4, {"1-0:1.7.0": Decimal(9000)})
+    assert vee.enabled and a.timezone == "Europe/Amsterdam"

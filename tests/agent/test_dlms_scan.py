@@ -170,7 +170,7 @@ def test_check_lists_dlms_meters_and_tries_a_read(
     assert "  dl-dead: dlms" in out and "clock_limit 30s, clock_set 5m" in out
     assert main(["check", str(config), "--read"]) == 1
     captured = capsys.readouterr()
-    assert "read dl-ok: ok: 1-0:1.8.0=" in captured.out and "clock drift +" in captured.out
+    assert "read dl-ok: ok: 1-0:1.8.0=" in captured.out and "; clock drift " in captured.out
     assert "read dl-dead: FAILED: meter dl-dead: dlms at 127.0.0.1:" in captured.out
     assert "hint: nothing listens there" in captured.out
     assert "1 meter(s) could not be read" in captured.err

@@ -17,6 +17,7 @@ accepted counter + 1: the lowest value the next APDU may carry.
 
 from __future__ import annotations
 
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field
@@ -66,7 +67,8 @@ def load_keys(path: Path) -> SecurityContext:
         table = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         # a TOML error message may quote the line: keep only where it is
-        where = f" (line {exc.lineno})" if isinstance(exc, tomllib.TOMLDecodeError) else ""
+        found = re.search(r"at line \d+", str(exc))
+        where = f" ({found.group(0)})" if found else ""
         raise KeyFileError(f"{path}: not a valid TOML file{where}") from None
     values: dict[str, bytes] = {}
     for key, size in (("authentication_key", 16), ("encryption_key", 16), ("system_title", 8)):

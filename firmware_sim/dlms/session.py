@@ -60,6 +60,7 @@ from protocols.dlms.apdu import (
     AcseDiagnostic,
     ActionRequest,
     InitiateRequest,
+    Rlrq,
     block_payload_size,
     encode_aare,
     encode_action_response,
@@ -190,8 +191,7 @@ class ServerSession:
             if tag == 0x60:
                 return self._associate(client, apdu)
             if tag == 0x62:
-                parse_rlrq(apdu)
-                self._release()
+                self._release_request(parse_rlrq(apdu))
                 return encode_rlre(0)
             if tag in (TAG_SET_REQUEST, TAG_ACTION_REQUEST) and not self.ciphered:
                 # well-formed first (a malformed request is an unknown service)
@@ -224,6 +224,25 @@ class ServerSession:
         self.client_title = None
         self.client_challenge = self.server_challenge = b""
         self.long_get = None
+
+    def _release_request(self, request: Rlrq) -> None:
+        """RLRQ: the association ends. In a ciphered context its user-information is a
+        glo-ciphered InitiateRequest: when it deciphers, its invocation counter counts as
+        used (a client must not use it again)."""
+        security, title = self.security, self.client_title
+        raw = request.user_information
+        if self.ciphered and security is not None and title is not None and raw:
+            try:
+                envelope = parse_ciphered(raw)
+                security.context.decrypt(
+                    title, envelope.invocation_counter, envelope.payload, envelope.security_control
+                )
+            except DlmsDecodeError:
+                security.refused_deciphering += 1
+            else:
+                if security.fresh(envelope.invocation_counter):
+                    security.accept(envelope.invocation_counter)
+        self._release()
 
     def _service(self, apdu: bytes) -> bytes:
         """A plain (or deciphered) xDLMS request of the association."""

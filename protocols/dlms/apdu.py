@@ -374,17 +374,26 @@ def encode_aare(
 @dataclass(frozen=True, slots=True)
 class Rlrq:
     reason: int | None
+    #: the xDLMS APDU of the user-information (an InitiateRequest, glo-ciphered in a
+    #: ciphered context), when present
+    user_information: bytes | None = None
 
 
 def parse_rlrq(apdu: bytes) -> Rlrq:
     body = _outer(apdu, TAG_RLRQ, "RLRQ")
     reason = None
+    user_information = None
     for tag, content in _ber_elements(body, "RLRQ"):
         if tag == 0x80:
             if len(content) != 1:
                 raise DlmsDecodeError("RLRQ reason: one byte expected")
             reason = content[0]
-    return Rlrq(reason)
+        elif tag == 0xBE:
+            inner = _ber_elements(content, "RLRQ user-information")
+            if len(inner) != 1 or inner[0][0] != 0x04:
+                raise DlmsDecodeError("RLRQ user-information: expected one OCTET STRING")
+            user_information = inner[0][1]
+    return Rlrq(reason, user_information)
 
 
 def encode_rlre(reason: int = 0) -> bytes:

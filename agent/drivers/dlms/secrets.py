@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass
@@ -85,7 +86,9 @@ def load_meter_secrets(path: Path | None, meter_id: str, auth: str) -> MeterSecr
     except UnicodeDecodeError:
         raise SecretsError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:  # its message may quote the line: not shown
-        raise SecretsError(f"{path}: not valid TOML (line {exc.lineno})") from None
+        found = re.search(r"at line \d+", str(exc))
+        where = f" ({found.group(0)})" if found else ""
+        raise SecretsError(f"{path}: not valid TOML{where}") from None
     meters = table.get("meters")
     entry = meters.get(meter_id) if isinstance(meters, dict) else None
     where = f"{path} [meters.{meter_id}]"

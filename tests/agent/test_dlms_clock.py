@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from agent.buffer import Capture
+from agent.cli import main as agent_main
 from agent.config import DlmsSettings
 from agent.drivers.dlms import DlmsMeter, DlmsOutcome
 from agent.scheduler import BusScheduler, ScheduledMeter
@@ -32,9 +33,10 @@ from meterlink.broker import Mosquitto
 from meterlink.notify import NotifySocket
 from meterlink.procs import Proc, wait_for
 from protocols.clock import ClockSetting
+from protocols.errors import DecodeError
 from protocols.obis import Obis
 from protocols.record import ClockSource, Quality
-from protocols.status import GatewayStatus
+from protocols.status import GatewayStatus, MeterClockStatus
 from protocols.topics import status_topic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -283,7 +285,9 @@ def _retained_status(port: int, gateway: str) -> GatewayStatus:
 
 
 @pytest.mark.integration
-def test_end_to_end_drift_flagged_corrected_and_reported(tmp_path: Path) -> None:
+def test_end_to_end_drift_flagged_corrected_and_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Two meters through sim dlms -> agent -> mosquitto -> collector. dl-far's clock is
     three years ahead and only the public client may read it: its SET is refused (a
     warning), its readings are stored flagged CLOCK_SUSPECT with the gateway's time (not
@@ -387,6 +391,16 @@ def test_end_to_end_drift_flagged_corrected_and_reported(tmp_path: Path) -> None
         for sock in sockets:
             sock.close()
     rows = stored()
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:  # the collector parsed the statuses carrying the clocks (none refused)
+        assert con.execute("SELECT state FROM gateway_status").fetchall() == [("offline",)]
+    finally:
+        con.close()
+    assert agent_main(["status", str(agent_toml)]) == 0
+    text = capsys.readouterr().out
+    assert "meter clocks (DLMS, at the agent's last read):" in text
+    assert "  dl-far: drift +94608" in text and "BEYOND clock_limit" in text
+    assert "  dl-lls: drift " in text and "clock set 1 time(s)" in text
     suspect, meter, gateway = (
         int(Quality.CLOCK_SUSPECT),
         int(ClockSource.METER),
@@ -419,3 +433,27 @@ def test_end_to_end_drift_flagged_corrected_and_reported(tmp_path: Path) -> None
         f"drift +300 s -> {clocks['dl-lls']['drift_ms']} ms after one SET, "
         f"{len(later)} later captures unflagged"
     )
+
+
+def test_status_message_carries_meter_clocks_and_stays_strict() -> None:
+    plain = GatewayStatus("gw-1", "online", "", 1_000, 2, 0, 7, "0.1.0")
+    assert b"meters" not in plain.to_bytes()  # what older collectors accept, unchanged
+    assert GatewayStatus.from_bytes(plain.to_bytes()) == plain
+    clocks = (
+        MeterClockStatus("dl-1", -300_000, 1_000, True, 0, "clock not set: refused"),
+        MeterClockStatus("dl-2", None, None, False, 2),
+    )
+    status = GatewayStatus("gw-1", "online", "", 1_000, 2, 0, 7, "0.1.0", clocks)
+    assert GatewayStatus.from_bytes(status.to_bytes()) == status
+    head = b'{"v":1,"gateway_id":"g","state":"online","meters":'
+    for bad, why in (
+        (b"{}", "must be a list"),
+        (b"[1]", "expected objects"),
+        (b'[{"drift_ms":1}]', "meter_id is required"),
+        (b'[{"meter_id":"m","suspect":1}]', "'suspect' must be bool"),
+        (b'[{"meter_id":"m","sets":-1}]', "'sets' out of range"),
+        (b'[{"meter_id":"m","drift_ms":1.5}]', "'drift_ms' must be int"),
+        (b'[{"meter_id":"m","colour":"red"}]', "unknown field 'colour'"),
+    ):
+        with pytest.raises(DecodeError, match=why):
+            GatewayStatus.from_bytes(head + bad + b"}")

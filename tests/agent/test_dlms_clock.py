@@ -457,3 +457,23 @@ def test_status_message_carries_meter_clocks_and_stays_strict() -> None:
     ):
         with pytest.raises(DecodeError, match=why):
             GatewayStatus.from_bytes(head + bad + b"}")
+
+
+def test_a_slowly_drifting_clock_is_set_before_it_reaches_the_limit(
+    rig: Callable[..., Rig], tmp_path: Path
+) -> None:
+    sim = rig(options=DlmsSimOptions(auth="lls", password=PASSWORD.encode()))
+    assert sim.command("drift-ppm 1000") == "OK drift-ppm 1000"  # gains 1 ms per second
+    meter = sim.meter(
+        auth="lls", client_address=17, secrets=_lls(tmp_path), clock_set_ns=10 * 10**9
+    )
+    sim.wall.now += 5_000 * 10**9
+    outcome = _read(meter)
+    assert (outcome.drift_ms, outcome.clock_flags, meter.clock.sets) == (5_000, Quality.NONE, 0)
+    assert outcome.meter_ms == sim.gateway_ms() + 5_000  # within the limit: the meter's time
+    sim.wall.now += 10_000 * 10**9  # 15 s gained: beyond clock_set (10 s), within the limit
+    outcome = _read(meter)
+    assert outcome.drift_ms == 15_000 and outcome.clock_flags is Quality.NONE
+    assert meter.clock.sets == 1 and meter.clock.drift_ms == 0  # set, read back right
+    sim.wall.now += 2_000 * 10**9  # it keeps gaining at its rate from the new time
+    assert _read(meter).drift_ms == 2_000 and meter.clock.sets == 1

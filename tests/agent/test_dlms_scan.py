@@ -174,3 +174,30 @@ def test_check_lists_dlms_meters_and_tries_a_read(
     assert "read dl-dead: FAILED: meter dl-dead: dlms at 127.0.0.1:" in captured.out
     assert "hint: nothing listens there" in captured.out
     assert "1 meter(s) could not be read" in captured.err
+
+
+@pytest.mark.integration
+def test_scan_over_hdlc_on_a_serial_pty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    link = tmp_path / "meter-tty"
+    proc = Proc(
+        [sys.executable, "-m", "meterlink", "sim", "dlms", "--meter-id", "dl-tty",
+         "--transport", "hdlc", "--pty-link", str(link)],
+        "sim-pty",
+        cwd=REPO,
+    )  # fmt: skip
+    try:
+        proc.wait_line(lambda t: t.startswith("READY dlms pty:"))
+        assert main(["scan", "dlms", "--serial", str(link)]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"dlms meter at {link}")
+        section = _pasted(out)
+        assert f'transport = "hdlc"\nserial = "{link}"\nbaud = 9600\n' in section
+        config = tmp_path / "agent.toml"
+        config.write_text('[gateway]\nid = "gw-tty"\n\n' + section)
+        (meter,) = load_config(config).meters
+        assert meter.id == "dl-tty" and meter.dlms is not None
+        reader = DlmsMeter(meter.id, meter.dlms, timeout=5, retries=0)
+        outcome = asyncio.run(reader.read())
+        assert [v.obis for v in outcome.values] == list(meter.dlms.objects)
+    finally:
+        proc.stop()

@@ -107,11 +107,18 @@ class DlmsSession:
         self.settings = settings
         self.meter_id = meter_id
         self.state_dir = state_dir
-        self.conn = DlmsConnection(client_system_title=self.system_title)
+        self.conn = DlmsConnection(
+            client_system_title=self.system_title, max_pdu_size=self._max_pdu
+        )
         self.counters: CounterStore | None = None  # hls-gmac: the persisted counter
         self.meter_counter: int | None = None  # hls-gmac: what the meter said it expects
         self.broken = False  # an exchange failed: the stream is out of step
         self.associated = False
+
+    @property
+    def _max_pdu(self) -> int:
+        """The client max receive PDU size proposed in the AARQ: what the transport takes."""
+        return min(int(getattr(self.transport, "max_apdu", 0xFFFF)), 0xFFFF)
 
     @property
     def system_title(self) -> bytes:
@@ -129,6 +136,7 @@ class DlmsSession:
                     client_system_title=self.system_title,
                     authentication_method=dc_enums.AuthenticationMechanism.LLS,
                     password=secrets.password,
+                    max_pdu_size=self._max_pdu,
                 )
             elif auth == "hls-gmac":
                 await self._prepare_hls()
@@ -153,8 +161,8 @@ class DlmsSession:
             return f"LLS password refused ({text})"
         if self.settings.auth == "hls-gmac" and failure:
             return (
-                "HLS authentication failed: the meter could not authenticate the ciphered "
-                f"AARQ — wrong encryption or authentication key? ({text})"
+                "HLS authentication failed: the meter refused the ciphered AARQ "
+                "(authentication failure) — wrong encryption or authentication key?"
             )
         if self.settings.auth == "hls-gmac":
             return (
@@ -181,6 +189,7 @@ class DlmsSession:
             global_authentication_key=secrets.authentication_key,
             client_invocation_counter=start,
             security_suite=0,
+            max_pdu_size=self._max_pdu,
         )
         log.debug(
             "meter %s: HLS client invocation counter from %d (persisted %d, meter %s)",

@@ -137,7 +137,7 @@ class SerialPort:
                 if not _is_pty(self.device):
                     raise
                 self._serial.apply_settings({**wanted, "bytesize": 8, "parity": "N"})
-                self.pty_fallback = True
+                self.pty_fallback = (self.bytesize, self.parity) != (8, "N")
         except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             raise ConnectionError(
                 f"serial port {self.device}: cannot set {self.setting}: {_reason(exc)}"

@@ -1,0 +1,388 @@
+"""The dlms driver over HDLC: against ``sim dlms --transport hdlc`` as a process on a TCP
+port and on a serial pty (with and without the IEC 62056-21 mode E opening); segmentation
+with a small information field; per-meter errors (wrong physical or logical address, a
+silent line, a missing device); and one end-to-end run: sim on a pty -> agent -> mosquitto
+-> collector, every reading stored exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent.config import DlmsSettings, load_config
+from agent.drivers.dlms import DlmsMeter
+from agent.drivers.dlms.hdlc import HdlcTransport
+from agent.drivers.dlms.session import DlmsSession
+from agent.drivers.modbus_tcp import MeterReadError
+from agent.serial_port import SerialPort
+from firmware_sim.dlms import (
+    DLMS_OBJECTS,
+    DlmsMeterState,
+    DlmsSimOptions,
+    DlmsSimServer,
+    register_integer,
+)
+from firmware_sim.model import MeterModel
+from meterlink.broker import Mosquitto
+from meterlink.notify import NotifySocket
+from meterlink.procs import Proc, wait_for
+from protocols.clock import ClockSetting
+from protocols.dlms.hdlc import FrameKind, FrameReader, LinkState
+from protocols.obis import Obis, quantity_for
+from protocols.record import ClockSource
+from protocols.units import convert, unit_by_code
+
+REPO = Path(__file__).resolve().parents[2]
+START = datetime(2026, 11, 1, tzinfo=UTC)
+START_MS = int(START.timestamp()) * 1000
+# a clock that stands at START until its anchor in 2096: values and meter clock are fixed
+STANDING = ClockSetting.accelerated(START, 4_000_000_000 * 10**9, Decimal(1))
+OBJECTS = (Obis.parse("1-0:1.8.0"), Obis.parse("1-0:16.7.0"), Obis.parse("1-0:32.7.0"))
+
+
+def _meterlink(*args: str, name: str, cwd: Path = REPO, **kw: object) -> Proc:
+    return Proc([sys.executable, "-m", "meterlink", *args], name, cwd=cwd, **kw)  # type: ignore[arg-type]
+
+
+def _sim(*extra: str) -> Proc:
+    return _meterlink(
+        "sim", "dlms", "--transport", "hdlc", "--meter-id", "dl-h", "--seed", "7",
+        "--clock", str(STANDING), *extra, name="sim",
+    )  # fmt: skip
+
+
+def _expected(obis: Obis) -> tuple[Decimal, str]:
+    """What the agent must report: the simulator's integer, scaled exactly."""
+    model = MeterModel("dl-h", 7, origin_ns=START_MS * 10**6)
+    spec = DLMS_OBJECTS[obis]
+    raw = register_integer(spec, model.values_at(START_MS * 10**6)[obis])
+    quantity = quantity_for(obis)
+    assert quantity is not None
+    value = Decimal(raw).scaleb(spec.scaler)
+    return convert(value, unit_by_code(spec.unit_code).symbol, quantity.unit), quantity.unit
+
+
+def _settings(**kw: object) -> DlmsSettings:
+    return DlmsSettings(transport="hdlc", objects=OBJECTS, clock_limit_ns=10**15, **kw)  # type: ignore[arg-type]
+
+
+def _meter(
+    meter_id: str, settings: DlmsSettings, host: str = "", port: int = 0, **kw: object
+) -> DlmsMeter:
+    """A driver whose gateway clock stands at START, like the simulator's."""
+    return DlmsMeter(meter_id, settings, host, port, gateway_ms=lambda: START_MS, **kw)  # type: ignore[arg-type]
+
+
+def _read(meter: DlmsMeter) -> dict[Obis, tuple[Decimal, str]]:
+    outcome = asyncio.run(meter.read())
+    assert outcome.errors == []
+    assert outcome.meter_ms == START_MS
+    return {v.obis: (v.value, v.unit) for v in outcome.values}
+
+
+@pytest.fixture
+def tcp_sim() -> Iterator[tuple[str, int]]:
+    sim = _sim("--port", "0")
+    try:
+        line = sim.wait_line(lambda text: text.startswith("READY dlms"))
+        host, _, port = line.split()[2].rpartition(":")
+        yield host, int(port)
+    finally:
+        sim.stop()
+
+
+@pytest.mark.integration
+def test_driver_reads_exact_values_over_hdlc_on_tcp(tcp_sim: tuple[str, int]) -> None:
+    host, port = tcp_sim
+    meter = _meter("dl-h", _settings(), host, port, timeout=5, retries=0)
+    assert meter.description == f"{host}:{port} (hdlc 16->1/17)"
+    got = _read(meter)
+    assert got == {obis: _expected(obis) for obis in OBJECTS}
+    assert _read(meter) == got  # a second cycle: a new link, the same values
+    assert meter.associations == 2
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode_e", [False, True], ids=["plain", "mode-e"])
+def test_driver_reads_over_hdlc_on_a_serial_pty(tmp_path: Path, mode_e: bool) -> None:
+    link = tmp_path / "ttyMeter"
+    sim = _sim("--pty-link", str(link), *(["--mode-e"] if mode_e else []))
+    try:
+        line = sim.wait_line(lambda text: text.startswith("READY dlms"))
+        assert line.split()[2] == f"pty:{link}"
+        assert ("mode_e=yes" in line.split()) is mode_e
+        settings = _settings(serial=str(link), baud=9600, mode_e=mode_e)
+        meter = _meter("dl-h", settings, timeout=5, retries=0)
+        assert meter.description == f"{link} (hdlc 16->1/17)"
+        expected = {obis: _expected(obis) for obis in OBJECTS}
+        assert _read(meter) == expected
+        assert _read(meter) == expected  # DISC ended the first link; mode E starts again
+    finally:
+        sim.stop()
+
+
+def test_segmented_requests_and_answers_with_a_small_information_field(tmp_path: Path) -> None:
+    """The client proposes 32-byte information fields: the AARQ and the answers travel in
+    several I-frames each, acknowledged with RR; the link ends with DISC -> UA."""
+    clock = ClockSetting.accelerated(START, 4_000_000_000 * 10**9, Decimal(1))
+    state = DlmsMeterState(MeterModel("dl-s", 7, origin_ns=START_MS * 10**6), clock, 0, 0)
+    link = tmp_path / "tty"
+    options = DlmsSimOptions(transport="hdlc", pty_link=link)
+
+    async def main() -> tuple[bytes, int]:
+        server = DlmsSimServer(state, options=options)
+        await server.start()
+        endpoint = server._hdlc.endpoint  # type: ignore[union-attr]
+        try:
+            transport = HdlcTransport(_settings(serial=str(link)), "", 0, 5.0, max_info=32)
+            session = DlmsSession(transport, _settings(serial=str(link)), "dl-s")
+            await transport.open()
+            assert transport.link.params.max_info_tx == 32
+            await session.open()
+            raw = (await session.get(8, Obis.parse("0-0:1.0.0"), 2)).octets
+            await session.close()
+            assert transport.link.state is LinkState.DISCONNECTED
+            return raw, endpoint.frames_in
+        finally:
+            await server.stop()
+
+    raw, frames_in = asyncio.run(main())
+    assert len(raw) == 12  # a COSEM date-time
+    assert state.associations == 1
+    assert frames_in > 6  # SNRM, several AARQ segments, RRs, GET, DISC
+
+
+def test_frames_the_transport_sends_are_the_standards(tmp_path: Path) -> None:
+    """Through a bare pty (the test plays the meter): SNRM first, then the meter is silent:
+    the error names the device, the addresses and what was missing."""
+    master, slave = os.openpty()
+    link = tmp_path / "silent"
+    os.symlink(os.ttyname(slave), link)
+    try:
+        meter = _meter("dl-3", _settings(serial=str(link)), timeout=0.3, retries=0)
+        with pytest.raises(MeterReadError) as exc:
+            asyncio.run(meter.read())
+        sent = os.read(master, 4096)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert str(exc.value) == (
+        f"meter dl-3: dlms at {link} (hdlc 16->1/17): no UA to SNRM within 0.3s (1 attempt)"
+    )
+    (snrm,) = FrameReader().feed(sent)
+    assert snrm.kind is FrameKind.SNRM and str(snrm.destination) == "1/17"
+    assert snrm.info == b""  # the default parameters are not sent
+
+
+def test_mode_e_on_a_silent_line_names_the_sign_on(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    link = tmp_path / "optical"
+    os.symlink(os.ttyname(slave), link)
+    try:
+        settings = _settings(serial=str(link), mode_e=True)
+        meter = _meter("dl-4", settings, timeout=0.2, retries=0)
+        with pytest.raises(MeterReadError, match=r"mode E sign-on: no identification within"):
+            asyncio.run(meter.read())
+        assert os.read(master, 100) == b"/?!\r\n"
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_mode_e_meter_without_hdlc_is_refused(tmp_path: Path) -> None:
+    """A meter answering a mode C identification (no \\2): a clear error, not a hang."""
+    master, slave = os.openpty()
+    link = tmp_path / "modec"
+    os.symlink(os.ttyname(slave), link)
+
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        os.set_blocking(master, False)
+        answered = asyncio.Event()
+
+        def meter_side() -> None:
+            data = os.read(master, 100)
+            if data.endswith(b"!\r\n"):
+                os.write(master, b"/ABC5METER\r\n")
+                answered.set()
+
+        loop.add_reader(master, meter_side)
+        try:
+            meter = _meter("dl-5", _settings(serial=str(link), mode_e=True), timeout=2,
+                              retries=0)  # fmt: skip
+            with pytest.raises(MeterReadError) as exc:
+                await meter.read()
+            assert answered.is_set()
+            return str(exc.value)
+        finally:
+            loop.remove_reader(master)
+
+    try:
+        text = asyncio.run(main())
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert "does not offer HDLC" in text and "/ABC5METER" in text
+
+
+@pytest.mark.integration
+def test_wrong_addresses_are_per_meter_errors(tcp_sim: tuple[str, int]) -> None:
+    host, port = tcp_sim
+    wrong_physical = _meter(
+        "dl-p", _settings(physical_address=18), host, port, timeout=0.3, retries=0
+    )
+    with pytest.raises(MeterReadError) as exc:
+        asyncio.run(wrong_physical.read())
+    assert str(exc.value) == (
+        f"meter dl-p: dlms at {host}:{port} (hdlc 16->1/18): no UA to SNRM within 0.3s (1 attempt)"
+    )
+    wrong_logical = _meter("dl-l", _settings(server_address=5), host, port, timeout=2, retries=0)
+    with pytest.raises(MeterReadError, match=r"SNRM: hdlc: the meter answered DM"):
+        asyncio.run(wrong_logical.read())
+    # the meter itself is fine: the right address still reads
+    good = _meter("dl-h", _settings(), host, port, timeout=5, retries=0)
+    assert _read(good) == {obis: _expected(obis) for obis in OBJECTS}
+
+
+def test_a_missing_serial_device_is_a_per_meter_error(tmp_path: Path) -> None:
+    meter = _meter("dl-6", _settings(serial=str(tmp_path / "ttyUSB9")), timeout=1, retries=0)
+    with pytest.raises(MeterReadError, match=r"meter dl-6: .*cannot open serial port .*ttyUSB9"):
+        asyncio.run(meter.read())
+
+
+def test_serial_port_changes_setting_while_open_and_reads_with_timeout(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    link = tmp_path / "line"
+    os.symlink(os.ttyname(slave), link)
+
+    async def main() -> None:
+        port = SerialPort(str(link), 300, 7, "E", 1)
+        await port.open()
+        try:
+            assert port.setting == "300 7E1"
+            await port.write(b"/?!\r\n")
+            await port.drain()
+            assert os.read(master, 100) == b"/?!\r\n"
+            port.configure(baud=9600, bytesize=8, parity="N")
+            assert port.setting == "9600 8N1" and not port.pty_fallback
+            with pytest.raises(TimeoutError):
+                await port.read(0.05)
+            os.write(master, b"line one\r\nrest")
+            assert await port.read_until(b"\r\n", 2) == b"line one\r\n"
+            assert await port.read(2) == b"rest"
+        finally:
+            await port.close()
+            await port.close()  # twice is fine
+        assert not port.is_open
+
+    try:
+        asyncio.run(main())
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.integration
+def test_end_to_end_hdlc_on_a_pty_readings_stored_exactly_once(tmp_path: Path) -> None:
+    """sim dlms --transport hdlc --pty-link (mode E) -> agent run -> mosquitto -> collector:
+    readings arrive with the meter's clock, exact, and each (meter, quantity, time) once."""
+    speed = 3600
+    clock = ClockSetting.accelerated(START, time.time_ns() + 2 * 10**9, Decimal(speed))
+    link = tmp_path / "ttyDLMS0"
+    procs: list[Proc] = []
+    sockets: list[NotifySocket] = []
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        sim = _meterlink(
+            "sim", "dlms", "--transport", "hdlc", "--pty-link", str(link), "--mode-e",
+            "--meter-id", "dl-e2e", "--clock", str(clock), name="sim",
+            log_path=tmp_path / "sim.log",
+        )  # fmt: skip
+        procs.append(sim)
+        sim.wait_line(lambda t: t.startswith("READY dlms"))
+        (tmp_path / "collector").mkdir()
+        collector_toml = tmp_path / "collector" / "collector.toml"
+        collector_toml.write_text(
+            '[collector]\ndatabase = "collector.sqlite"\nid = "c-hdlc"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup = "collectors"\n'
+        )
+        agent_toml = tmp_path / "agent" / "agent.toml"
+        agent_toml.parent.mkdir()
+        agent_toml.write_text(
+            '[gateway]\nid = "gw-hdlc"\nstate_dir = "state"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 5\n\n'
+            '[[meters]]\nid = "dl-e2e"\ndriver = "dlms"\ntransport = "hdlc"\n'
+            f'serial = "{link}"\nbaud = 9600\nmode_e = true\n'
+            'objects = ["1-0:1.8.0", "1-0:16.7.0", "1-0:32.7.0"]\n'
+            'interval = "15m"\ntimeout = "2s"\nretries = 1\nclock_limit = "10m"\n'
+        )
+        meter_config = load_config(agent_toml).meters[0]
+        assert meter_config.dlms is not None and meter_config.dlms.serial == str(link)
+        for args in (
+            ("agent", "keys", "init", "--config", str(agent_toml)),
+            ("collector", "enrol", "gw-hdlc", "--public-key",
+             str(agent_toml.parent / "state/keys/gateway.pub"), "--meters", "dl-e2e",
+             "--config", str(collector_toml)),
+        ):  # fmt: skip
+            one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
+            assert one_shot.popen.wait(timeout=60) == 0, one_shot.output
+        for name, args in (
+            ("collector", ("collector", "run", str(collector_toml), "--clock", str(clock))),
+            ("agent", ("agent", "run", str(agent_toml), "--clock", str(clock))),
+        ):
+            sock = NotifySocket()
+            sockets.append(sock)
+            proc = _meterlink(*args, name=name, cwd=tmp_path, env=sock.env,
+                              log_path=tmp_path / f"{name}.log")  # fmt: skip
+            procs.append(proc)
+            sock.wait_for("READY", timeout=30, alive=proc.alive)
+        db = tmp_path / "collector" / "collector.sqlite"
+
+        def stored() -> list[tuple]:
+            if not db.exists():
+                return []
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+            try:
+                return con.execute(
+                    "SELECT meter_id, obis, captured_ms, value, unit, clock_source FROM readings"
+                    " ORDER BY captured_ms, obis"
+                ).fetchall()
+            finally:
+                con.close()
+
+        wait_for(lambda: len({r[2] for r in stored()}) >= 3, timeout=60, what="3 HDLC captures")
+    finally:
+        for proc in reversed(procs):
+            proc.stop(timeout=20)
+        broker.stop()
+        for sock in sockets:
+            sock.close()
+    rows = stored()
+    keys = [(r[0], r[1], r[2]) for r in rows]
+    assert len(keys) == len(set(keys))  # each reading stored once
+    captures = sorted({r[2] for r in rows})
+    assert len(captures) >= 3
+    for ms in captures:  # every capture complete: all three quantities
+        assert sorted(r[1] for r in rows if r[2] == ms) == ["1-0:1.8.0", "1-0:16.7.0", "1-0:32.7.0"]
+    model = MeterModel("dl-e2e", 0, origin_ns=START_MS * 10**6)
+    energy_obis = Obis.parse("1-0:1.8.0")
+    for meter_id, obis, ms, value, unit, source in rows:
+        assert (meter_id, source) == ("dl-e2e", int(ClockSource.METER))
+        assert (obis, unit) in (("1-0:1.8.0", "kWh"), ("1-0:16.7.0", "W"), ("1-0:32.7.0", "V"))
+        if obis == "1-0:1.8.0":
+            energy = Decimal(value)
+            assert energy == energy.quantize(Decimal("0.001"))  # whole Wh, exact
+            floor = model.values_at(ms * 10**6)[energy_obis].quantize(
+                Decimal("0.001"), "ROUND_FLOOR"
+            )
+            assert energy >= floor  # read at or after the instant the meter's clock showed
+    assert not link.exists()  # the simulator removed its link on SIGTERM

@@ -810,4 +810,8 @@ class Buffer:
                 {"first_seq": lo, "last_seq": hi, "count": c, "reason": r, "at_ms": at}
                 for lo, hi, c, r, at in losses
             ],
+            "profile_cursors": [
+                {"meter_id": m, "profile": o, "last_entry_ms": ms}
+                for (m, o), ms in sorted(self.profile_cursors.items())
+            ],
         }

@@ -156,6 +156,30 @@ def test_invocation_counter_never_goes_backwards(
     assert oct(ic_file.stat().st_mode & 0o777) == "0o600"
 
 
+@pytest.mark.integration
+def test_lls_and_hls_over_hdlc(tmp_path: Path) -> None:
+    """Over HDLC the public association that reads the counter takes the link in turn:
+    the HLS link is closed for it and opened again."""
+    sim = _meterlink(
+        "sim", "dlms", "--port", "0", "--meter-id", "dl-s", "--transport", "hdlc",
+        "--auth", "hls", "--password", PASSWORD, "--keys", str(_meter_keys(tmp_path)),
+        name="sim",
+    )  # fmt: skip
+    secrets = _secrets(tmp_path)
+    try:
+        line = sim.wait_line(lambda text: text.startswith("READY dlms"))
+        port = int(line.split()[2].rpartition(":")[2])
+        for auth in ("lls", "hls-gmac", "hls-gmac"):
+            settings = replace(_settings(auth, secrets), transport="hdlc")
+            meter = DlmsMeter("dl-s", settings, "127.0.0.1", port, timeout=5, retries=0,
+                              state_dir=tmp_path / "state")  # fmt: skip
+            outcome = _read(meter)
+            assert [v.obis for v in outcome.values] == list(OBJECTS), auth  # type: ignore[attr-defined]
+    finally:
+        sim.stop()
+    assert int((tmp_path / "state" / "dlms" / "dl-s.ic").read_text()) > 0
+
+
 def test_counter_store_persists_before_use_and_refuses_a_corrupt_file(tmp_path: Path) -> None:
     store = CounterStore(tmp_path / "dlms" / "m.ic")
     assert store.limit == 0

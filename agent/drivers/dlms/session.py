@@ -44,6 +44,7 @@ from protocols.dlms import DlmsDecodeError
 from protocols.dlms.axdr import Data, decode_data
 from protocols.obis import Obis
 
+from .hdlc import HdlcTransport
 from .secrets import CounterStore, SecretsError, default_system_title, load_meter_secrets
 from .transport import ApduTransport, WrapperTransport
 
@@ -179,7 +180,16 @@ class DlmsSession:
             )
         secrets = load_meter_secrets(self.settings.secrets, self.meter_id, "hls-gmac")
         store = CounterStore(self.state_dir / "dlms" / f"{_file_name(self.meter_id)}.ic")
-        self.meter_counter = await self._read_meter_counter()
+        if isinstance(self.transport, WrapperTransport):
+            self.meter_counter = await self._read_meter_counter()  # on a second connection
+        else:
+            # one link at a time (a serial line, an HDLC physical device): ours is closed
+            # for the public association, then a fresh one is opened
+            await self.transport.close()
+            self.meter_counter = await self._read_meter_counter()
+            fresh = _sibling(self.transport, self.settings.client_address)
+            await fresh.open()
+            self.transport = fresh
         start = max(store.limit, self.meter_counter or 0)
         self.counters = store
         self.conn = DlmsConnection(
@@ -202,7 +212,7 @@ class DlmsSession:
     async def _read_meter_counter(self) -> int | None:
         """The meter's invocation counter object, read by the public client; None when
         the meter has no such object (the persisted value is used alone then)."""
-        transport = _public_transport(self.transport)
+        transport = _sibling(self.transport, PUBLIC_CLIENT)
         settings = replace(self.settings, auth="none", client_address=PUBLIC_CLIENT)
         public = DlmsSession(transport, settings, self.meter_id)
         try:
@@ -392,21 +402,30 @@ class DlmsSession:
         await self.transport.close()
 
 
-def _public_transport(transport: ApduTransport) -> ApduTransport:
-    """A transport like ``transport`` to the same logical device, for the public client:
-    the wrapper's own, or the transport's ``for_client(address)`` when it has one."""
+def _sibling(transport: ApduTransport, client: int) -> ApduTransport:
+    """A transport like ``transport`` to the same logical device, for client address
+    ``client`` (the public client reads the invocation counter): the wrapper's and HDLC's
+    own, or the transport's ``for_client(address)`` when it has one."""
     if isinstance(transport, WrapperTransport):
         return WrapperTransport(
-            transport.host, transport.port, PUBLIC_CLIENT, transport.server, transport.timeout
+            transport.host,
+            transport.port,
+            client,
+            transport.server,
+            transport.timeout,
+            transport.max_apdu,
         )
+    if isinstance(transport, HdlcTransport):
+        settings = replace(transport.settings, client_address=client)
+        return HdlcTransport(settings, transport.host, transport.port, transport.timeout)
     for_client = getattr(transport, "for_client", None)
     if for_client is None:
         raise AssociationRefused(
             f"hls-gmac over {transport.description}: this transport cannot open the public "
             "association that reads the invocation counter"
         )
-    public: ApduTransport = for_client(PUBLIC_CLIENT)
-    return public
+    sibling: ApduTransport = for_client(client)
+    return sibling
 
 
 def _file_name(meter_id: str) -> str:

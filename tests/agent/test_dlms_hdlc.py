@@ -1,7 +1,8 @@
 """The dlms driver over HDLC: against ``sim dlms --transport hdlc`` as a process on a TCP
 port and on a serial pty (with and without the IEC 62056-21 mode E opening); segmentation
 with a small information field; per-meter errors (wrong physical or logical address, a
-silent line, a missing device); and one end-to-end run: sim on a pty -> agent -> mosquitto
+silent line, a missing device); the serial port module; and one end-to-end fleet run:
+``sim run`` with a wrapper meter and an HDLC meter on a pty (mode E) -> agent -> mosquitto
 -> collector, every reading stored exactly once."""
 
 from __future__ import annotations
@@ -292,23 +293,34 @@ def test_serial_port_changes_setting_while_open_and_reads_with_timeout(tmp_path:
 
 
 @pytest.mark.integration
-def test_end_to_end_hdlc_on_a_pty_readings_stored_exactly_once(tmp_path: Path) -> None:
-    """sim dlms --transport hdlc --pty-link (mode E) -> agent run -> mosquitto -> collector:
-    readings arrive with the meter's clock, exact, and each (meter, quantity, time) once."""
+def test_end_to_end_fleet_wrapper_and_hdlc_pty_readings_stored_exactly_once(
+    tmp_path: Path,
+) -> None:
+    """sim run with two DLMS meters, one on the TCP wrapper and one with HDLC on a serial
+    pty (mode E) -> agent run -> mosquitto -> collector: readings of both arrive with the
+    meter's clock, exact, and each (meter, quantity, time) is stored once."""
     speed = 3600
     clock = ClockSetting.accelerated(START, time.time_ns() + 2 * 10**9, Decimal(speed))
     link = tmp_path / "ttyDLMS0"
+    scenario = tmp_path / "fleet.toml"
+    scenario.write_text(
+        f'origin = "{START.isoformat()}"\n'
+        '[[dlms]]\nmeter = "dl-w"\nport = 0\n'
+        '[[dlms]]\nmeter = "dl-h"\ntransport = "hdlc"\npty_link = "ttyDLMS0"\nmode_e = true\n'
+    )
     procs: list[Proc] = []
     sockets: list[NotifySocket] = []
     broker = Mosquitto(tmp_path / "broker").start()
     try:
         sim = _meterlink(
-            "sim", "dlms", "--transport", "hdlc", "--pty-link", str(link), "--mode-e",
-            "--meter-id", "dl-e2e", "--clock", str(clock), name="sim",
+            "sim", "run", str(scenario), "--clock", str(clock), name="sim",
             log_path=tmp_path / "sim.log",
         )  # fmt: skip
         procs.append(sim)
-        sim.wait_line(lambda t: t.startswith("READY dlms"))
+        ready = sim.wait_lines(lambda t: t.startswith("READY dlms"), 2)
+        wrapper = next(line.split()[2] for line in ready if "transport=wrapper" in line)
+        assert any(line.split()[2] == f"pty:{link}" for line in ready)
+        host, _, port = wrapper.rpartition(":")
         (tmp_path / "collector").mkdir()
         collector_toml = tmp_path / "collector" / "collector.toml"
         collector_toml.write_text(
@@ -317,20 +329,24 @@ def test_end_to_end_hdlc_on_a_pty_readings_stored_exactly_once(tmp_path: Path) -
         )
         agent_toml = tmp_path / "agent" / "agent.toml"
         agent_toml.parent.mkdir()
-        agent_toml.write_text(
-            '[gateway]\nid = "gw-hdlc"\nstate_dir = "state"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 5\n\n'
-            '[[meters]]\nid = "dl-e2e"\ndriver = "dlms"\ntransport = "hdlc"\n'
-            f'serial = "{link}"\nbaud = 9600\nmode_e = true\n'
+        common = (
             'objects = ["1-0:1.8.0", "1-0:16.7.0", "1-0:32.7.0"]\n'
             'interval = "15m"\ntimeout = "2s"\nretries = 1\nclock_limit = "10m"\n'
         )
-        meter_config = load_config(agent_toml).meters[0]
-        assert meter_config.dlms is not None and meter_config.dlms.serial == str(link)
+        agent_toml.write_text(
+            '[gateway]\nid = "gw-hdlc"\nstate_dir = "state"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 5\n\n'
+            f'[[meters]]\nid = "dl-w"\ndriver = "dlms"\nhost = "{host}"\nport = {port}\n'
+            + common
+            + '\n[[meters]]\nid = "dl-h"\ndriver = "dlms"\ntransport = "hdlc"\n'
+            f'serial = "{link}"\nbaud = 9600\nmode_e = true\n' + common
+        )
+        serial_meter = load_config(agent_toml).meters[1]
+        assert serial_meter.dlms is not None and serial_meter.dlms.serial == str(link)
         for args in (
             ("agent", "keys", "init", "--config", str(agent_toml)),
             ("collector", "enrol", "gw-hdlc", "--public-key",
-             str(agent_toml.parent / "state/keys/gateway.pub"), "--meters", "dl-e2e",
+             str(agent_toml.parent / "state/keys/gateway.pub"), "--meters", "dl-w,dl-h",
              "--config", str(collector_toml)),
         ):  # fmt: skip
             one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
@@ -354,12 +370,19 @@ def test_end_to_end_hdlc_on_a_pty_readings_stored_exactly_once(tmp_path: Path) -
             try:
                 return con.execute(
                     "SELECT meter_id, obis, captured_ms, value, unit, clock_source FROM readings"
-                    " ORDER BY captured_ms, obis"
+                    " ORDER BY meter_id, captured_ms, obis"
                 ).fetchall()
             finally:
                 con.close()
 
-        wait_for(lambda: len({r[2] for r in stored()}) >= 3, timeout=60, what="3 HDLC captures")
+        def captures(meter: str) -> int:
+            return len({r[2] for r in stored() if r[0] == meter})
+
+        wait_for(
+            lambda: captures("dl-w") >= 3 and captures("dl-h") >= 3,
+            timeout=90,
+            what="3 captures of each DLMS meter",
+        )
     finally:
         for proc in reversed(procs):
             proc.stop(timeout=20)
@@ -369,20 +392,19 @@ def test_end_to_end_hdlc_on_a_pty_readings_stored_exactly_once(tmp_path: Path) -
     rows = stored()
     keys = [(r[0], r[1], r[2]) for r in rows]
     assert len(keys) == len(set(keys))  # each reading stored once
-    captures = sorted({r[2] for r in rows})
-    assert len(captures) >= 3
-    for ms in captures:  # every capture complete: all three quantities
-        assert sorted(r[1] for r in rows if r[2] == ms) == ["1-0:1.8.0", "1-0:16.7.0", "1-0:32.7.0"]
-    model = MeterModel("dl-e2e", 0, origin_ns=START_MS * 10**6)
-    energy_obis = Obis.parse("1-0:1.8.0")
-    for meter_id, obis, ms, value, unit, source in rows:
-        assert (meter_id, source) == ("dl-e2e", int(ClockSource.METER))
-        assert (obis, unit) in (("1-0:1.8.0", "kWh"), ("1-0:16.7.0", "W"), ("1-0:32.7.0", "V"))
-        if obis == "1-0:1.8.0":
-            energy = Decimal(value)
-            assert energy == energy.quantize(Decimal("0.001"))  # whole Wh, exact
-            floor = model.values_at(ms * 10**6)[energy_obis].quantize(
-                Decimal("0.001"), "ROUND_FLOOR"
-            )
-            assert energy >= floor  # read at or after the instant the meter's clock showed
+    quantities = ["1-0:1.8.0", "1-0:16.7.0", "1-0:32.7.0"]
+    for meter_id in ("dl-w", "dl-h"):
+        model = MeterModel(meter_id, 0, origin_ns=START_MS * 10**6)
+        mine = [r for r in rows if r[0] == meter_id]
+        for ms in sorted({r[2] for r in mine}):  # every capture complete
+            assert sorted(r[1] for r in mine if r[2] == ms) == quantities
+        for _meter_id, obis, ms, value, unit, source in mine:
+            assert source == int(ClockSource.METER)
+            assert (obis, unit) in (("1-0:1.8.0", "kWh"), ("1-0:16.7.0", "W"), ("1-0:32.7.0", "V"))
+            if obis == "1-0:1.8.0":
+                energy = Decimal(value)
+                assert energy == energy.quantize(Decimal("0.001"))  # whole Wh, exact
+                floor = model.values_at(ms * 10**6)[Obis.parse(obis)]
+                # read at or after the instant the meter's clock showed
+                assert energy >= floor.quantize(Decimal("0.001"), "ROUND_FLOOR")
     assert not link.exists()  # the simulator removed its link on SIGTERM

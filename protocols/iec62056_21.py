@@ -490,6 +490,7 @@ class ModeCReadout:
         self.identification: Identification | None = None
         self._buffer = bytearray()
         self._request = sign_on(address)
+        self._reply = b""
 
     def start(self) -> bytes:
         if self.state is not ReadoutState.IDLE:
@@ -542,7 +543,9 @@ class ModeCReadout:
                 raise Iec62056Error(f"identification expected, got {line[:60]!r}")
             ident = parse_identification(line[start:])
             self.identification = ident
-            return Identified(ident, *self._option(ident))
+            reply, baud = self._option(ident)
+            self._reply = reply
+            return Identified(ident, reply, baud)
 
     def _option(self, ident: Identification) -> tuple[bytes, int]:
         mode = ident.protocol_mode
@@ -556,18 +559,13 @@ class ModeCReadout:
 
     def _data(self) -> DataReceived | _NeedData:
         start = self._buffer.find(bytes((STX,)))
+        preamble = bytes(self._buffer if start < 0 else self._buffer[:start])
+        # before STX only the echo of our own option select may come
+        if not self._reply.startswith(preamble):
+            raise Iec62056Error(f"data message expected, got {preamble[:60]!r} before STX")
         if start < 0:
-            self._too_big("data message")
-            if self._buffer.startswith(b"\x06") or not self._buffer:
-                return NEED_DATA  # the echo of our ACK, or nothing yet
-            if b"\n" in self._buffer and not self._buffer.startswith(b"\x06"):
-                raise Iec62056Error(f"data message expected, got {bytes(self._buffer[:60])!r}")
             return NEED_DATA
-        if start:
-            skipped = bytes(self._buffer[:start])
-            if not skipped.startswith(b"\x06"):
-                raise Iec62056Error(f"data message expected, got {skipped[:60]!r} before STX")
-            del self._buffer[:start]
+        del self._buffer[:start]
         end = self._buffer.find(bytes((ETX,)))
         if end < 0 or len(self._buffer) < end + 2:
             self._too_big("data message")

@@ -27,6 +27,7 @@ from .telegram import DataObject, DsmrError, Telegram
 
 __all__ = [
     "DEVICE_TYPES",
+    "DSMR_UNITS",
     "ELECTRICITY",
     "MeterReading",
     "Reading",
@@ -105,11 +106,11 @@ DEVICE_TYPES: dict[int, tuple[str, Obis, frozenset[str]]] = {
 _MBUS_VALUES = ((24, 2, 1), (24, 2, 3), (24, 3, 0))
 
 #: Units as DSMR meters write them -> meterlink symbols.
-UNITS: dict[str, str] = {
+DSMR_UNITS: dict[str, str] = {
     u: u
     for u in ("kWh", "Wh", "MWh", "kW", "W", "V", "A", "var", "varh", "kvar", "kvarh", "m3", "GJ")
 }
-UNITS.update({"kVArh": "kvarh", "kVAr": "kvar", "m^3": "m3"})
+DSMR_UNITS.update({"kVArh": "kvarh", "kVAr": "kvar", "m^3": "m3"})
 
 _NUMBER_RE = re.compile(r"^[+-]?\d{1,24}(?:\.\d{1,12})?$")
 _TIMESTAMP_RE = re.compile(r"^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)([SW]?)$")
@@ -159,10 +160,10 @@ def _quantity(text: str, where: str, units: frozenset[str] | None = None) -> tup
         raise DsmrError(f"{where}: {value[:24]!r} is not a number")
     if not star:
         unit = ""
-    elif unit not in UNITS:
+    elif unit not in DSMR_UNITS:
         raise DsmrError(f"{where}: unit {unit[:16]!r} is not one meterlink knows")
     else:
-        unit = UNITS[unit]
+        unit = DSMR_UNITS[unit]
     if units is not None and unit not in units:
         raise DsmrError(f"{where}: unit {unit!r}, expected one of {', '.join(sorted(units))}")
     return Decimal(value), unit
@@ -267,7 +268,10 @@ def _mbus(telegram: Telegram, channel: int, local_tz: tzinfo | None) -> MeterRea
         except DsmrError as exc:
             problems.append(str(exc))
             continue
-        values.append(Reading(quantity or obj.obis, value, unit, obj.obis))
+        code = quantity or obj.obis
+        if any(r.obis == code for r in values):  # a second value object of this device
+            code = obj.obis
+        values.append(Reading(code, value, unit, obj.obis))
     if not values and not problems:
         return None
     return MeterReading(

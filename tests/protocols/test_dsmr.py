@@ -376,3 +376,18 @@ def test_fuzz_stream_never_raises(names: list[str], noise: bytes, step: int) -> 
     for i in range(0, len(stream), step):
         reader.receive_data(stream[i : i + step])
         _drain(reader)
+
+
+def test_heat_meter_in_gj_and_a_second_value_object_keep_their_own_codes() -> None:
+    data = (
+        b"/ISk5\\2MT382-1000\r\n\r\n1-0:1.8.1(1*kWh)\r\n"
+        b"0-3:24.1.0(004)\r\n0-3:96.1.0(3232)\r\n0-3:24.2.1(101209112500W)(00012.345*GJ)\r\n"
+        b"0-4:24.1.0(003)\r\n0-4:24.2.1(200512134558S)(00001.000*m3)\r\n"
+        b"0-4:24.2.3(200512134558S)(00001.100*m3)\r\n!\r\n"
+    )
+    _, heat, gas = meter_readings(parse_telegram(data))
+    assert (heat.channel, heat.kind, heat.equipment_id) == (3, "heat", "22")
+    assert [(str(r.obis), r.value, r.unit) for r in heat.values] == [
+        ("6-0:1.0.0", Decimal("12.345"), "GJ")
+    ]
+    assert [str(r.obis) for r in gas.values] == ["7-0:3.0.0", "0-4:24.2.3"]

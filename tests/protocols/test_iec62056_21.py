@@ -324,3 +324,12 @@ def test_fuzz_data_block_and_identification_raise_only_decode_errors(data: bytes
                 b"\x02" + data + b"\r\n!\r\n\x03" + bytes((bcc(data + b"\r\n!\r\n\x03"),))
             ).datasets
         )
+
+
+def test_anything_but_our_echo_before_stx_is_an_error() -> None:
+    readout = ModeCReadout()
+    readout.start()
+    readout.receive_data(IDENT + b"\x06051\r\n" + FRAME)  # not the ACK we sent
+    readout.next_event()
+    with pytest.raises(Iec62056Error, match="before STX"):
+        readout.next_event()

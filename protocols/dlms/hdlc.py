@@ -544,8 +544,22 @@ class _Link:
         self.state = LinkState.ERROR
         return HdlcLinkError(message)
 
-    def _frame(self, kind: FrameKind, info: bytes = b"", **kw: object) -> HdlcFrame:
+    def _addresses(self) -> tuple[HdlcAddress, HdlcAddress]:
+        """(destination, source) of the frames this station sends on the link."""
         raise NotImplementedError
+
+    def _frame(
+        self,
+        kind: FrameKind,
+        info: bytes = b"",
+        *,
+        ns: int = 0,
+        nr: int = 0,
+        poll_final: bool = True,
+        segmented: bool = False,
+    ) -> HdlcFrame:
+        destination, source = self._addresses()
+        return HdlcFrame(kind, destination, source, info, poll_final, ns, nr, segmented)
 
     def _window(self) -> tuple[bytes, ...]:
         """The next window of I-frames from ``_out`` (P/F on the last one)."""
@@ -606,8 +620,8 @@ class ClientLink(_Link):
         self.server = server
         self.proposal = proposal or HdlcParameters()
 
-    def _frame(self, kind: FrameKind, info: bytes = b"", **kw: object) -> HdlcFrame:
-        return HdlcFrame(kind, self.server, self.client, info, **kw)  # type: ignore[arg-type]
+    def _addresses(self) -> tuple[HdlcAddress, HdlcAddress]:
+        return self.server, self.client
 
     def _expect(self, *states: LinkState) -> None:
         if self.state not in states:
@@ -713,9 +727,9 @@ class ServerLink(_Link):
         self.client: HdlcAddress | None = None
         self.own = HdlcAddress(upper, lower)
 
-    def _frame(self, kind: FrameKind, info: bytes = b"", **kw: object) -> HdlcFrame:
+    def _addresses(self) -> tuple[HdlcAddress, HdlcAddress]:
         assert self.client is not None
-        return HdlcFrame(kind, self.client, self.own, info, **kw)  # type: ignore[arg-type]
+        return self.client, self.own
 
     def reset(self) -> None:
         """Back to NDM (inactivity time-out, connection closed)."""
@@ -723,8 +737,10 @@ class ServerLink(_Link):
         self.client = None
         self._reset_sequence()
 
-    def _to(self, frame: HdlcFrame, kind: FrameKind, info: bytes = b"", **kw: object) -> bytes:
-        return encode_frame(HdlcFrame(kind, frame.source, frame.destination, info, **kw))  # type: ignore[arg-type]
+    @staticmethod
+    def _to(frame: HdlcFrame, kind: FrameKind, info: bytes = b"") -> bytes:
+        """An unnumbered answer to ``frame``, whatever the link's state."""
+        return encode_frame(HdlcFrame(kind, frame.source, frame.destination, info))
 
     def receive(self, frame: HdlcFrame) -> LinkStep:
         """Handle one frame; the step's ``apdu`` is a whole request to answer with

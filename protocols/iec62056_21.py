@@ -51,6 +51,7 @@ __all__ = [
     "Identified",
     "Iec62056Error",
     "ModeCReadout",
+    "OptionSelect",
     "Reading",
     "Readings",
     "ReadoutState",
@@ -59,11 +60,14 @@ __all__ = [
     "bcc",
     "break_message",
     "data_message",
+    "identification",
     "meter_unit",
     "obis_of",
+    "parse_ack_option",
     "parse_data_block",
     "parse_data_lines",
     "parse_identification",
+    "parse_sign_on",
     "readings",
     "sign_on",
 ]
@@ -225,6 +229,57 @@ def _check_seven_bit(data: bytes, what: str) -> None:
                 f"{what}, offset {offset}: byte {byte:#04x} has the 8th bit set "
                 "(is the port set to 7E1?)"
             )
+
+
+# -- the meter's side (simulators) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSelect:
+    """A parsed ``ACK V Z Y CR LF``."""
+
+    protocol: str
+    baud_char: str
+    mode: str
+
+    @property
+    def baud(self) -> int:
+        return BAUD_RATES[self.baud_char]
+
+
+def identification(manufacturer: str, baud_char: str, ident: str, mode_e: bool = False) -> bytes:
+    """The identification message a meter sends (``/XXXZ[\\2]Ident CR LF``)."""
+    escape = "\\2" if mode_e else ""
+    line = f"/{manufacturer}{baud_char}{escape}{ident}\r\n"
+    try:
+        parsed = parse_identification(line.encode("ascii"))
+    except (Iec62056Error, UnicodeEncodeError) as exc:
+        raise EncodeError(f"cannot build an identification from {line!r}: {exc}") from None
+    if (parsed.manufacturer, parsed.baud_char, parsed.ident) != (manufacturer, baud_char, ident):
+        raise EncodeError(f"identification {line!r} does not parse back as given")
+    return line.encode("ascii")
+
+
+_SIGN_ON_RE = re.compile(rb"^/\?([0-9A-Za-z ]{0,32})!\r\n$")
+_OPTION_RE = re.compile(rb"^\x06([012])([0-6])([012])\r\n$")
+
+
+def parse_sign_on(line: bytes) -> str:
+    """The device address of a request message ``/?[address]!\\r\\n`` ("" = any meter)."""
+    match = _SIGN_ON_RE.match(line)
+    if match is None:
+        raise Iec62056Error(f"request message {line[:48]!r}: expected /?[address]! CR LF")
+    return match.group(1).decode("ascii")
+
+
+def parse_ack_option(line: bytes) -> OptionSelect:
+    """An acknowledgement / option select message ``ACK V Z Y CR LF``."""
+    match = _OPTION_RE.match(line)
+    if match is None:
+        raise Iec62056Error(
+            f"option select {line[:16]!r}: expected ACK, V 0-2, Z 0-6, Y 0-2, CR LF"
+        )
+    return OptionSelect(*(g.decode("ascii") for g in match.groups()))
 
 
 # -- data message ----------------------------------------------------------------------------

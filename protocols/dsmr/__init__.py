@@ -14,7 +14,15 @@ from .meters import (
     parse_timestamp,
 )
 from .stream import NEED_DATA, BadTelegram, Skipped, TelegramReader, TelegramReceived
-from .telegram import DataObject, DsmrCrcError, DsmrError, Telegram, crc16, parse_telegram
+from .telegram import (
+    DataObject,
+    DsmrCrcError,
+    DsmrError,
+    Telegram,
+    crc16,
+    encode_telegram,
+    parse_telegram,
+)
 
 __all__ = [
     "DEVICE_TYPES",
@@ -31,6 +39,7 @@ __all__ = [
     "TelegramReader",
     "TelegramReceived",
     "crc16",
+    "encode_telegram",
     "meter_readings",
     "parse_telegram",
     "parse_timestamp",

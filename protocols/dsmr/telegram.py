@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import DecodeError
+from ..errors import DecodeError, EncodeError
 from ..obis import Obis, ObisError
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "DsmrError",
     "Telegram",
     "crc16",
+    "encode_telegram",
     "parse_telegram",
 ]
 
@@ -170,6 +171,22 @@ def parse_telegram(raw: bytes) -> Telegram:
                     f"telegram line {obj.line}: version {telegram.version} requires a CRC after '!'"
                 )
     return telegram
+
+
+def encode_telegram(header: str, lines: list[str] | tuple[str, ...], crc: bool = True) -> bytes:
+    """A telegram from its header (without ``/``) and object lines: CR LF line ends, the
+    empty line after the header, ``!`` and, with ``crc``, the CRC-16 (for simulators)."""
+    text = f"/{header}\r\n\r\n" + "".join(f"{line}\r\n" for line in lines) + "!"
+    try:
+        body = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise EncodeError("DSMR telegrams are ASCII") from None
+    out = body + (f"{crc16(body):04X}".encode("ascii") if crc else b"") + b"\r\n"
+    try:
+        parse_telegram(out)
+    except DsmrError as exc:
+        raise EncodeError(f"telegram would not parse: {exc}") from None
+    return out
 
 
 def _objects(lines: list[str]) -> list[DataObject]:

@@ -39,11 +39,15 @@ __all__ = [
     "ExceptionAnswer",
     "Frame",
     "FrameReader",
+    "ReadRequestFrame",
     "Role",
     "RtuError",
     "SerialLine",
+    "answer",
     "check_answer",
     "crc16_modbus",
+    "exception_answer",
+    "parse_read_request",
     "read_request",
     "response_size",
     "with_crc",
@@ -134,6 +138,47 @@ def check_answer(frame: bytes, unit: int, function: int, count: int) -> list[int
             f"for {count} registers"
         )
     return list(struct.unpack(f">{count}H", frame[3:-2]))
+
+
+# -- the server's side (simulators) --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequestFrame:
+    unit: int
+    function: int
+    address: int
+    count: int
+
+
+def parse_read_request(frame: bytes) -> ReadRequestFrame:
+    """An FC03/FC04 request frame (CRC checked); anything else raises :class:`RtuError`."""
+    if len(frame) != 8:
+        raise RtuError(f"read request of {len(frame)} bytes (expected 8)")
+    if crc16_modbus(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
+        raise RtuError(f"read request for unit {frame[0]}: CRC does not match")
+    unit, function, address, count = struct.unpack(">BBHH", frame[:6])
+    if function not in _READ_FUNCTIONS:
+        raise RtuError(f"function {function:#04x} is not a register read")
+    return ReadRequestFrame(unit, function, address, count)
+
+
+def answer(unit: int, function: int, registers: list[int] | tuple[int, ...]) -> bytes:
+    """A normal answer to a register read."""
+    if not 1 <= len(registers) <= MAX_READ_COUNT or not 1 <= unit <= MAX_UNIT:
+        raise EncodeError(f"answer of {len(registers)} registers from unit {unit}")
+    try:
+        body = struct.pack(f">BBB{len(registers)}H", unit, function, 2 * len(registers), *registers)
+    except struct.error as exc:
+        raise EncodeError(f"answer registers: {exc}") from None
+    return with_crc(body)
+
+
+def exception_answer(unit: int, function: int, code: int) -> bytes:
+    """An exception response (function | 0x80, exception code)."""
+    if not (1 <= unit <= MAX_UNIT and 1 <= function <= 0x7F and 1 <= code <= 0xFF):
+        raise EncodeError(f"exception {code} for function {function} from unit {unit}")
+    return with_crc(bytes((unit, function | 0x80, code)))
 
 
 # -- the frame reader -----------------------------------------------------------------------

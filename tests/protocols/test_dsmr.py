@@ -25,11 +25,12 @@ from protocols.dsmr import (
     TelegramReader,
     TelegramReceived,
     crc16,
+    encode_telegram,
     meter_readings,
     parse_telegram,
     parse_timestamp,
 )
-from protocols.errors import DecodeError
+from protocols.errors import DecodeError, EncodeError
 from protocols.obis import Obis
 
 #: real telegrams (dsmr-parser's test suite, MIT), next to the repository: ../shared/fixtures/dsmr
@@ -391,3 +392,14 @@ def test_heat_meter_in_gj_and_a_second_value_object_keep_their_own_codes() -> No
         ("6-0:1.0.0", Decimal("12.345"), "GJ")
     ]
     assert [str(r.obis) for r in gas.values] == ["7-0:3.0.0", "0-4:24.2.3"]
+
+
+def test_encode_telegram_round_trips_with_and_without_crc() -> None:
+    lines = ["1-3:0.2.8(50)", "0-0:1.0.0(170102192002W)", "1-0:1.8.1(000004.426*kWh)"]
+    with_crc = encode_telegram("ISk5\\2MT382-1000", lines)
+    assert with_crc.endswith(f"!{crc16(with_crc[: with_crc.index(b'!') + 1]):04X}\r\n".encode())
+    assert parse_telegram(with_crc).version == "5.0"
+    plain = encode_telegram("ISk5\\2MT382-1000", lines[2:], crc=False)
+    assert parse_telegram(plain).crc is None
+    with pytest.raises(EncodeError):
+        encode_telegram("ISk5", ["not a line"])

@@ -22,9 +22,12 @@ from protocols.iec62056_21 import (
     bcc,
     break_message,
     data_message,
+    identification,
     obis_of,
+    parse_ack_option,
     parse_data_block,
     parse_identification,
+    parse_sign_on,
     readings,
     sign_on,
 )
@@ -333,3 +336,36 @@ def test_anything_but_our_echo_before_stx_is_an_error() -> None:
     readout.next_event()
     with pytest.raises(Iec62056Error, match="before STX"):
         readout.next_event()
+
+
+# -- the meter's side (simulators) ----------------------------------------------------------------
+
+
+def test_meter_side_messages_round_trip() -> None:
+    line = identification("MLK", "5", "sim-1", mode_e=True)
+    assert line == b"/MLK5\\2sim-1\r\n"
+    ident = parse_identification(line)
+    assert ident.mode_e and ident.ident == "sim-1"
+    assert parse_sign_on(sign_on("4711")) == "4711" and parse_sign_on(sign_on()) == ""
+    option = parse_ack_option(ack_option("0", "6", "0"))
+    assert (option.protocol, option.baud_char, option.mode, option.baud) == ("0", "6", "0", 19200)
+
+
+@pytest.mark.parametrize("line", [b"/?!\n", b"/?a!b!\r\n", b"?!\r\n"])
+def test_bad_sign_on_is_a_decode_error(line: bytes) -> None:
+    with pytest.raises(Iec62056Error, match="request message"):
+        parse_sign_on(line)
+
+
+@pytest.mark.parametrize("line", [b"\x06050\n", b"\x06070\r\n", b"050\r\n", b"\x15"])
+def test_bad_option_select_is_a_decode_error(line: bytes) -> None:
+    with pytest.raises(Iec62056Error, match="option select"):
+        parse_ack_option(line)
+
+
+@pytest.mark.parametrize(
+    ("maker", "char", "ident"), [("LG", "5", "x"), ("LGZ", "/", "x"), ("LGZ", "5", "a!")]
+)
+def test_identification_that_would_not_parse_is_refused(maker: str, char: str, ident: str) -> None:
+    with pytest.raises(EncodeError):
+        identification(maker, char, ident)

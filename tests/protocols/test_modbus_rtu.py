@@ -29,9 +29,12 @@ from protocols.modbus.rtu import (
     SerialLine,
     check_answer,
     crc16_modbus,
+    exception_answer,
+    parse_read_request,
     read_request,
     with_crc,
 )
+from protocols.modbus.rtu import answer as answer_frame
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -277,3 +280,34 @@ def test_bus_time_of_a_read() -> None:
 def test_impossible_serial_settings_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(EncodeError):
         SerialLine(**kwargs)  # type: ignore[arg-type]
+
+
+# -- the server's side --------------------------------------------------------------------------
+
+
+def test_server_side_round_trip() -> None:
+    request = parse_read_request(read_request(17, 4, 107, 3))
+    assert (request.unit, request.function, request.address, request.count) == (17, 4, 107, 3)
+    frame = answer_frame(17, 4, [1, 2, 3])
+    assert check_answer(frame, 17, 4, 3) == [1, 2, 3]
+    with pytest.raises(ExceptionAnswer):
+        check_answer(exception_answer(17, 4, 2), 17, 4, 3)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        read_request(1, 3, 0, 1)[:-1] + b"\x00",
+        read_request(1, 3, 0, 1)[:7],
+        with_crc(b"\x01\x06\x00\x01\x00\x03"),
+    ],
+)
+def test_server_side_refuses_what_is_not_a_read_request(frame: bytes) -> None:
+    with pytest.raises(RtuError):
+        parse_read_request(frame)
+
+
+@pytest.mark.parametrize("args", [(0, 3, [1]), (1, 3, []), (1, 3, [0x10000]), (1, 3, [0] * 126)])
+def test_answers_that_cannot_be_sent_are_refused(args: tuple[int, int, list[int]]) -> None:
+    with pytest.raises(EncodeError):
+        answer_frame(*args)

@@ -422,7 +422,7 @@ class Readings:
 #: F=97 error registers, L=98 lists, P=99 profiles).
 _LETTER_GROUPS = {"C": "96", "F": "97", "L": "98", "P": "99"}
 _UNIT_BY_LOWER = {symbol.lower(): symbol for symbol in UNITS if symbol}
-_UNIT_ALIASES = {"m^3": "m3", "m³": "m3", "kvah": "kVAh", "kva": "kVA"}
+_UNIT_ALIASES = {"m^3": "m3"}
 _NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 
 
@@ -538,6 +538,8 @@ class ModeCReadout:
     The buffer is bounded by ``max_size`` bytes."""
 
     def __init__(self, address: str = "", max_baud: int = 19200, max_size: int = 262_144):
+        if max_baud < 300:
+            raise EncodeError(f"max_baud {max_baud}: IEC 62056-21 starts at 300 baud")
         self.address = address
         self.max_baud = max_baud
         self.max_size = max_size

@@ -369,3 +369,8 @@ def test_bad_option_select_is_a_decode_error(line: bytes) -> None:
 def test_identification_that_would_not_parse_is_refused(maker: str, char: str, ident: str) -> None:
     with pytest.raises(EncodeError):
         identification(maker, char, ident)
+
+
+def test_readout_needs_at_least_300_baud() -> None:
+    with pytest.raises(EncodeError):
+        ModeCReadout(max_baud=200)

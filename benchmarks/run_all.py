@@ -81,6 +81,10 @@ def main() -> int:
         rows.append(("backlog drain with acks (agent+collector)",
                      f"{d['readings_per_s']:,} readings/s", f">= {d['target_readings_per_s']:,}",
                      verdict(d["readings_per_s"], d["target_readings_per_s"])))  # fmt: skip
+    v = results.get("vee")
+    if v:
+        rows.append(("ingest + VEE (in-process, vs plain)", f"{v['vee_readings_per_s']:,} readings/s",
+                     ">= 50% of plain", verdict(v["ratio"], 0.5)))  # fmt: skip
     print()
     print(f"== summary ({time.perf_counter() - t0:.0f}s)")
     widths = [max(len(r[k]) for r in rows) if rows else 0 for k in range(4)]

@@ -112,11 +112,12 @@ def derive(
             grade = (EDITED, "operator")
         if gap:
             notes.append(PairNote(p, q, *grade))
-        parts = (
-            apportion(delta, weights, resolution(p.value, q.value))
-            if delta
-            else [Decimal(0) * resolution(p.value, q.value)] * len(starts)
-        )
+        if len(starts) == 1:  # the common case: the pair lies inside one interval
+            parts = [delta]
+        elif delta:
+            parts = apportion(delta, weights, resolution(p.value, q.value))
+        else:
+            parts = [Decimal(0) * resolution(p.value, q.value)] * len(starts)
         for s, part in zip(starts, parts, strict=True):
             sums[s] = sums.get(s, Decimal(0)) + part
             held = quality.get(s)

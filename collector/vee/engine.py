@@ -15,6 +15,7 @@ ones stay, changed ones are superseded (kept, with when and why) and replaced; `
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -91,6 +92,26 @@ def _interval(row: IntervalRow) -> Interval:
     return Interval(row.start_ms, row.end_ms, value, row.quality, row.method)
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Which per-reading rules can find anything for one OBIS on one meter."""
+
+    unit: str | None  # the expected unit, if the units rule is on and one is known
+    limits: bool
+    negative: bool
+    cumulative: bool
+
+
+def _plan(obis: str, rules: MeterRules) -> _Plan:
+    on = rules.rules
+    return _Plan(
+        rules.expected_unit(obis) if "units" in on else None,
+        "limits" in on and (obis in rules.max or obis in rules.min),
+        "negative" in on and negative.is_import(obis),
+        rules.cumulative(obis),
+    )
+
+
 class VeeEngine:
     def __init__(self, settings: VeeSettings) -> None:
         self.settings = settings
@@ -99,28 +120,25 @@ class VeeEngine:
     async def after_ingest(self, tx: VeeTx, rows: IngestWrite, now_ms: int) -> VeeTotals:
         """Validate and derive the readings ``rows`` stored (call after ``tx.write(rows)``)."""
         received = {(r.gateway_id, r.seq): r.received_ms for r in rows.records}
-        by_meter: dict[str, dict[int, dict[str, Reading]]] = {}
+        by_meter: dict[str, list[tuple]] = {}
         for r in rows.readings:
-            meter_id, obis, ms, value, unit, flags, source, gw, seq = r
-            captures = by_meter.setdefault(meter_id, {})
-            captures.setdefault(ms, {})[obis] = Reading(
-                meter_id, obis, ms, Decimal(value), unit, flags, source, gw, seq,
-                received.get((gw, seq), now_ms),
-            )  # fmt: skip
+            group = by_meter.get(r[0])
+            if group is None:
+                group = by_meter[r[0]] = []
+            group.append(r)
         out = VeeWrite()
         totals = VeeTotals()
-        for meter_id, captures in by_meter.items():
+        for meter_id, readings in by_meter.items():
             own = VeeWrite()
             try:
-                await self._meter(tx, meter_id, captures, now_ms, own, totals)
+                await self._meter(tx, meter_id, readings, received, now_ms, own, totals)
             except Exception as exc:  # one meter's fault must not stop the others' ingest
                 log.exception("VEE failed for meter %s; its readings are stored unvalidated",
                               meter_id)  # fmt: skip
                 own = VeeWrite()
-                first = min(captures)
-                obis = next(iter(captures[first]))
+                first = min(readings, key=lambda r: r[2])
                 self._record(
-                    [Flag(meter_id, obis, first, "vee", WARN,
+                    [Flag(meter_id, first[1], first[2], "vee", WARN,
                           f"internal error, readings stored unvalidated: {exc!r}")],
                     now_ms, own,
                 )  # fmt: skip
@@ -133,51 +151,65 @@ class VeeEngine:
         return totals
 
     async def _meter(
-        self, tx: VeeTx, meter_id: str, captures: dict[int, dict[str, Reading]], now_ms: int,
-        out: VeeWrite, totals: VeeTotals,
+        self, tx: VeeTx, meter_id: str, rows: list[tuple], received: dict[tuple[str, int], int],
+        now_ms: int, out: VeeWrite, totals: VeeTotals,
     ) -> None:  # fmt: skip
+        """``rows``: the meter's stored ``ReadingRow``s of this transaction. The per-reading
+        rules run only where they can find something (a unit to compare, a configured limit,
+        an import quantity), decided once per OBIS: this runs for every stored reading."""
         rules = self.settings.for_meter(meter_id)
         on = rules.rules
+        plans: dict[str, _Plan] = {}
         flags: list[Flag] = []
-        bad: set[tuple[str, int]] = set()  # (obis, ms) with an error finding in this run
         series: dict[str, list[Reading]] = {}
-        count = 0
-        for ms in sorted(captures):
-            capture = captures[ms]
-            count += len(capture)
-            first_cumulative = None
-            for obis, reading in capture.items():
-                if "units" in on and (f := units.check(reading, rules)):
-                    flags.append(f)
-                if "limits" in on and (f := limits.check(reading, rules)):
-                    flags.append(f)
-                if "negative" in on and (f := negative.check(reading)):
-                    flags.append(f)
-                if rules.cumulative(obis):
-                    series.setdefault(obis, []).append(reading)
-                    if first_cumulative is None:
-                        first_cumulative = reading
-            if "timestamps" in on:  # once per capture: the clock is the capture's
-                one = first_cumulative or next(iter(capture.values()))
-                flags += timestamps.check(
-                    one, rules, now_ms, rules.aligned and first_cumulative is not None
-                )
-            if "sumcheck" in on and rules.tou:
-                flags += sumcheck.check_tou(capture, rules)
-        for f in flags:
-            if f.outcome == ERROR:
-                bad.add((f.obis, f.captured_ms))
+        firsts: dict[int, tuple[tuple, bool]] = {}  # ms -> (the capture's clock reading, cum.)
+        tou: dict[int, dict[str, Reading]] | None = {} if "sumcheck" in on and rules.tou else None
+
+        def reading(row: tuple) -> Reading:
+            _m, obis, ms, value, unit, qflags, source, gw, seq = row
+            return Reading(meter_id, obis, ms, Decimal(value), unit, qflags, source, gw, seq,
+                           received.get((gw, seq), now_ms))  # fmt: skip
+
+        for row in rows:
+            obis = row[1]
+            plan = plans.get(obis)
+            if plan is None:
+                plan = plans[obis] = _plan(obis, rules)
+            wrong_unit = plan.unit is not None and row[4] != plan.unit
+            if wrong_unit and (f := units.check(reading(row), rules)):
+                flags.append(f)
+            if plan.limits and (f := limits.check(reading(row), rules)):
+                flags.append(f)
+            if plan.negative and row[3].startswith("-") and (f := negative.check(reading(row))):
+                flags.append(f)
+            if plan.cumulative:
+                series.setdefault(obis, []).append(reading(row))
+            ms = row[2]
+            held = firsts.get(ms)
+            if held is None or (plan.cumulative and not held[1]):
+                firsts[ms] = (row, plan.cumulative)
+            if tou is not None:
+                tou.setdefault(ms, {})[obis] = reading(row)
+        if "timestamps" in on:  # once per capture: the clock is the capture's
+            for ms in sorted(firsts):
+                row, cumulative = firsts[ms]
+                flags += timestamps.check(reading(row), rules, now_ms, rules.aligned and cumulative)
+        if tou is not None:
+            for ms in sorted(tou):
+                flags += sumcheck.check_tou(tou[ms], rules)
+        bad = {(f.obis, f.captured_ms) for f in flags if f.outcome == ERROR}
         swaps: list[Swap] | None = None
         for obis, new in series.items():
             if swaps is None:
                 swaps = [_swap(s) for s in await tx.swaps(meter_id)]
+            new.sort(key=lambda r: r.captured_ms)
             await self._series(
                 tx, meter_id, obis, new, rules, swaps, bad, now_ms, flags, out, "vee",
                 f"ingest of {len(new)} reading(s) {_when(new[0].captured_ms)}"
                 f"..{_when(new[-1].captured_ms)}",
             )  # fmt: skip
-        out.count(meter_id, "", "validated", count)
-        totals.validated += count
+        out.count(meter_id, "", "validated", len(rows))
+        totals.validated += len(rows)
         self._record(flags, now_ms, out)
         totals.flagged += len(flags)
 
@@ -312,21 +344,24 @@ class VeeEngine:
         if not validate:
             return
         ordered = [current[s] for s in sorted(current)]
+        starts = [i.start_ms for i in ordered]
         for interval in added:
-            if interval.quality != "actual" and interval.quality != ESTIMATED:
+            if interval.quality not in ("actual", ESTIMATED):
                 continue
-            before_it = [i for i in ordered if i.end_ms <= interval.start_ms]
+            at = bisect_left(starts, interval.start_ms)
             if "spike" in rules.rules and interval.quality == "actual":
+                since = bisect_left(starts, interval.start_ms - _DAY)
                 day = [
-                    i.value for i in before_it
-                    if i.value is not None and i.start_ms >= interval.start_ms - _DAY
-                    and i.end_ms - i.start_ms == step
+                    i.value for i in ordered[since:at]
+                    if i.value is not None and i.end_ms - i.start_ms == step
                 ]  # fmt: skip
                 if f := spike.check(meter_id, obis, interval, day, rules):
                     flags.append(f)
-            f = zero.check(meter_id, obis, interval, before_it, rules)
-            if "zero" in rules.rules and f:
-                flags.append(f)
+            if "zero" in rules.rules and interval.value == 0:
+                run = int(rules.zero_ms // step) + 1
+                f = zero.check(meter_id, obis, interval, ordered[max(0, at - run) : at], rules)
+                if f:
+                    flags.append(f)
 
     async def rederive(
         self, tx: VeeTx, meter_id: str, obis: str, around_ms: Sequence[int], now_ms: int,

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from protocols.obis import Obis, ObisError, quantity_for
+from protocols.obis import Obis, ObisError, Quantity, quantity_for
 
 from ..tomlfile import Section
 
@@ -84,15 +84,30 @@ class MeterRules:
         unit = self.units.get(obis)
         if unit is not None:
             return unit
-        quantity = quantity_for(_obis(obis))
+        quantity = _quantity(obis)
         return None if quantity is None else quantity.unit
 
     def cumulative(self, obis: str) -> bool:
         """A register that only grows (energy, volume): its deltas are the consumption."""
         if obis in self.register_max:
             return True
-        quantity = quantity_for(_obis(obis))
+        quantity = _quantity(obis)
         return quantity is not None and quantity.cumulative
+
+
+_QUANTITY_CACHE: dict[str, Quantity | None] = {}
+
+
+def _quantity(obis: str) -> Quantity | None:
+    """The known quantity of an OBIS text (cached: this runs for every reading)."""
+    try:
+        return _QUANTITY_CACHE[obis]
+    except KeyError:
+        pass
+    quantity = quantity_for(_obis(obis))
+    if len(_QUANTITY_CACHE) < 4096:
+        _QUANTITY_CACHE[obis] = quantity
+    return quantity
 
 
 _OBIS_CACHE: dict[str, Obis] = {}

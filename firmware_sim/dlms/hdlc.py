@@ -11,9 +11,10 @@ falls back to NDM; on TCP the connection is closed.
 On a pty with ``mode_e`` the line first expects the IEC 62056-21 mode E opening at 300
 baud 7E1: the sign-on ``/?!`` (or ``/?ADDRESS!``) is answered with the identification
 ``/MLK5\\2<meter id>`` (baud character 5 = 9600, ``\\2`` = HDLC escape), the client's
-option select ``ACK 2 Z 2`` switches the line to HDLC. After a DISC or the inactivity
-time-out the line waits for a sign-on again. Baud rate and parity are not enforced on a
-pty (the bytes are the same at any setting), so the switch is only logged.
+option select ``ACK 2 Z 2`` switches the line to HDLC. After a DISC (answered UA, or DM
+when no link is up) or the inactivity time-out the line waits for a sign-on again. Baud
+rate and parity are not enforced on a pty (the bytes are the same at any setting), so the
+switch is only logged.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class HdlcEndpoint:
         self.session = ServerSession(meter, options)
         self.frames_in = 0
         self.connected = False
+        self.disconnects = 0  # DISC received (answered UA, or DM when not connected)
 
     def feed(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
@@ -86,6 +88,7 @@ class HdlcEndpoint:
                 self.connected = True
             elif step.event in ("disconnected", "rejected"):
                 self.connected = False
+                self.disconnects += step.event == "disconnected"
             out.extend(step.send)
             if step.apdu is not None:
                 reply = self.session.answer(frame.source.upper, step.apdu)
@@ -286,10 +289,10 @@ class HdlcPtyServer:
             self.in_hdlc = True
             self.endpoint.reset()
             chunk = rest
-        was_connected = self.endpoint.connected
+        disconnects = self.endpoint.disconnects
         for frame in self.endpoint.feed(chunk):
             self._out.put_nowait(frame)
-        if self.opening is not None and was_connected and not self.endpoint.connected:
+        if self.endpoint.disconnects != disconnects:  # DISC: the line is back at the sign-on
             self._back_to_sign_on()
 
     def _back_to_sign_on(self) -> None:

@@ -776,7 +776,7 @@ class ServerLink(_Link):
                             event="connected")  # fmt: skip
         if kind is FrameKind.DISC:
             if self.state is LinkState.DISCONNECTED:
-                return LinkStep(send=(self._to(frame, FrameKind.DM),))
+                return LinkStep(send=(self._to(frame, FrameKind.DM),), event="disconnected")
             # dlms-cosem 21.3.2 cannot parse a UA without an information field: answer
             # with the link's parameters, which a client may ignore
             step = LinkStep(

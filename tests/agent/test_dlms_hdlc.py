@@ -193,10 +193,39 @@ def test_mode_e_on_a_silent_line_names_the_sign_on(tmp_path: Path) -> None:
         meter = _meter("dl-4", settings, timeout=0.2, retries=0)
         with pytest.raises(MeterReadError, match=r"mode E sign-on: no identification within"):
             asyncio.run(meter.read())
-        assert os.read(master, 100) == b"/?!\r\n"
+        sent = os.read(master, 100)
+        # the sign-on, then a DISC in case a stale HDLC link holds the meter; no more
+        assert sent.startswith(b"/?!\r\n")
+        (disc,) = FrameReader().feed(sent[5:])
+        assert disc.kind is FrameKind.DISC
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_mode_e_recovers_a_meter_left_in_hdlc_by_an_interrupted_session(tmp_path: Path) -> None:
+    """A session ended without DISC (the agent was killed) leaves the meter in HDLC: the
+    sign-on goes unanswered, the driver ends the stale link with a DISC at the HDLC rate and
+    signs on again, well before the meter's 120 s inactivity time-out."""
+    clock = ClockSetting.accelerated(START, 4_000_000_000 * 10**9, Decimal(1))
+    state = DlmsMeterState(MeterModel("dl-h", 7, origin_ns=START_MS * 10**6), clock, 0, 0)
+    link = tmp_path / "optical"
+    options = DlmsSimOptions(transport="hdlc", pty_link=link, mode_e=True)
+    settings = _settings(serial=str(link), mode_e=True)
+
+    async def main() -> dict[Obis, tuple[Decimal, str]]:
+        async with DlmsSimServer(state, options=options):
+            interrupted = HdlcTransport(settings, "", 0, 5.0)
+            await interrupted.open()  # mode E, SNRM/UA: the link is up
+            stream = interrupted._stream
+            assert stream is not None
+            await stream.close()  # gone without DISC
+            meter = _meter("dl-h", settings, timeout=1, retries=0)
+            outcome = await meter.read()
+            assert outcome.errors == []
+            return {v.obis: (v.value, v.unit) for v in outcome.values}
+
+    assert asyncio.run(main()) == {obis: _expected(obis) for obis in OBJECTS}
 
 
 def test_mode_e_meter_without_hdlc_is_refused(tmp_path: Path) -> None:

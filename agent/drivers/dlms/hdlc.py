@@ -148,14 +148,21 @@ class HdlcTransport:
 
     async def _mode_e(self, port: SerialPort) -> None:
         """IEC 62056-21 mode E: sign-on, identification with ``\\2``, ``ACK 2 Z 2``."""
-        port.discard_input()
-        await port.write(iec62056_21.sign_on())
+        wait = MODE_E_TIMEOUT_S + self.timeout
         try:
-            line = await port.read_until(b"\r\n", MODE_E_TIMEOUT_S + self.timeout)
+            line = await self._sign_on(port, wait)
         except TimeoutError:
-            raise TimeoutError(
-                f"mode E sign-on: no identification within {MODE_E_TIMEOUT_S + self.timeout:g}s"
-            ) from None
+            # A meter left in HDLC by an interrupted session (no DISC) ignores the sign-on
+            # until its inactivity time-out: end that link at the HDLC rate, then again.
+            if not await self._release_stale_link(port):
+                raise TimeoutError(f"mode E sign-on: no identification within {wait:g}s") from None
+            try:
+                line = await self._sign_on(port, wait)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"mode E sign-on: no identification within {wait:g}s (after a DISC "
+                    "ended a link left open)"
+                ) from None
         start = line.rfind(b"/")  # noise before the identification is dropped
         try:
             ident = iec62056_21.parse_identification(line[max(start, 0) :])
@@ -178,6 +185,31 @@ class HdlcTransport:
         port.configure(baud=baud, bytesize=8, parity="N", stopbits=1)
         self.mode_e_baud = baud
         log.debug("dlms %s: mode E: %s, HDLC at %d baud", self.description, ident.ident, baud)
+
+    async def _sign_on(self, port: SerialPort, wait: float) -> bytes:
+        port.configure(baud=300, bytesize=7, parity="E", stopbits=1)
+        port.discard_input()
+        await port.write(iec62056_21.sign_on())
+        return await port.read_until(b"\r\n", wait)
+
+    async def _release_stale_link(self, port: SerialPort) -> bool:
+        """DISC at the configured HDLC rate; True if the meter answered (UA or DM)."""
+        port.configure(baud=self.settings.baud, bytesize=8, parity="N", stopbits=1)
+        port.discard_input()
+        stale = ClientLink(self.settings.client_address, self.server, self.proposal, MAX_APDU)
+        stale.state = LinkState.IDLE  # as the interrupted session left it
+        await port.write(stale.disconnect())
+        reader = FrameReader()
+        try:
+            async with asyncio.timeout(self.timeout):
+                while stale.state is LinkState.AWAITING_DISCONNECT:
+                    for frame in reader.feed(await port.read(self.timeout)):
+                        with contextlib.suppress(HdlcLinkError):
+                            stale.receive(frame)
+        except TimeoutError:
+            return False
+        log.info("dlms %s: mode E: ended an HDLC link left open", self.description)
+        return True
 
     async def request(self, apdu: bytes, what: str) -> bytes:
         if self._stream is None or self.link.state is not LinkState.IDLE:

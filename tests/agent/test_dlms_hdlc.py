@@ -211,12 +211,15 @@ def test_mode_e_recovers_a_meter_left_in_hdlc_by_an_interrupted_session(tmp_path
     state = DlmsMeterState(MeterModel("dl-h", 7, origin_ns=START_MS * 10**6), clock, 0, 0)
     link = tmp_path / "optical"
     options = DlmsSimOptions(transport="hdlc", pty_link=link, mode_e=True)
-    settings = _settings(serial=str(link), mode_e=True)
+    settings = _settings(serial=str(link), mode_e=True, baud=4800)
 
     async def main() -> dict[Obis, tuple[Decimal, str]]:
-        async with DlmsSimServer(state, options=options):
+        async with DlmsSimServer(state, options=options) as server:
             interrupted = HdlcTransport(settings, "", 0, 5.0)
             await interrupted.open()  # mode E, SNRM/UA: the link is up
+            # the meter offers 9600 (its "5"), the configured 4800 is lower: "ACK 2 4 2"
+            assert interrupted.mode_e_baud == 4800
+            assert server._hdlc.opening.baud == 4800  # type: ignore[union-attr]
             stream = interrupted._stream
             assert stream is not None
             await stream.close()  # gone without DISC

@@ -37,7 +37,7 @@ from protocols.dlms.hdlc import (
     LinkState,
     LinkStep,
 )
-from protocols.errors import DecodeError, EncodeError
+from protocols.errors import DecodeError
 
 __all__ = ["MODE_E_TIMEOUT_S", "HdlcTransport"]
 
@@ -173,11 +173,11 @@ class HdlcTransport:
                 f"mode E sign-on: the meter does not offer HDLC (no \\2 in its "
                 f"identification {line.strip()!r})"
             )
-        baud = min(ident.baud, self.settings.baud)
-        try:
-            char = iec62056_21.baud_char_for(baud)
-        except EncodeError:
-            char, baud = ident.baud_char, ident.baud
+        # the meter's highest rate, or the configured one when lower (a long or noisy line)
+        limit = min(ident.baud, self.settings.baud)
+        rates = iec62056_21.BAUD_RATES
+        char = max((c for c, r in rates.items() if r <= limit), key=rates.__getitem__, default="0")
+        baud = rates[char]
         await port.write(
             iec62056_21.ack_option(iec62056_21.PROTOCOL_HDLC, char, iec62056_21.MODE_HDLC)
         )

@@ -164,6 +164,22 @@ def test_drift_precision_is_half_the_round_trip(rig: Callable[..., Rig]) -> None
     assert meter.clock.uncertainty_ms == 20 + 10
 
 
+def test_measurement_noise_neither_flags_nor_sets_a_clock(rig: Callable[..., Rig]) -> None:
+    sim = rig(offset_ms=29_000)
+    meter = sim.meter(clock_set_ns=28 * 10**9)
+    ticks = iter(range(10**6))
+    # 8 s between request and answer (a slow round trip under a fast virtual clock): the
+    # drift (29 s - 4 s) +/- 4.01 s may be 29 s; beyond 28 s (clock_set) not for certain
+    meter.gateway_ms = lambda: sim.gateway_ms() + 8_000 * next(ticks)
+    outcome = _read(meter)
+    assert (outcome.drift_ms, meter.clock.uncertainty_ms) == (25_000, 4_010)
+    assert outcome.clock_flags is Quality.NONE and meter.clock.sets == 0
+    sim.command("clock-offset 40")  # 36 s +/- 4.01 s: beyond 30 s for certain
+    again = iter(range(10**6))
+    meter.gateway_ms = lambda: sim.gateway_ms() + 8_000 * next(again)
+    assert _read(meter).clock_flags & Quality.CLOCK_SUSPECT
+
+
 def test_a_clock_beyond_the_limit_is_flagged_and_stamped_with_the_gateway_clock(
     rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
 ) -> None:

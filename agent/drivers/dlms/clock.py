@@ -8,6 +8,9 @@ compared with it and the measurement is good to +/- half that round trip plus th
 resolution of a COSEM date-time (``uncertainty_ms``). Under an accelerated virtual clock
 the round trip counts in virtual time (1 ms real at x3600 is 3.6 s virtual).
 
+A clock is beyond a limit when |drift| minus that uncertainty is above it: measurement
+noise (a slow round trip under a fast virtual clock) neither flags a good clock nor sets it.
+
 Timestamps (docs/dlms.md, "the meter clock"): within ``clock_limit`` a capture carries the
 meter's own time (``ClockSource.METER``), flagged only by the clock's status bits. Beyond
 the limit the meter's time is not used as the capture's timestamp: the capture keeps the
@@ -162,7 +165,10 @@ class MeterClock:
         assert drift is not None and reading.gateway_ms is not None
         self.drift_ms, self.measured_ms = drift, reading.gateway_ms
         self.uncertainty_ms, self.error = reading.uncertainty_ms, ""
-        beyond = self.limit_ms > 0 and abs(drift) > self.limit_ms  # 0: clock_limit = "off"
+        # beyond only when the measurement says so for certain (its error aside): at a
+        # high virtual speed a slow round trip alone must not flag a good clock
+        certain = abs(drift) - reading.uncertainty_ms
+        beyond = self.limit_ms > 0 and certain > self.limit_ms  # 0: clock_limit = "off"
         if beyond and not self.suspect:
             log.warning(
                 "meter %s: clock off by %s (meter %s, gateway %s), beyond clock_limit %s: "
@@ -182,7 +188,7 @@ class MeterClock:
             )
         self.suspect = beyond
         set_ms = self.settings.clock_set_ns
-        if set_ms is not None and abs(drift) > set_ms // 1_000_000:
+        if set_ms is not None and certain > set_ms // 1_000_000:
             self._pending = reading  # corrected in ``correct`` once the values are in
         if beyond:
             flags = reading.flags | Quality.CLOCK_SUSPECT

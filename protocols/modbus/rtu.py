@@ -385,14 +385,18 @@ class SerialLine:
     def frame_time(self, size: int) -> float:
         return size * self.char_time
 
-    def transaction(self, count: int, turnaround: float = 0.0) -> BusTime:
-        """Bus time of one register read (request, silence, answer, silence)."""
+    def pair(self, request_size: int, answer_size: int, turnaround: float = 0.0) -> BusTime:
+        """Bus time of a request/answer pair of these sizes (bytes)."""
         return BusTime(
-            request=self.frame_time(8),
-            response=self.frame_time(response_size(FUNCTION_HOLDING, count)),
+            request=self.frame_time(request_size),
+            response=self.frame_time(answer_size),
             silence=2 * self.t3_5,
             turnaround=turnaround,
         )
+
+    def transaction(self, count: int, turnaround: float = 0.0) -> BusTime:
+        """Bus time of one register read (request, silence, answer, silence)."""
+        return self.pair(8, response_size(FUNCTION_HOLDING, count), turnaround)
 
 
 @dataclass(frozen=True, slots=True)

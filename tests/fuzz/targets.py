@@ -10,6 +10,7 @@ Any exception that is not in ``allowed`` is a defect of the codec.
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -333,8 +334,13 @@ def run_units(data: bytes) -> object:
 def run_iec62056_21(data: bytes) -> object:
     line_end = data.find(b"\n")
     if line_end >= 0:
-        with contextlib.suppress(DecodeError):
-            iec62056_21.parse_identification(data[: line_end + 1])
+        for parse in (
+            iec62056_21.parse_identification,
+            iec62056_21.parse_sign_on,
+            iec62056_21.parse_ack_option,
+        ):
+            with contextlib.suppress(DecodeError):
+                parse(data[: line_end + 1])
     readout = iec62056_21.ModeCReadout()
     readout.start()
     readout.receive_data(data)
@@ -393,6 +399,12 @@ def run_modbus_rtu(data: bytes) -> object:
                     raise PromiseBroken("a frame with a wrong CRC was accepted")
                 frames.append(event)
     reader.silence()
+    with contextlib.suppress(DecodeError):
+        request = rtu.parse_read_request(data[1:9])
+        # a server takes any count/unit as sent (and answers "illegal data value" itself)
+        again = struct.pack(">BBHH", request.unit, request.function, request.address, request.count)
+        if rtu.with_crc(again) != data[1:9]:
+            raise PromiseBroken(f"read request does not round-trip: {data[1:9].hex()}")
     for frame in frames:
         if role is rtu.Role.RESPONSES and frame.function in (3, 4) and len(frame.pdu) > 1:
             with contextlib.suppress(rtu.ExceptionAnswer):

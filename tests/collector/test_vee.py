@@ -542,3 +542,44 @@ def test_meter_settings_come_from_defaults_then_class_then_meter(tmp_path) -> No
     assert (b.interval_ms, b.spike_factor) == (30 * MIN, 8)
     assert (c.interval_ms, c.spike_factor, c.max) == (Q, 4, {"1-0:1.7.0": Decimal(9000)})
     assert vee.enabled and a.timezone == "Europe/Amsterdam"
+
+
+def test_rating_reads_current_intervals_and_the_history_through_the_store(tmp_path, key) -> None:
+    head = Head(tmp_path, key)
+    head.feed([(MONDAY, [(IMPORT, "1.00", "kWh")]), (MONDAY + 3 * Q, [(IMPORT, "1.30", "kWh")])])
+    head.feed([(MONDAY + Q, [(IMPORT, "1.05", "kWh")])], seqs=[3])  # a late real reading
+
+    async def read() -> tuple[list, list]:
+        store = await open_store(head.db)
+        try:
+            now = await store.vee.intervals(METER, "1-0:1.8.0", MONDAY, MONDAY + HOUR)
+            every = await store.vee.intervals(METER, "1-0:1.8.0", MONDAY, MONDAY + HOUR, True)
+            return now, every
+        finally:
+            await store.close()
+
+    now, every = asyncio.run(read())
+    assert [(r.value, r.quality, r.method) for r in now] == [
+        ("0.05", "actual", ""),
+        ("0.13", "estimated", "linear"),  # 1.05 -> 1.30 over 30 min, still a gap
+        ("0.12", "estimated", "linear"),
+    ]
+    assert len(every) == 6 and sum(r.superseded_ms is not None for r in every) == 3
+    assert all(r.unit == "kWh" and r.created_by == "vee" for r in every)
+
+
+@pytest.mark.integration
+def test_vee_report_runs_as_a_process_and_exits_2_on_a_bad_flag(tmp_path, key) -> None:
+    import subprocess
+    import sys
+
+    head = Head(tmp_path, key)
+    head.feed([(MONDAY, [(IMPORT, "1.000", "kWh")]), (MONDAY + 4 * HOUR, [(IMPORT, "2.0", "kWh")])])
+    base = [sys.executable, "-m", "collector", "vee"]
+    config = ["--config", str(head.config_path)]
+    done = subprocess.run([*base, "report", *config], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "gap of 4h" in done.stdout and "left as a gap for review" in done.stdout
+    bad = [*base, "accept", "77", "--reason", "x", *config]
+    done = subprocess.run(bad, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no finding #77" in done.stderr

@@ -166,10 +166,11 @@ class DlmsSession:
                 "(authentication failure) — wrong encryption or authentication key?"
             )
         if self.settings.auth == "hls-gmac":
-            return (
-                f"{text} (HLS client invocation counter {self.conn.client_invocation_counter - 1}"
-                f", meter expected {self.meter_counter})"
+            used = self.conn.client_invocation_counter - 1
+            expected = (
+                "" if self.meter_counter is None else f", meter expected {self.meter_counter}"
             )
+            return f"{text} (HLS client invocation counter {used}{expected})"
         return text
 
     async def _prepare_hls(self) -> None:

@@ -37,7 +37,7 @@ from meterlink.broker import Mosquitto
 from meterlink.notify import NotifySocket
 from meterlink.procs import Proc, wait_for
 from protocols.clock import ClockSetting
-from protocols.dlms.hdlc import FrameKind, FrameReader, LinkState
+from protocols.dlms.hdlc import FrameKind, FrameReader, LinkState, ServerLink
 from protocols.obis import Obis, quantity_for
 from protocols.record import ClockSource
 from protocols.units import convert, unit_by_code
@@ -182,6 +182,44 @@ def test_frames_the_transport_sends_are_the_standards(tmp_path: Path) -> None:
     (snrm,) = FrameReader().feed(sent)
     assert snrm.kind is FrameKind.SNRM and str(snrm.destination) == "1/17"
     assert snrm.info == b""  # the default parameters are not sent
+
+
+def test_a_meter_that_goes_silent_after_the_ua_is_a_timeout_naming_the_exchange(
+    tmp_path: Path,
+) -> None:
+    """The test plays the meter on a bare pty: UA to the SNRM, then nothing."""
+    master, slave = os.openpty()
+    link = tmp_path / "mute"
+    os.symlink(os.ttyname(slave), link)
+
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        os.set_blocking(master, False)
+        frames, server = FrameReader(), ServerLink(1, 17)
+
+        def meter_side() -> None:
+            for frame in frames.feed(os.read(master, 4096)):
+                if frame.kind is FrameKind.SNRM:
+                    os.write(master, b"".join(server.receive(frame).send))
+
+        loop.add_reader(master, meter_side)
+        try:
+            meter = _meter("dl-m", _settings(serial=str(link)), timeout=0.3, retries=0)
+            with pytest.raises(MeterReadError) as exc:
+                await meter.read()
+            return str(exc.value)
+        finally:
+            loop.remove_reader(master)
+
+    try:
+        text = asyncio.run(main())
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert (
+        text
+        == f"meter dl-m: dlms at {link} (hdlc 16->1/17): AARQ: no answer within 0.3s (1 attempt)"
+    )
 
 
 def test_mode_e_on_a_silent_line_names_the_sign_on(tmp_path: Path) -> None:

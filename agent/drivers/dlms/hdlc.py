@@ -218,7 +218,7 @@ class HdlcTransport:
             frames = self.link.request(apdu)
         except HdlcLinkError as exc:
             raise ConnectionError(f"{what}: {exc}") from None
-        answer = await self._exchange(b"".join(frames), what, "an answer", lambda s: s.apdu)
+        answer = await self._exchange(b"".join(frames), what, "answer", lambda s: s.apdu)
         assert isinstance(answer, bytes)
         return answer
 

@@ -311,3 +311,11 @@ def test_server_side_refuses_what_is_not_a_read_request(frame: bytes) -> None:
 def test_answers_that_cannot_be_sent_are_refused(args: tuple[int, int, list[int]]) -> None:
     with pytest.raises(EncodeError):
         answer_frame(*args)
+
+
+def test_bus_time_of_any_pair_counts_every_character() -> None:
+    line = SerialLine(19200, parity="N")  # 10 bits per character
+    bus = line.pair(13, 8)  # e.g. an FC16 write of two registers and its echo
+    assert bus.request == pytest.approx(13 * 10 / 19200)
+    assert bus.response == pytest.approx(8 * 10 / 19200)
+    assert bus.total == pytest.approx(21 * 10 / 19200 + 2 * 3.5 * 10 / 19200)

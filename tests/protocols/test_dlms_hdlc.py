@@ -338,6 +338,22 @@ def test_negotiation_takes_the_smaller_of_both_sides() -> None:
     assert all(len(f.info) <= 64 for f in pair.frames_to_client if f.kind is FrameKind.I)
 
 
+def test_windows_of_several_frames_are_acknowledged_once_per_window() -> None:
+    pair = _pair(
+        server_caps=HdlcParameters(128, 128, 4, 4), proposal=HdlcParameters(128, 128, 4, 4)
+    )
+    assert pair.client.params.window_tx == 4 and pair.server.params.window_tx == 4
+    request, answer = bytes(range(200)) * 3, bytes(range(256)) * 6  # 5 and 13 segments
+    assert pair.exchange(request, answer) == (request, answer)
+    to_server = [f for f in pair.frames_to_server if f.kind is FrameKind.I]
+    to_client = [f for f in pair.frames_to_client if f.kind is FrameKind.I]
+    # P/F closes each window: after 4 frames, and on the last one
+    assert [f.poll_final for f in to_server] == [False, False, False, True, True]
+    assert [i for i, f in enumerate(to_client) if f.poll_final] == [3, 7, 11, 12]
+    assert sum(f.kind is FrameKind.RR for f in pair.frames_to_client) == 1  # request window 1
+    assert sum(f.kind is FrameKind.RR for f in pair.frames_to_server) == 3  # answer windows
+
+
 def test_disc_is_answered_with_ua_and_the_link_is_back_in_ndm() -> None:
     pair = _pair()
     step = pair.server.receive(decode_frame(pair.client.disconnect()))

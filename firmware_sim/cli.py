@@ -3,7 +3,7 @@
     sim modbus --port P --profile NAME [--host H] [--units 1,2,3] [--speed X] [--start ISO]
                [--clock SETTING] [--seed N] [--meter-prefix TEXT] [--origin ISO]
                [--fault UNIT:KIND[:ARG]]...
-    sim dlms --port P [--host H] [--speed X | --clock SETTING] [--start ISO] [--seed N]
+    sim dlms (--port P | --pty-link PATH) [--host H] [--speed X | --clock SETTING] [--seed N]
              [--meter-id ID] [--server-address N] [--clock-offset SECONDS] [--deviation MIN]
              [--transport wrapper|hdlc] [--pty-link PATH] [--mode-e] [--physical-address N]
              [--auth none|lls|hls] [--password TEXT] [--keys FILE] [--profile-period 15m]
@@ -13,6 +13,7 @@ Once every server listens, one line per server goes to stdout (flushed)::
 
     READY modbus 127.0.0.1:PORT profile=NAME units=1,2,3 meters=ID1,ID2,ID3
     READY dlms 127.0.0.1:PORT transport=wrapper auth=none meters=ID
+    READY dlms pty:PATH transport=hdlc server=1/17 device=/dev/pts/N auth=none meters=ID
 
 A DLMS meter also takes control lines on stdin (``clock-offset SECONDS``, ...; see
 ``DlmsMeterState.command``), one answer line each on stdout: the rig's "command".

@@ -3,9 +3,10 @@
     sim modbus --port P --profile NAME [--host H] [--units 1,2,3] [--speed X] [--start ISO]
                [--clock SETTING] [--seed N] [--meter-prefix TEXT] [--origin ISO]
                [--fault UNIT:KIND[:ARG]]...
-    sim dlms (--port P | --pty-link PATH) [--host H] [--speed X | --clock SETTING] [--seed N]
+    sim dlms (--port P | --transport hdlc --pty-link PATH [--mode-e]) [--host H]
+             [--speed X | --clock SETTING] [--start ISO] [--seed N]
              [--meter-id ID] [--server-address N] [--clock-offset SECONDS] [--deviation MIN]
-             [--transport wrapper|hdlc] [--pty-link PATH] [--mode-e] [--physical-address N]
+             [--transport wrapper|hdlc] [--physical-address N]
              [--auth none|lls|hls] [--password TEXT] [--keys FILE] [--profile-period 15m]
     sim run SCENARIO.toml [--clock SETTING]
 

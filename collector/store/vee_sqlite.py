@@ -248,6 +248,17 @@ class SqliteVeeTx:
         )
         return [SwapRow(*r) for r in rows]
 
+    async def values_between(
+        self, meter_id: str, obis: str, after_ms: int, upto_ms: int
+    ) -> list[tuple[str, str]]:
+        """Stored (value, unit) of one quantity in (after, upto], oldest first."""
+        rows = await self._rows(
+            "SELECT value, unit FROM readings WHERE meter_id = ? AND obis = ? AND captured_ms > ?"
+            " AND captured_ms <= ? ORDER BY captured_ms",
+            (meter_id, obis, after_ms, upto_ms),
+        )
+        return [(r[0], r[1]) for r in rows]
+
     async def records_between(self, gateway_id: str, low_seq: int, high_seq: int) -> int:
         """How many records of the gateway are stored with low < seq < high."""
         rows = await self._rows(

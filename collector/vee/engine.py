@@ -55,6 +55,9 @@ class VeeTx(Protocol):
     ) -> list[IntervalRow]: ...
     async def swaps(self, meter_id: str) -> list[SwapRow]: ...
     async def records_between(self, gateway_id: str, low_seq: int, high_seq: int) -> int: ...
+    async def values_between(
+        self, meter_id: str, obis: str, after_ms: int, upto_ms: int
+    ) -> list[tuple[str, str]]: ...
     async def write(self, out: VeeWrite) -> None: ...
 
 
@@ -278,6 +281,18 @@ class VeeEngine:
                         continue
                 if last is not None and gaps.is_gap(last, point, rules):
                     gap_pairs_new.append((last, point))
+                profile = rules.profile_sum.get(obis)
+                if profile and last is not None and "sumcheck" in rules.rules:
+                    delta, _how = monotonic.pair_delta(last, point, obis, rules, swaps)
+                    if delta is not None:
+                        got = await tx.values_between(meter_id, profile, last.ms, point.ms)
+                        f = sumcheck.check_profile(
+                            meter_id, obis, last.ms, point.ms, delta, profile,
+                            [sumcheck.in_unit(v, u, point.unit) for v, u in got],
+                            (point.ms - last.ms) // step, rules,
+                        )  # fmt: skip
+                        if f:
+                            flags.append(f)
             points.append(point)
         if tail and validate and points and gaps.is_gap(points[-1], tail[0], rules):
             gap_pairs_new.append((points[-1], tail[0]))

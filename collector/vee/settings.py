@@ -63,13 +63,15 @@ class MeterRules:
     zero_ms: int = _DAY  # zero consumption for this long: flagged
     spike_factor: Decimal = Decimal(10)  # interval > factor x third-highest of the last 24 h
     rollover_share: Decimal = Decimal("0.1")  # a wrap must come from/to within this share
-    tou_tolerance: Decimal = Decimal(0)  # |sum(tariff registers) - total| allowed
+    sum_tolerance: Decimal = Decimal(0)  # sumcheck: |parts - whole| allowed
     units: dict[str, str] = field(default_factory=dict)  # OBIS -> unit (else the OBIS default)
     max: dict[str, Decimal] = field(default_factory=dict)  # OBIS -> highest physical value
     min: dict[str, Decimal] = field(default_factory=dict)  # OBIS -> lowest physical value
     register_max: dict[str, Decimal] = field(default_factory=dict)  # OBIS -> last before wrap
     # TOU check: total OBIS -> tariff OBIS whose sum must equal it
     tou: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # load profile vs register: register OBIS -> interval-energy OBIS summed between its reads
+    profile_sum: dict[str, str] = field(default_factory=dict)
     meter_class: str = ""
 
     @property
@@ -147,12 +149,13 @@ _RULE_KEYS = {
     "zero_after",
     "spike_factor",
     "rollover_share",
-    "tou_tolerance",
+    "sum_tolerance",
     "units",
     "max",
     "min",
     "register_max",
     "tou",
+    "profile_sum",
 }
 
 
@@ -251,7 +254,7 @@ def _rules(sec: Section, base: MeterRules, duration: Callable[[str], int]) -> Me
         like_day_weeks=sec.int("like_day_weeks", out.like_day_weeks, 1, 52),
         spike_factor=dec("spike_factor", out.spike_factor, Decimal(1)),
         rollover_share=dec("rollover_share", out.rollover_share, Decimal(0)),
-        tou_tolerance=dec("tou_tolerance", out.tou_tolerance, Decimal(0)),
+        sum_tolerance=dec("sum_tolerance", out.sum_tolerance, Decimal(0)),
     )
     if "units" in sec.data:
         units = _obis_table(sec, "units", lambda s, k: s.str(k))
@@ -265,6 +268,9 @@ def _rules(sec: Section, base: MeterRules, duration: Callable[[str], int]) -> Me
             sec, "tou", lambda s, k: tuple(_check_obis(s, k, v) for v in s.str_list(k))
         )
         out = replace(out, tou={**out.tou, **tou})
+    if "profile_sum" in sec.data:
+        pairs = _obis_table(sec, "profile_sum", lambda s, k: _check_obis(s, k, s.str(k)))
+        out = replace(out, profile_sum={**out.profile_sum, **pairs})
     return out
 
 

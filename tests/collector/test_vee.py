@@ -583,3 +583,28 @@ def test_vee_report_runs_as_a_process_and_exits_2_on_a_bad_flag(tmp_path, key) -
     bad = [*base, "accept", "77", "--reason", "x", *config]
     done = subprocess.run(bad, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "no finding #77" in done.stderr
+
+
+def test_load_profile_summed_between_register_reads_must_match_the_register(tmp_path, key) -> None:
+    profile_obis = Obis.parse("1-0:1.29.0")
+    settings = (
+        '[vee.profile_sum]\n"1-0:1.8.0" = "1-0:1.29.0"\n[vee.meter.em-1]\nread_every = "1h"\n'
+    )
+    head = Head(tmp_path, key, settings)
+    captures = []
+    for k in range(1, 9):  # 15-min profile values over two hours
+        captures.append((MONDAY + k * Q, [(profile_obis, f"0.{k % 4 + 1}", "kWh")]))
+    head.feed(captures)
+    head.feed(
+        [
+            (MONDAY, [(IMPORT, "10.0", "kWh")]),
+            (MONDAY + HOUR, [(IMPORT, "11.0", "kWh")]),  # profile: 0.2+0.3+0.4+0.1 = 1.0
+            (MONDAY + 2 * HOUR, [(IMPORT, "12.5", "kWh")]),  # profile 1.0 again, register 1.5
+        ]
+    )
+    [flag] = head.flags("sumcheck")
+    assert flag[:3] == (MONDAY + 2 * HOUR, "sumcheck", "warn")
+    assert flag[3] == (
+        "load profile 1-0:1.29.0 sums to 1.0 over 4 intervals, the register moved 1.5"
+        " (difference 0.5)"
+    )

@@ -329,13 +329,13 @@ def parse_data_block(frame: bytes) -> DataBlock:
             f"data message, offset {end + 1}: {len(frame) - end - 1} bytes after ETX "
             "(expected exactly the BCC)"
         )
+    _check_seven_bit(frame, "data message")  # before the BCC: the likelier cause, said plainly
     expected = bcc(frame[1 : end + 1])
     if frame[end + 1] != expected:
         raise Iec62056Error(
             f"data message, offset {end + 1}: BCC {frame[end + 1]:#04x}, computed {expected:#04x}"
         )
     body = frame[1:end]
-    _check_seven_bit(body, "data block")
     if not body.endswith(b"!\r\n"):
         raise Iec62056Error(
             f"data message, offset {end}: the data block must end with '!' CR LF before ETX"

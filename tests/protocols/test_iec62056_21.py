@@ -374,3 +374,9 @@ def test_identification_that_would_not_parse_is_refused(maker: str, char: str, i
 def test_readout_needs_at_least_300_baud() -> None:
     with pytest.raises(EncodeError):
         ModeCReadout(max_baud=200)
+
+
+def test_a_data_message_read_as_8n1_hints_at_the_port_setting() -> None:
+    with_parity = bytes(b | 0x80 if bin(b).count("1") % 2 else b for b in FRAME)  # even parity
+    with pytest.raises(Iec62056Error, match="7E1"):
+        parse_data_block(with_parity)

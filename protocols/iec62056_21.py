@@ -319,6 +319,7 @@ def data_message(lines: list[str] | tuple[str, ...]) -> bytes:
 
 def parse_data_block(frame: bytes) -> DataBlock:
     """Check and parse a whole data message ``STX ... ! CR LF ETX BCC``."""
+    _check_seven_bit(frame, "data message")  # first: a port read as 8N1 is named as such
     if len(frame) < 6 or frame[0] != STX:
         raise Iec62056Error(f"data message, offset 0: expected STX, got {frame[:8]!r}")
     end = frame.find(bytes((ETX,)), 1)
@@ -329,7 +330,6 @@ def parse_data_block(frame: bytes) -> DataBlock:
             f"data message, offset {end + 1}: {len(frame) - end - 1} bytes after ETX "
             "(expected exactly the BCC)"
         )
-    _check_seven_bit(frame, "data message")  # before the BCC: the likelier cause, said plainly
     expected = bcc(frame[1 : end + 1])
     if frame[end + 1] != expected:
         raise Iec62056Error(

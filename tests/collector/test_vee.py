@@ -608,3 +608,24 @@ def test_load_profile_summed_between_register_reads_must_match_the_register(tmp_
         "load profile 1-0:1.29.0 sums to 1.0 over 4 intervals, the register moved 1.5"
         " (difference 0.5)"
     )
+
+
+def test_a_version_2_database_is_migrated_to_the_vee_tables(tmp_path) -> None:
+    from collector.store.sqlite import _MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        for version in (1, 2):
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+
+    async def reopen() -> None:
+        store = await open_store(path)
+        await store.close()
+
+    asyncio.run(reopen())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"validations", "vee_counters", "intervals", "vee_audit", "vee_swaps"} <= tables

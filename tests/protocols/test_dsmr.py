@@ -403,3 +403,23 @@ def test_encode_telegram_round_trips_with_and_without_crc() -> None:
     assert parse_telegram(plain).crc is None
     with pytest.raises(EncodeError):
         encode_telegram("ISk5", ["not a line"])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_chunks_with_a_damaged_telegram_in_the_middle(seed: int) -> None:
+    rng = random.Random(seed)
+    damaged = bytearray(raw("v4_2.txt"))
+    damaged[rng.randrange(1, len(damaged) - 8)] ^= 1 << rng.randrange(7)
+    stream = raw("v5.txt") + b"\x00junk" + bytes(damaged) + raw("fluvius_v171.txt")
+    reader = TelegramReader()
+    events: list[object] = []
+    pos = 0
+    while pos < len(stream):
+        size = rng.randint(1, 200)
+        reader.receive_data(stream[pos : pos + size])
+        pos += size
+        events += _drain(reader)
+    good = [e.telegram.version for e in events if isinstance(e, TelegramReceived)]
+    assert good == ["5.0", "e-MUCS 50217"]
+    assert sum(isinstance(e, BadTelegram) for e in events) >= 1
+    assert reader.counts["telegrams"] == 2

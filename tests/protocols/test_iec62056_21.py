@@ -380,3 +380,30 @@ def test_a_data_message_read_as_8n1_hints_at_the_port_setting() -> None:
     with_parity = bytes(b | 0x80 if bin(b).count("1") % 2 else b for b in FRAME)  # even parity
     with pytest.raises(Iec62056Error, match="7E1"):
         parse_data_block(with_parity)
+
+
+def test_readout_paired_in_memory_with_a_meter_built_from_the_meter_side_functions() -> None:
+    """Both ends of a mode C readout, each speaking only through bytes."""
+    meters = {"1111": ["1.8.0(000001.000*kWh)"], "2222": ["1.8.0(000002.000*kWh)"]}
+
+    def meter(address: str, incoming: bytes) -> bytes:
+        if incoming.startswith(b"/"):
+            wanted = parse_sign_on(incoming)
+            return identification("MLK", "5", address) if wanted in ("", address) else b""
+        option = parse_ack_option(incoming)
+        assert option.mode == "0" and option.baud == 9600
+        return data_message(meters[address])
+
+    for address in meters:
+        readout = ModeCReadout(address)
+        request = readout.start()
+        # the other meter on the line stays silent: it was not addressed
+        assert meter("1111" if address == "2222" else "2222", request) == b""
+        readout.receive_data(meter(address, request))
+        event = readout.next_event()
+        assert isinstance(event, Identified) and event.identification.ident == address
+        readout.receive_data(meter(address, event.reply))
+        data = readout.next_event()
+        assert isinstance(data, DataReceived)
+        (value,) = readings(data.block.datasets).values
+        assert value.value == Decimal(address[0]) and value.unit == "kWh"

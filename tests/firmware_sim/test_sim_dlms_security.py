@@ -461,3 +461,87 @@ def test_sim_dlms_process_serves_hls_and_refuses_a_wrong_key(tmp_path: Path) -> 
         sim.stop()
     assert decode_data(serial)[0] == Data.octet_string(b"sec-p")
     assert EK.hex() not in sim.output and AK.hex() not in sim.output
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("auth", ["none", "lls", "hls"])
+def test_gurux_client_reads_the_simulator(tmp_path: Path, auth: str) -> None:
+    """A second independent client: Gurux DLMS for Python (the DLMS UA members' reference
+    stack; GPLv2, so a test-only extra: skipped where it is not installed). It uses the
+    glo-* ciphered forms (not general-glo-ciphering) and reads the object list in blocks of
+    a 128-byte PDU; with LLS and HLS it SETs the clock."""
+    gx = pytest.importorskip("gurux_dlms")
+    from gurux_dlms.enums import Authentication, InterfaceType, Security
+    from gurux_dlms.objects import GXDLMSClock, GXDLMSData
+    from gurux_dlms.secure import GXDLMSSecureClient
+
+    state = _meter()
+    if auth == "hls":
+        client = GXDLMSSecureClient(
+            True, 1, 1, Authentication.HIGH_GMAC, None, InterfaceType.WRAPPER
+        )
+        client.ciphering.security = Security.AUTHENTICATION_ENCRYPTION
+        client.ciphering.systemTitle = CLIENT_TITLE
+        client.ciphering.blockCipherKey = EK
+        client.ciphering.authenticationKey = AK
+    elif auth == "lls":
+        client = GXDLMSSecureClient(
+            True, 17, 1, Authentication.LOW, PASSWORD.decode(), InterfaceType.WRAPPER
+        )
+    else:
+        client = GXDLMSSecureClient(True, 16, 1, Authentication.NONE, None, InterfaceType.WRAPPER)
+    client.maxReceivePDUSize = 128
+
+    def work(port: int) -> dict[str, Any]:
+        import socket
+
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+
+        def packet(data: Any, reply: Any) -> None:
+            sock.sendall(bytes(data))
+            received, notify = gx.GXByteBuffer(), gx.GXReplyData()
+            while not client.getData(received, reply, notify):
+                chunk = sock.recv(4096)
+                assert chunk, "the simulator closed the connection"
+                received.set(chunk)
+
+        def exchange(data: Any) -> Any:
+            reply = gx.GXReplyData()
+            for frame in data if isinstance(data, list) else [data]:
+                reply.clear()
+                packet(frame, reply)
+                while reply.isMoreData():
+                    packet(client.receiverReady(reply), reply)
+            return reply
+
+        try:
+            client.parseAareResponse(exchange(client.aarqRequest()).data)
+            if int(client.authentication) > int(Authentication.LOW):
+                reply = gx.GXReplyData()
+                for frame in client.getApplicationAssociationRequest():
+                    packet(frame, reply)
+                client.parseApplicationAssociationResponse(reply.data)
+            got: dict[str, Any] = {}
+            got["objects"] = len(
+                client.parseObjects(exchange(client.getObjectsRequest()).data, True)
+            )
+            serial = GXDLMSData("0.0.96.1.0.255")
+            got["serial"] = client.updateValue(serial, 2, exchange(client.read(serial, 2)).value)
+            if auth != "none":
+                clock = GXDLMSClock("0.0.1.0.0.255")
+                client.updateValue(clock, 2, exchange(client.read(clock, 2)).value)
+                exchange(client.write(clock, 2))
+                got["set"] = True
+            exchange(client.releaseRequest())
+            return got
+        finally:
+            sock.close()
+
+    got = _serve(state, _options(tmp_path), work)
+    assert got["objects"] >= 15 and bytes(got["serial"]) == b"sec-1"
+    assert got.get("set", False) == (auth != "none") and state.sets == (auth != "none")
+    if auth == "hls":
+        ic_object = state.objects[OBIS_INVOCATION_COUNTER]
+        assert isinstance(ic_object, InvocationCounterObject)
+        assert ic_object.security.client_counter is not None
+        assert ic_object.security.refused_replays == ic_object.security.refused_deciphering == 0

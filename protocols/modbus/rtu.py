@@ -228,7 +228,7 @@ def _frame_size(head: bytes, role: Role) -> int | None:
     if len(head) < 2:
         return None
     unit, code = head[0], head[1]
-    if unit > MAX_UNIT and not (role is Role.REQUESTS and unit == 0):
+    if unit > MAX_UNIT or (unit == 0 and role is Role.RESPONSES):  # 0: broadcast, no answer
         return 0
     if code & 0x80:
         return 5 if role is Role.RESPONSES and 1 <= code & 0x7F <= 0x7F else 0

@@ -319,3 +319,10 @@ def test_bus_time_of_any_pair_counts_every_character() -> None:
     assert bus.request == pytest.approx(13 * 10 / 19200)
     assert bus.response == pytest.approx(8 * 10 / 19200)
     assert bus.total == pytest.approx(21 * 10 / 19200 + 2 * 3.5 * 10 / 19200)
+
+
+def test_an_answer_from_the_broadcast_address_is_garbage() -> None:
+    reader = FrameReader()
+    reader.receive_data(with_crc(bytes.fromhex("00 03 02 00 01")))
+    (event,) = _drain(reader)
+    assert isinstance(event, BadFrame) and event.reason == "garbage"

@@ -55,6 +55,10 @@ class VeeTx(Protocol):
     ) -> list[IntervalRow]: ...
     async def swaps(self, meter_id: str) -> list[SwapRow]: ...
     async def records_between(self, gateway_id: str, low_seq: int, high_seq: int) -> int: ...
+    async def add_swap(
+        self, meter_id: str, at_ms: int, old_final: Decimal | None, new_initial: Decimal | None,
+        reason: str, who: str, now_ms: int,
+    ) -> int: ...  # fmt: skip
     async def values_between(
         self, meter_id: str, obis: str, after_ms: int, upto_ms: int
     ) -> list[tuple[str, str]]: ...
@@ -167,6 +171,7 @@ class VeeEngine:
         series: dict[str, list[Reading]] = {}
         firsts: dict[int, tuple[tuple, bool]] = {}  # ms -> (the capture's clock reading, cum.)
         tou: dict[int, dict[str, Reading]] | None = {} if "sumcheck" in on and rules.tou else None
+        serials: list[tuple[int, str]] = []
 
         def reading(row: tuple) -> Reading:
             _m, obis, ms, value, unit, qflags, source, gw, seq = row
@@ -193,6 +198,8 @@ class VeeEngine:
                 firsts[ms] = (row, plan.cumulative)
             if tou is not None:
                 tou.setdefault(ms, {})[obis] = reading(row)
+            if obis == rules.serial_obis:
+                serials.append((ms, row[3]))
         if "timestamps" in on:  # once per capture: the clock is the capture's
             for ms in sorted(firsts):
                 row, cumulative = firsts[ms]
@@ -201,6 +208,8 @@ class VeeEngine:
             for ms in sorted(tou):
                 flags += sumcheck.check_tou(tou[ms], rules)
         bad = {(f.obis, f.captured_ms) for f in flags if f.outcome == ERROR}
+        if serials:
+            flags += await self._serial_swaps(tx, meter_id, rules.serial_obis, serials, now_ms)
         swaps: list[Swap] | None = None
         for obis, new in series.items():
             if swaps is None:
@@ -215,6 +224,26 @@ class VeeEngine:
         totals.validated += len(rows)
         self._record(flags, now_ms, out)
         totals.flagged += len(flags)
+
+    @staticmethod
+    async def _serial_swaps(
+        tx: VeeTx, meter_id: str, obis: str, serials: list[tuple[int, str]], now_ms: int
+    ) -> list[Flag]:
+        """Record a swap where the meter's serial number changed (before the registers are
+        derived, so that the old and the new register are never subtracted)."""
+        serials.sort()
+        before = await tx.points_before(meter_id, obis, serials[0][0] - 1, 1)
+        last = Decimal(before[0].value) if before else None
+        found = []
+        for ms, text in serials:
+            value = Decimal(text)
+            if last is not None and value != last:
+                reason = f"serial number changed from {last} to {value}"
+                swap_id = await tx.add_swap(meter_id, ms, None, None, reason, "vee", now_ms)
+                detail = f"meter swap #{swap_id} detected: {reason}"
+                found.append(Flag(meter_id, obis, ms, monotonic.RULE, INFO, detail))
+            last = value
+        return found
 
     @staticmethod
     def _record(flags: Iterable[Flag], now_ms: int, out: VeeWrite) -> None:

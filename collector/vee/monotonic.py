@@ -6,8 +6,9 @@ A decrease is one of three things:
   and started again at 0. The consumption is ``new + (max + resolution) - old``, exact in
   Decimal. It counts as a rollover only if the old value is within ``rollover_share`` of the
   top and the new one within that share of 0 (otherwise a glitch would pass as a wrap);
-* a meter replacement: an operator-recorded swap lies between the two readings. The old and
-  the new register are never subtracted from each other;
+* a meter replacement: a swap lies between the two readings (recorded by an operator, or
+  by VEE when the meter's serial number reading changed). The old and the new register are
+  never subtracted from each other;
 * an error: the reading is flagged and not used for consumption until an operator decides.
 """
 
@@ -53,10 +54,13 @@ def rollover_delta(old: Decimal, new: Decimal, top: Decimal, share: Decimal) -> 
 
 
 def swap_between(swaps: list[Swap], start_ms: int, end_ms: int) -> Swap | None:
-    for swap in swaps:
-        if start_ms < swap.at_ms <= end_ms:
-            return swap
-    return None
+    """The swap between two readings; of several, the latest recorded one with final reads
+    (an operator's record of a swap VEE detected from the serial number wins)."""
+    found = [swap for swap in swaps if start_ms < swap.at_ms <= end_ms]
+    if not found:
+        return None
+    with_finals = [swap for swap in found if swap.old_final is not None]
+    return max(with_finals or found, key=lambda swap: swap.id)
 
 
 def pair_delta(

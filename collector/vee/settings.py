@@ -72,6 +72,7 @@ class MeterRules:
     tou: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # load profile vs register: register OBIS -> interval-energy OBIS summed between its reads
     profile_sum: dict[str, str] = field(default_factory=dict)
+    serial_obis: str = "0-0:96.1.0"  # the meter's serial number: a change = a meter swap
     meter_class: str = ""
 
     @property
@@ -156,6 +157,7 @@ _RULE_KEYS = {
     "register_max",
     "tou",
     "profile_sum",
+    "serial_obis",
 }
 
 
@@ -268,6 +270,8 @@ def _rules(sec: Section, base: MeterRules, duration: Callable[[str], int]) -> Me
             sec, "tou", lambda s, k: tuple(_check_obis(s, k, v) for v in s.str_list(k))
         )
         out = replace(out, tou={**out.tou, **tou})
+    if "serial_obis" in sec.data:
+        out = replace(out, serial_obis=_check_obis(sec, "serial_obis", sec.str("serial_obis")))
     if "profile_sum" in sec.data:
         pairs = _obis_table(sec, "profile_sum", lambda s, k: _check_obis(s, k, s.str(k)))
         out = replace(out, profile_sum={**out.profile_sum, **pairs})

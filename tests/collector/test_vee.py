@@ -629,3 +629,29 @@ def test_a_version_2_database_is_migrated_to_the_vee_tables(tmp_path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert {"validations", "vee_counters", "intervals", "vee_audit", "vee_swaps"} <= tables
+
+
+def test_a_new_serial_number_is_a_meter_swap_and_registers_are_not_mixed(tmp_path, key) -> None:
+    serial = Obis.parse("0-0:96.1.0")
+    head = Head(tmp_path, key)
+    rows = [(0, "81234567", "7000.0"), (1, "81234567", "7000.4"), (2, "99000001", "0.3")]
+    rows += [(3, "99000001", "0.8")]
+    head.feed([(MONDAY + k * Q, [(serial, s, ""), (IMPORT, v, "kWh")]) for k, s, v in rows])
+    detected, register = head.flags("monotonic")
+    assert detected[:3] == (MONDAY + 2 * Q, "monotonic", "info")
+    assert detected[3] == "meter swap #1 detected: serial number changed from 81234567 to 99000001"
+    assert register[3] == (
+        "meter swap #1 between the readings (serial number changed from 81234567 to 99000001):"
+        " unknown consumption"
+    )
+    assert head.rows("SELECT at_ms, who FROM vee_swaps") == [(MONDAY + 2 * Q, "vee")]
+    assert [(v, q) for _s, _e, v, q, _m in head.intervals()] == [
+        ("0.4", "actual"),
+        (None, "gap"),  # 7000.4 of the old meter and 0.3 of the new: unknown in between
+        ("0.5", "actual"),
+    ]
+    # the operator adds the final reads: they take precedence over the detected swap
+    at = "2026-11-01T23:30:00Z"
+    finals = ["--old-final", "7000.5", "--new-initial", "0.0"]
+    assert cli(head, "swap", "--meter", METER, "--at", at, *finals, "--reason", "job sheet") == 0
+    assert [v for _s, _e, v, _q, _m in head.intervals()] == ["0.4", "0.4", "0.5"]

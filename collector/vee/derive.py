@@ -60,7 +60,7 @@ def gap_pairs(points: list[Point], rules: MeterRules) -> list[tuple[Point, Point
     return [
         (p, q)
         for p, q in pairwise(points)
-        if is_gap(p, q, rules) and q.ms - p.ms > rules.short_gap_ms
+        if is_gap(p, q, rules) and rules.short_gap_ms < q.ms - p.ms <= rules.max_gap_ms
     ]
 
 
@@ -79,9 +79,13 @@ def derive(
     quality: dict[int, tuple[str, str]] = {}
     gaps: list[tuple[int, int, Decimal | None]] = []
     notes: list[PairNote] = []
-    zone = rules.zone if any(q.ms - p.ms > rules.short_gap_ms for p, q in _pairs(points)) else None
+    zone = rules.zone
     for p, q in _pairs(points):
         delta, how = pair_delta(p, q, obis, rules, swaps)
+        if q.ms - p.ms > rules.max_gap_ms:  # not worth 10^4+ guessed intervals: review it
+            gaps.append((floor_grid(p.ms, step), ceil_grid(q.ms, step), delta))
+            notes.append(PairNote(p, q, GAP, "longer than max_gap"))
+            continue
         starts = list(range(floor_grid(p.ms, step), q.ms, step))
         overlaps = [Fraction(min(q.ms, s + step) - max(p.ms, s)) for s in starts]
         gap = is_gap(p, q, rules)

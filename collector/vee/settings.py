@@ -57,6 +57,7 @@ class MeterRules:
     aligned: bool = True  # reads sit on the interval grid (a load profile): off it = drift
     short_gap_ms: int = _HOUR  # gaps up to this are interpolated; longer: like-day
     like_day_weeks: int = 4  # how many weeks back the like-day profile looks
+    max_gap_ms: int = 35 * _DAY  # longer gaps are not estimated interval by interval
     future_ms: int = 5 * _MINUTE  # captured ahead of the collector's clock by more: flagged
     retention_ms: int = 400 * _DAY  # captured longer ago than this: flagged
     drift_ms: int = 2 * _MINUTE  # clock drift (off the grid, or ahead of arrival) beyond: flagged
@@ -143,6 +144,7 @@ _RULE_KEYS = {
     "read_every",
     "aligned",
     "short_gap",
+    "max_gap",
     "like_day_weeks",
     "future_tolerance",
     "retention",
@@ -249,6 +251,7 @@ def _rules(sec: Section, base: MeterRules, duration: Callable[[str], int]) -> Me
         read_every_ms=dur("read_every", out.read_every_ms),
         aligned=aligned,
         short_gap_ms=dur("short_gap", out.short_gap_ms),
+        max_gap_ms=dur("max_gap", out.max_gap_ms),
         future_ms=dur("future_tolerance", out.future_ms),
         retention_ms=dur("retention", out.retention_ms),
         drift_ms=dur("clock_drift", out.drift_ms),

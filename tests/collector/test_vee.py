@@ -655,3 +655,12 @@ def test_a_new_serial_number_is_a_meter_swap_and_registers_are_not_mixed(tmp_pat
     finals = ["--old-final", "7000.5", "--new-initial", "0.0"]
     assert cli(head, "swap", "--meter", METER, "--at", at, *finals, "--reason", "job sheet") == 0
     assert [v for _s, _e, v, _q, _m in head.intervals()] == ["0.4", "0.4", "0.5"]
+
+
+def test_a_gap_longer_than_max_gap_is_one_row_for_review(tmp_path, key) -> None:
+    head = Head(tmp_path, key, 'max_gap = "35d"\n')
+    later = MONDAY + 40 * DAY
+    head.feed([(MONDAY, [(IMPORT, "5.0", "kWh")]), (later, [(IMPORT, "405.0", "kWh")])])
+    assert head.intervals() == [(MONDAY, later, "400.0", "gap", "no basis")]
+    [flag] = head.flags("gaps")
+    assert flag[2] == "warn" and "left as a gap for review" in flag[3]

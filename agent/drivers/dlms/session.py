@@ -11,7 +11,8 @@ Security levels (``auth`` in the meter's ``[meters.dlms]``):
 * ``none``: the public client, no authentication;
 * ``lls``: the password of the meter (secrets file) in the AARQ;
 * ``hls-gmac``: first a public association reads the meter's invocation counter object
-  (0.0.43.1.0.255); the client counter starts at max(persisted, read) and is persisted
+  (0.0.43.1.0.255) on a connection of its own (the transport is closed meanwhile and
+  opened again); the client counter starts at max(persisted, read) and is persisted
   (``secrets.CounterStore``) before any value is used; then the ciphered association:
   AARQ with the client system title and challenge, AARE with the meter's challenge,
   ACTION ``reply_to_HLS_authentication`` with f(StoC), the meter's f(CtoS) checked. A
@@ -181,16 +182,14 @@ class DlmsSession:
             )
         secrets = load_meter_secrets(self.settings.secrets, self.meter_id, "hls-gmac")
         store = CounterStore(self.state_dir / "dlms" / f"{_file_name(self.meter_id)}.ic")
-        if isinstance(self.transport, WrapperTransport):
-            self.meter_counter = await self._read_meter_counter()  # on a second connection
-        else:
-            # one link at a time (a serial line, an HDLC physical device): ours is closed
-            # for the public association, then a fresh one is opened
-            await self.transport.close()
-            self.meter_counter = await self._read_meter_counter()
-            fresh = _sibling(self.transport, self.settings.client_address)
-            await fresh.open()
-            self.transport = fresh
+        # one connection at a time (a serial line, an HDLC physical device, a meter that
+        # takes one TCP connection): ours is closed for the public association, then a
+        # fresh one is opened
+        await self.transport.close()
+        self.meter_counter = await self._read_meter_counter()
+        fresh = _sibling(self.transport, self.settings.client_address)
+        self.transport = fresh
+        await fresh.open()
         start = max(store.limit, self.meter_counter or 0)
         self.counters = store
         self.conn = DlmsConnection(

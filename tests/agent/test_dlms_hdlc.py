@@ -187,7 +187,8 @@ def test_frames_the_transport_sends_are_the_standards(tmp_path: Path) -> None:
 def test_a_meter_that_goes_silent_after_the_ua_is_a_timeout_naming_the_exchange(
     tmp_path: Path,
 ) -> None:
-    """The test plays the meter on a bare pty: UA to the SNRM, then nothing."""
+    """The test plays the meter on a bare pty: UA to the SNRM, then nothing; the driver
+    gives up on the AARQ, still sends a DISC (to free the meter), and says what it missed."""
     master, slave = os.openpty()
     link = tmp_path / "mute"
     os.symlink(os.ttyname(slave), link)
@@ -199,6 +200,7 @@ def test_a_meter_that_goes_silent_after_the_ua_is_a_timeout_naming_the_exchange(
 
         def meter_side() -> None:
             for frame in frames.feed(os.read(master, 4096)):
+                seen.append(frame.kind)
                 if frame.kind is FrameKind.SNRM:
                     os.write(master, b"".join(server.receive(frame).send))
 
@@ -211,11 +213,14 @@ def test_a_meter_that_goes_silent_after_the_ua_is_a_timeout_naming_the_exchange(
         finally:
             loop.remove_reader(master)
 
+    seen: list[FrameKind] = []
     try:
         text = asyncio.run(main())
     finally:
         os.close(master)
         os.close(slave)
+    # the read gave up on the AARQ and still ended the link with a DISC
+    assert seen == [FrameKind.SNRM, FrameKind.I, FrameKind.DISC]
     assert (
         text
         == f"meter dl-m: dlms at {link} (hdlc 16->1/17): AARQ: no answer within 0.3s (1 attempt)"

@@ -260,7 +260,9 @@ class HdlcTransport:
         if stream is None:
             return
         try:
-            if self.link.state is LinkState.IDLE:
+            # also after a failed exchange: a DISC frees the meter for other clients now,
+            # not after its inactivity time-out (a late answer just ends the wait)
+            if self.link.state not in (LinkState.DISCONNECTED, LinkState.AWAITING_UA):
                 self._stream = stream
                 with contextlib.suppress(TimeoutError, ConnectionError):
                     await self._exchange(self.link.disconnect(), "DISC", "UA", lambda s: s.event)

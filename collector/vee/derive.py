@@ -74,25 +74,23 @@ def derive(
 ) -> tuple[list[Interval], list[PairNote]]:
     """Intervals starting at or after ``emit_from`` that the points cover completely, and a
     note for each gap filled. ``history``: start -> measured interval value (like-day)."""
-    step = rules.interval_ms
-    sums: dict[int, Decimal] = {}
-    quality: dict[int, tuple[str, str]] = {}
-    gaps: list[tuple[int, int, Decimal | None]] = []
+    acc = _Sums(rules.interval_ms)
     notes: list[PairNote] = []
     zone = rules.zone
-    for p, q in _pairs(points):
+    step = rules.interval_ms
+    for p, q in pairwise(points):
         delta, how = pair_delta(p, q, obis, rules, swaps)
+        if delta is None:
+            acc.leave_gap(p, q, None)
+            notes.append(PairNote(p, q, GAP, how))
+            continue
         if q.ms - p.ms > rules.max_gap_ms:  # not worth 10^4+ guessed intervals: review it
-            gaps.append((floor_grid(p.ms, step), ceil_grid(q.ms, step), delta))
+            acc.leave_gap(p, q, delta)
             notes.append(PairNote(p, q, GAP, "longer than max_gap"))
             continue
         starts = list(range(floor_grid(p.ms, step), q.ms, step))
         overlaps = [Fraction(min(q.ms, s + step) - max(p.ms, s)) for s in starts]
         gap = is_gap(p, q, rules)
-        if delta is None:
-            gaps.append((starts[0], ceil_grid(q.ms, step), None))
-            notes.append(PairNote(p, q, GAP, how))
-            continue
         if not gap:
             weights = overlaps
             exact = len(starts) == 1 and p.ms == starts[0] and q.ms == starts[0] + step
@@ -100,15 +98,15 @@ def derive(
         elif q.ms - p.ms <= rules.short_gap_ms:
             weights, grade = overlaps, (ESTIMATED, "linear")
         else:
-            assert zone is not None
             profile = [like_day(s, zone, rules.like_day_weeks, history) for s in starts]
-            if any(v is None for v in profile) or (
-                delta != 0 and sum(v * o for v, o in zip(profile, overlaps, strict=True)) <= 0  # type: ignore[operator]
+            known = [v for v in profile if v is not None]
+            if len(known) < len(profile) or (
+                delta != 0 and sum(v * o for v, o in zip(known, overlaps, strict=True)) <= 0
             ):
-                gaps.append((starts[0], ceil_grid(q.ms, step), delta))
+                acc.leave_gap(p, q, delta)
                 notes.append(PairNote(p, q, GAP, "no like-day basis"))
                 continue
-            weights = [v * o for v, o in zip(profile, overlaps, strict=True)]  # type: ignore[operator]
+            weights = [v * o for v, o in zip(known, overlaps, strict=True)]
             grade = (ESTIMATED, "like-day")
             if sum(weights) == 0:
                 weights = overlaps
@@ -117,58 +115,80 @@ def derive(
         if gap:
             notes.append(PairNote(p, q, *grade))
         if len(starts) == 1:  # the common case: the pair lies inside one interval
-            parts = [delta]
-        elif delta:
-            parts = apportion(delta, weights, resolution(p.value, q.value))
-        else:
-            parts = [Decimal(0) * resolution(p.value, q.value)] * len(starts)
-        for s, part in zip(starts, parts, strict=True):
-            sums[s] = sums.get(s, Decimal(0)) + part
-            held = quality.get(s)
-            if held is None or _RANK[grade[0]] > _RANK[held[0]]:
-                quality[s] = grade
-    return _emit(points, sums, quality, gaps, step, emit_from), notes
-
-
-def _pairs(points: list[Point]) -> list[tuple[Point, Point]]:
-    return list(pairwise(points))
-
-
-def _emit(
-    points: list[Point],
-    sums: dict[int, Decimal],
-    quality: dict[int, tuple[str, str]],
-    gaps: list[tuple[int, int, Decimal | None]],
-    step: int,
-    emit_from: int,
-) -> list[Interval]:
-    if not points:
-        return []
-    first = max(emit_from, points[0].ms)
-    last = points[-1].ms
-    # merge overlapping gap spans
-    merged: list[list] = []
-    for start, end, total in sorted(gaps, key=lambda g: g[0]):
-        if merged and start < merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-            held = merged[-1][2]
-            merged[-1][2] = None if held is None or total is None else held + total
-        else:
-            merged.append([start, end, total])
-    out: list[Interval] = []
-    in_gap: set[int] = set()
-    for start, end, total in merged:
-        value = total
-        for s in range(start, end, step):
-            in_gap.add(s)
-            if value is not None and s in sums:
-                value += sums[s]
-        if start >= first and end <= last:
-            out.append(Interval(start, end, value, GAP, "no basis"))
-    for s in sorted(sums):
-        if s in in_gap or s < first or s + step > last:
+            acc.add(starts[0], delta, grade)
             continue
-        grade, method = quality[s]
-        out.append(Interval(s, s + step, sums[s], grade, method))
-    out.sort(key=lambda i: i.start_ms)
-    return out
+        for start, part in zip(starts, _split(delta, weights, p, q), strict=True):
+            acc.add(start, part, grade)
+    return acc.emit(points, emit_from), notes
+
+
+def _split(delta: Decimal, weights: list[Fraction], p: Point, q: Point) -> list[Decimal]:
+    step = resolution(p.value, q.value, delta)
+    if not delta:
+        return [Decimal(0) * step] * len(weights)
+    return apportion(delta, weights, step)
+
+
+class _Sums:
+    """Pieces of consumption per grid interval, with the weakest quality among them, and
+    the spans left as gaps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.sums: dict[int, Decimal] = {}
+        self.unknown: set[int] = set()
+        self.quality: dict[int, tuple[str, str]] = {}
+        self.gaps: list[tuple[int, int, Decimal | None]] = []
+
+    def add(self, start: int, part: Decimal | None, grade: tuple[str, str]) -> None:
+        if part is None:
+            self.unknown.add(start)
+        else:
+            self.sums[start] = self.sums.get(start, Decimal(0)) + part
+        held = self.quality.get(start)
+        if held is None or _RANK[grade[0]] > _RANK[held[0]]:
+            self.quality[start] = grade
+
+    def leave_gap(self, p: Point, q: Point, delta: Decimal | None) -> None:
+        """No basis between p and q: the grid intervals wholly inside become ONE gap row
+        [ceil(p), floor(q)) with their share of the delta; the intervals p and q fall into
+        (off the grid) take their share by time and the quality ``gap``. Each row so lies
+        between p and q alone, and is complete as soon as both points exist."""
+        step, grade = self.step, (GAP, "no basis")
+        low, high = ceil_grid(p.ms, step), floor_grid(q.ms, step)
+        if low > high:  # both inside one interval
+            self.add(floor_grid(p.ms, step), delta, grade)
+            return
+        spans = [  # (start of the piece's row, length, is the middle row)
+            (floor_grid(p.ms, step), low - p.ms, False),
+            (low, high - low, True),
+            (high, q.ms - high, False),
+        ]
+        spans = [span for span in spans if span[1] > 0]
+        if delta is None:
+            parts: list[Decimal | None] = [None] * len(spans)
+        else:
+            parts = list(_split(delta, [Fraction(n) for _s, n, _m in spans], p, q))
+        for (start, _length, middle), part in zip(spans, parts, strict=True):
+            if middle:
+                self.gaps.append((low, high, part))
+            else:
+                self.add(start, part, grade)
+
+    def emit(self, points: list[Point], emit_from: int) -> list[Interval]:
+        if not points:
+            return []
+        first, last, step = max(emit_from, points[0].ms), points[-1].ms, self.step
+        out = [
+            Interval(start, end, total, GAP, "no basis")
+            for start, end, total in self.gaps
+            if start >= first and end <= last
+        ]
+        for s in sorted(self.quality):
+            if s < first or s + step > last:
+                continue
+            grade, method = self.quality[s]
+            value = None if s in self.unknown else self.sums.get(s, Decimal(0))
+            out.append(Interval(s, s + step, value, grade, method))
+        out.sort(key=lambda i: i.start_ms)
+        return out

@@ -664,3 +664,53 @@ def test_a_gap_longer_than_max_gap_is_one_row_for_review(tmp_path, key) -> None:
     assert head.intervals() == [(MONDAY, later, "400.0", "gap", "no basis")]
     [flag] = head.flags("gaps")
     assert flag[2] == "warn" and "left as a gap for review" in flag[3]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_any_arrival_order_ends_with_the_same_actual_intervals(tmp_path, key, seed) -> None:
+    """Batches of a day's profile arrive shuffled (a backlog drained out of order, two
+    gateways): once everything is in, every interval is the actual one, estimates gone."""
+    import random
+
+    head = Head(tmp_path, key)
+    captures = profile(MONDAY, 96, Decimal("500.000"), shape)
+    seqs = list(range(1, len(captures) + 1))
+    chunks = []
+    rng = random.Random(seed)
+    i = 0
+    while i < len(captures):
+        n = rng.randint(1, 12)
+        chunks.append((captures[i : i + n], seqs[i : i + n]))
+        i += n
+    rng.shuffle(chunks)
+    for chunk, chunk_seqs in chunks:
+        head.feed(chunk, seqs=chunk_seqs, now_ms=MONDAY + DAY + HOUR)
+    got = head.intervals()
+    assert [(s, v, q) for s, _e, v, q, _m in got] == [
+        (MONDAY + k * Q, str(shape(MONDAY + (k + 1) * Q)), "actual") for k in range(96)
+    ]
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_off_grid_register_reads_in_any_order_derive_as_in_order(tmp_path, key, seed) -> None:
+    import random
+
+    settings = '[vee.meter.em-1]\ninterval = "1h"\nread_every = "3h"\naligned = false\n'
+    rng = random.Random(seed)
+    value = Decimal("100.00")
+    captures = []
+    ms = MONDAY
+    for k in range(30):  # every ~3 h at odd minutes, sometimes a longer pause
+        ms += 2 * HOUR + rng.randint(1, 119) * MIN + (5 * HOUR if k % 11 == 10 else 0)
+        value += Decimal(rng.randint(0, 500)) / 100
+        captures.append((ms, [(IMPORT, str(value), "kWh")]))
+    ordered = Head(tmp_path / "a", key, settings) if (tmp_path / "a").mkdir() is None else None
+    shuffled = Head(tmp_path / "b", key, settings) if (tmp_path / "b").mkdir() is None else None
+    assert ordered is not None and shuffled is not None
+    seqs = list(range(1, len(captures) + 1))
+    ordered.feed(captures, seqs=seqs)
+    for k in rng.sample(range(len(captures)), len(captures)):
+        shuffled.feed([captures[k]], seqs=[seqs[k]], now_ms=captures[-1][0] + HOUR)
+    assert shuffled.intervals() == ordered.intervals()
+    starts = [s for s, *_x in ordered.intervals()]
+    assert starts == sorted(set(starts))  # no overlapping current rows

@@ -21,6 +21,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.buffer import Capture
 from agent.cli import main as agent_main
@@ -494,3 +496,39 @@ def test_a_slowly_drifting_clock_is_set_before_it_reaches_the_limit(
     assert meter.clock.sets == 1 and meter.clock.drift_ms == 0  # set, read back right
     sim.wall.now += 2_000 * 10**9  # it keeps gaining at its rate from the new time
     assert _read(meter).drift_ms == 2_000 and meter.clock.sets == 1
+
+
+_clock_status = st.builds(
+    MeterClockStatus,
+    st.text(min_size=1, max_size=20),
+    st.none() | st.integers(-(2**62), 2**62),
+    st.none() | st.integers(0, 2**62),
+    st.booleans(),
+    st.integers(0, 2**31),
+    st.text(max_size=40),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_clock_status, max_size=5))
+def test_status_meters_round_trip(meters: list[MeterClockStatus]) -> None:
+    status = GatewayStatus("gw-1", "online", "", 5, 0, 0, 1, "0.1.0", tuple(meters))
+    assert GatewayStatus.from_bytes(status.to_bytes()) == status
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json)
+def test_status_meters_garbage_is_only_a_decode_error(meters: object) -> None:
+    payload = json.dumps({"v": 1, "gateway_id": "g", "state": "online", "meters": meters})
+    try:
+        status = GatewayStatus.from_bytes(payload.encode())
+    except DecodeError:
+        return
+    assert isinstance(status.meters, tuple)

@@ -52,6 +52,7 @@ def test_scan_lists_the_objects_and_values_and_its_section_reads_the_meter(
     assert rows["0-0:1.0.0"].split()[1:3] == ["8", "Clock"]
     assert rows["0-0:40.0.0"].split()[1:4] == ["15", "Association", "LN"]
     assert rows["1-0:99.1.0"].split()[1:3] == ["7", "Profile"]
+    assert rows["1-0:99.1.0"].endswith(" entries, every 15 min")
     assert rows["0-0:96.1.0"].endswith("'dl-s1'")
     assert rows["1-0:1.8.0"].endswith(" kWh") and rows["1-0:32.7.0"].endswith(" V")
     assert rows["1-0:31.7.0"].endswith(" A")

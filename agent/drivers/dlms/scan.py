@@ -134,7 +134,8 @@ async def scan(
     timeout: float = 5.0,
     read_values: bool = True,
 ) -> ScanResult:
-    """Associate, read the object list (and the values), release."""
+    """Associate, read the object list (and the values: registers, clock, short data,
+    profile sizes), release."""
     transport = make_transport(settings, host, port, timeout)
     session = DlmsSession(transport, settings, "scan")
     result = ScanResult(transport.description)
@@ -186,6 +187,11 @@ async def _read_value(session: DlmsSession, obj: ScannedObject) -> None:
                 obj.value += " (deviation not specified: taken as UTC)"
         elif obj.class_id == 1:
             obj.value = _short(await session.get(1, obj.obis, 2))
+        elif obj.class_id == 7:  # Profile Generic: capture period and entries in use
+            period = (await session.get(7, obj.obis, 4)).integer
+            used = (await session.get(7, obj.obis, 7)).integer
+            every = f"every {period // 60} min" if period % 60 == 0 else f"every {period} s"
+            obj.value = f"{used} entries, {every}" if period else f"{used} entries"
     except (ObjectError, DlmsDecodeError) as exc:
         obj.error = str(exc)
 

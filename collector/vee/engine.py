@@ -19,17 +19,17 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
 
 from protocols.clock import format_utc_ms
 
 from ..store.base import IngestWrite
-from ..store.vee_sqlite import IntervalRow, PointRow, SwapRow, VeeWrite
+from ..store.vee_sqlite import SwapRow, VeeWrite
 from . import gaps, limits, monotonic, negative, spike, sumcheck, timestamps, units, zero
-from .base import ERROR, INFO, WARN, Flag, Interval, Point, Reading, ceil_grid, floor_grid
-from .derive import ESTIMATED, GAP, derive, gap_pairs
+from .base import ERROR, INFO, WARN, Flag, Interval, Point, Reading
+from .derive import ESTIMATED, GAP, PairNote, derive, gap_pairs
 from .estimate import like_day_ranges
 from .monotonic import Swap
+from .series import VeeTx, Window, load_window, point_of, replace_intervals
 from .settings import MeterRules, VeeSettings
 
 __all__ = ["VeeEngine", "VeeTx"]
@@ -37,32 +37,6 @@ __all__ = ["VeeEngine", "VeeTx"]
 log = logging.getLogger("collector.vee")
 
 _DAY = 86_400_000
-_LOOK = 8  # stored points fetched around new ones per query
-
-
-class VeeTx(Protocol):
-    async def points_between(
-        self, meter_id: str, obis: str, after_ms: int, upto_ms: int
-    ) -> list[PointRow]: ...
-    async def points_before(
-        self, meter_id: str, obis: str, before_ms: int, limit: int
-    ) -> list[PointRow]: ...
-    async def points_after(
-        self, meter_id: str, obis: str, after_ms: int, limit: int
-    ) -> list[PointRow]: ...
-    async def current_intervals(
-        self, meter_id: str, obis: str, from_ms: int, to_ms: int
-    ) -> list[IntervalRow]: ...
-    async def swaps(self, meter_id: str) -> list[SwapRow]: ...
-    async def records_between(self, gateway_id: str, low_seq: int, high_seq: int) -> int: ...
-    async def add_swap(
-        self, meter_id: str, at_ms: int, old_final: Decimal | None, new_initial: Decimal | None,
-        reason: str, who: str, now_ms: int,
-    ) -> int: ...  # fmt: skip
-    async def values_between(
-        self, meter_id: str, obis: str, after_ms: int, upto_ms: int
-    ) -> list[tuple[str, str]]: ...
-    async def write(self, out: VeeWrite) -> None: ...
 
 
 @dataclass
@@ -73,30 +47,12 @@ class VeeTotals:
     superseded: int = 0
 
 
-def _point(row: PointRow) -> Point | None:
-    """The point a stored reading gives the series, or None if it is not used: rejected by
-    an operator, or an open error finding not accepted."""
-    if row.action == "reject":
-        return None
-    if row.action == "edit" and row.edited_value is not None:
-        return Point(row.captured_ms, Decimal(row.edited_value), row.unit, row.gateway_id,
-                     row.seq, True)  # fmt: skip
-    if row.has_error and row.action != "accept":
-        return None
-    return Point(row.captured_ms, Decimal(row.value), row.unit, row.gateway_id, row.seq)
-
-
 def _swap(row: SwapRow) -> Swap:
     return Swap(
         row.id, row.meter_id, row.at_ms,
         None if row.old_final is None else Decimal(row.old_final),
         None if row.new_initial is None else Decimal(row.new_initial), row.reason,
     )  # fmt: skip
-
-
-def _interval(row: IntervalRow) -> Interval:
-    value = None if row.value is None else Decimal(row.value)
-    return Interval(row.start_ms, row.end_ms, value, row.quality, row.method)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,57 +217,66 @@ class VeeEngine:
         """Validate the new readings of one register along its series and (re)derive the
         intervals they touch. ``new`` is sorted by time."""
         step = rules.interval_ms
-        lo, hi = new[0].captured_ms, new[-1].captured_ms
-        fresh = {r.captured_ms for r in new}
-        before = await tx.points_before(meter_id, obis, lo - 1, _LOOK)
-        effective = [p for p in map(_point, before) if p is not None]
-        prev = effective[0] if effective else None
-        anchor = None
-        if prev is not None:
-            target = floor_grid(prev.ms, step)
-            anchor = next((p for p in effective if p.ms <= target), None)
-            if anchor is None and len(before) == _LOOK:
-                more = await tx.points_before(meter_id, obis, target, _LOOK)
-                anchor = next((p for p in map(_point, more) if p is not None), None)
-        if anchor is not None:
-            start, emit_from = anchor.ms, floor_grid(prev.ms, step)  # type: ignore[union-attr]
-            head = [anchor]
-        elif prev is not None:
-            start, emit_from, head = prev.ms, ceil_grid(prev.ms, step), [prev]
-        else:
-            start, emit_from, head = lo - 1, ceil_grid(lo, step), []
-        rows = await tx.points_between(meter_id, obis, start, hi)
-        tail_rows = await tx.points_after(meter_id, obis, hi, _LOOK)
-        tail = [p for p in map(_point, tail_rows) if p is not None]
-        if tail:  # a late reading: derive through the interval after the next point
-            end = ceil_grid(tail[0].ms, step)
-            if tail[-1].ms < end:
-                tail = [p for p in map(_point, await tx.points_between(
-                    meter_id, obis, hi, end)) if p is not None]  # fmt: skip
-                extra = await tx.points_after(meter_id, obis, end, _LOOK)
-                tail += [p for p in map(_point, extra) if p is not None][:1]
-            else:
-                tail = [p for p in tail if p.ms <= end] + [p for p in tail if p.ms > end][:1]
-        points: list[Point] = list(head)
+        window = await load_window(
+            tx, meter_id, obis, new[0].captured_ms, new[-1].captured_ms, step
+        )
+        fresh = {r.captured_ms for r in new} if validate else set()
+        points, gap_pairs_new = await self._walk(
+            tx, meter_id, obis, window, fresh, bad, rules, swaps, flags
+        )
+        if len(points) < 2:
+            return
+        history: dict[int, Decimal] = {}
+        for p, q in gap_pairs(points, rules):
+            low, high = like_day_ranges(p.ms, q.ms, rules.like_day_weeks)
+            for row in await tx.current_intervals(meter_id, obis, low, high):
+                measured = row.quality in ("actual", "edited") and row.value is not None
+                if measured and row.end_ms - row.start_ms == step:
+                    history[row.start_ms] = Decimal(row.value)
+        derived, notes = derive(points, obis, rules, swaps, history, window.emit_from)
+        if "gaps" in rules.rules and gap_pairs_new:
+            flags += await self._gap_flags(tx, meter_id, obis, rules, gap_pairs_new, notes)
+        emit_to = points[-1].ms
+        lookback = max(_DAY, rules.zero_ms)
+        existing = await tx.current_intervals(meter_id, obis, window.emit_from - lookback, emit_to)
+        done = replace_intervals(
+            meter_id, obis, new[0].unit or points[-1].unit, existing, derived,
+            window.emit_from, emit_to, now_ms, who, why,
+        )  # fmt: skip
+        out.superseded += done.superseded
+        out.intervals += done.inserted
+        if validate:
+            flags += _interval_rules(meter_id, obis, rules, done.added, done.current)
+
+    async def _walk(
+        self, tx: VeeTx, meter_id: str, obis: str, window: Window, fresh: set[int],
+        bad: set[tuple[str, int]], rules: MeterRules, swaps: list[Swap], flags: list[Flag],
+    ) -> tuple[list[Point], list[tuple[Point, Point]]]:  # fmt: skip
+        """The usable points of the window in order; along the way the rules that compare a
+        new reading with the point before it (monotonic, gaps, the profile sum). A new
+        reading with an error finding is left out, so the next compares with the last good
+        one."""
+        step = rules.interval_ms
+        points: list[Point] = list(window.head)
         gap_pairs_new: list[tuple[Point, Point]] = []
-        for row in rows:
-            if row.captured_ms == start:
+        for row in window.rows:
+            if row.captured_ms == window.start:
                 continue
-            point = _point(row)
+            point = point_of(row)
             if point is None or (obis, row.captured_ms) in bad:
                 continue
             last = points[-1] if points else None
-            if row.captured_ms in fresh and validate:
+            if row.captured_ms in fresh and last is not None:
                 if "monotonic" in rules.rules and (
                     f := monotonic.check(last, point, meter_id, obis, rules, swaps)
                 ):
                     flags.append(f)
                     if f.outcome == ERROR:
                         continue
-                if last is not None and gaps.is_gap(last, point, rules):
+                if gaps.is_gap(last, point, rules):
                     gap_pairs_new.append((last, point))
                 profile = rules.profile_sum.get(obis)
-                if profile and last is not None and "sumcheck" in rules.rules:
+                if profile and "sumcheck" in rules.rules:
                     delta, _how = monotonic.pair_delta(last, point, obis, rules, swaps)
                     if delta is not None:
                         got = await tx.values_between(meter_id, profile, last.ms, point.ms)
@@ -323,89 +288,30 @@ class VeeEngine:
                         if f:
                             flags.append(f)
             points.append(point)
-        if tail and validate and points and gaps.is_gap(points[-1], tail[0], rules):
+        tail = window.tail
+        if tail and fresh and points and gaps.is_gap(points[-1], tail[0], rules):
             gap_pairs_new.append((points[-1], tail[0]))
-        points += tail
-        if len(points) < 2:
-            return
-        history: dict[int, Decimal] = {}
-        for p, q in gap_pairs(points, rules):
-            low, high = like_day_ranges(p.ms, q.ms, rules.like_day_weeks)
-            for row in await tx.current_intervals(meter_id, obis, low, high):
-                measured = row.quality in ("actual", "edited") and row.value is not None
-                if measured and row.end_ms - row.start_ms == step:
-                    history[row.start_ms] = Decimal(row.value)
-        derived, notes = derive(points, obis, rules, swaps, history, emit_from)
-        if "gaps" in rules.rules and gap_pairs_new:
-            how = {(n.prev.ms, n.point.ms): n for n in notes}
-            for p, q in gap_pairs_new:
-                note = how.get((p.ms, q.ms))
-                if note is None or note.quality == GAP:
-                    method, outcome = "no basis to estimate: left as a gap for review", WARN
-                else:
-                    method, outcome = f"{note.quality} ({note.method})", INFO
-                stored = None
-                if p.gateway_id == q.gateway_id and q.seq > p.seq:
-                    stored = await tx.records_between(q.gateway_id, p.seq, q.seq)
-                f = gaps.check(p, q, meter_id, obis, rules, stored, method)
-                flags.append(Flag(f.meter_id, f.obis, f.captured_ms, f.rule, outcome, f.detail))
-        emit_to = points[-1].ms
-        lookback = max(_DAY, rules.zero_ms)
-        existing = await tx.current_intervals(meter_id, obis, emit_from - lookback, emit_to)
-        unit = new[0].unit or points[-1].unit
-        window = {(r.start_ms, r.end_ms): r for r in existing if r.start_ms >= emit_from}
-        known = {(i.start_ms, i.end_ms) for i in derived}
-        current: dict[int, Interval] = {
-            r.start_ms: _interval(r) for r in existing if r.start_ms < emit_from
-        }
-        added: list[Interval] = []
-        for interval in derived:
-            old = window.get((interval.start_ms, interval.end_ms))
-            value = None if interval.value is None else str(interval.value)
-            if old is not None and (old.value, old.quality, old.method) == (
-                value,
-                interval.quality,
-                interval.method,
-            ):
-                current[interval.start_ms] = interval
-                continue
-            reason = why
-            if old is not None:
-                reason = f"{why}; replaces {old.quality}"
-                reason += f" ({old.method})" if old.method else ""
-                reason += f" {old.value}" if old.value is not None else ""
-                out.superseded.append((now_ms, f"replaced by {_replacement(interval)}: {why}",
-                                       old.id))  # fmt: skip
-            out.intervals.append(
-                (meter_id, obis, interval.start_ms, interval.end_ms, value, unit,
-                 interval.quality, interval.method, now_ms, who, reason)
-            )  # fmt: skip
-            current[interval.start_ms] = interval
-            added.append(interval)
-        for key, old in window.items():
-            if key not in known and old.end_ms <= emit_to:
-                out.superseded.append((now_ms, f"no longer derived: {why}", old.id))
-        if not validate:
-            return
-        ordered = [current[s] for s in sorted(current)]
-        starts = [i.start_ms for i in ordered]
-        for interval in added:
-            if interval.quality not in ("actual", ESTIMATED):
-                continue
-            at = bisect_left(starts, interval.start_ms)
-            if "spike" in rules.rules and interval.quality == "actual":
-                since = bisect_left(starts, interval.start_ms - _DAY)
-                day = [
-                    i.value for i in ordered[since:at]
-                    if i.value is not None and i.end_ms - i.start_ms == step
-                ]  # fmt: skip
-                if f := spike.check(meter_id, obis, interval, day, rules):
-                    flags.append(f)
-            if "zero" in rules.rules and interval.value == 0:
-                run = int(rules.zero_ms // step) + 1
-                f = zero.check(meter_id, obis, interval, ordered[max(0, at - run) : at], rules)
-                if f:
-                    flags.append(f)
+        return points + tail, gap_pairs_new
+
+    @staticmethod
+    async def _gap_flags(
+        tx: VeeTx, meter_id: str, obis: str, rules: MeterRules,
+        pairs: list[tuple[Point, Point]], notes: list[PairNote],
+    ) -> list[Flag]:  # fmt: skip
+        how = {(n.prev.ms, n.point.ms): n for n in notes}
+        found = []
+        for p, q in pairs:
+            note = how.get((p.ms, q.ms))
+            if note is None or note.quality == GAP:
+                method, outcome = "no basis to estimate: left as a gap for review", WARN
+            else:
+                method, outcome = f"{note.quality} ({note.method})", INFO
+            stored = None
+            if p.gateway_id == q.gateway_id and q.seq > p.seq:
+                stored = await tx.records_between(q.gateway_id, p.seq, q.seq)
+            f = gaps.check(p, q, meter_id, obis, rules, stored, method)
+            found.append(Flag(f.meter_id, f.obis, f.captured_ms, f.rule, outcome, f.detail))
+        return found
 
     async def rederive(
         self, tx: VeeTx, meter_id: str, obis: str, around_ms: Sequence[int], now_ms: int,
@@ -427,10 +333,32 @@ class VeeEngine:
         return out
 
 
-def _replacement(interval: Interval) -> str:
-    if interval.quality == ESTIMATED:
-        return f"estimated ({interval.method})"
-    return interval.quality
+def _interval_rules(
+    meter_id: str, obis: str, rules: MeterRules, added: list[Interval], current: list[Interval]
+) -> list[Flag]:
+    """``spike`` and ``zero`` on the newly derived intervals (``current``: every current
+    interval of the window and the day before, by start)."""
+    found: list[Flag] = []
+    step = rules.interval_ms
+    starts = [i.start_ms for i in current]
+    for interval in added:
+        if interval.quality not in ("actual", ESTIMATED):
+            continue
+        at = bisect_left(starts, interval.start_ms)
+        if "spike" in rules.rules and interval.quality == "actual":
+            since = bisect_left(starts, interval.start_ms - _DAY)
+            day = [
+                i.value for i in current[since:at]
+                if i.value is not None and i.end_ms - i.start_ms == step
+            ]  # fmt: skip
+            if f := spike.check(meter_id, obis, interval, day, rules):
+                found.append(f)
+        if "zero" in rules.rules and interval.value == 0:
+            run = int(rules.zero_ms // step) + 1
+            f = zero.check(meter_id, obis, interval, current[max(0, at - run) : at], rules)
+            if f:
+                found.append(f)
+    return found
 
 
 def _when(ms: int) -> str:

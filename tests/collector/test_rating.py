@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 
@@ -170,10 +171,14 @@ def test_tariff_with_a_float_typo_names_the_key(tmp_path: Path) -> None:
         load_tariffs(tmp_path / "tariffs")
 
 
-def test_demo_accounts_and_tariffs_load() -> None:
+def test_demo_accounts_load_and_bill_every_meter_of_the_demo_fleet_once() -> None:
     config = Path(__file__).resolve().parents[2] / "config"
     tariffs = load_tariffs(config / "tariffs")
     accounts = load_accounts(config / "accounts" / "demo.toml", tariffs)
     meters = sorted(m for a in accounts.values() for m in a.meters)
-    assert meters == [f"em-em24-0{i}" for i in (1, 2, 3)] + [f"em-sdm-0{i}" for i in (1, 2, 3)]
+    scenario = tomllib.loads((config / "scenarios" / "demo.toml").read_text())
+    fleet = [u["meter"] for s in scenario["servers"] for u in s["units"]]
+    fleet += [d["meter"] for d in scenario.get("dlms", [])]
+    assert meters == sorted(fleet)
+    assert "em-dlms-01" in meters
     assert tariffs["flat-2026"].import_price_per_kwh == Decimal("0.27815")

@@ -320,8 +320,10 @@ class VeeEngine:
         """Derive again the intervals around the given readings of one register (after an
         operator decision or a recorded swap); writes and returns what changed."""
         rules = self.settings.for_meter(meter_id)
-        swaps = [_swap(s) for s in await tx.swaps(meter_id)]
         out = VeeWrite()
+        if not rules.cumulative(obis):  # no consumption is derived from it
+            return out
+        swaps = [_swap(s) for s in await tx.swaps(meter_id)]
         flags: list[Flag] = []
         anchors = sorted(set(around_ms))
         fake = [Reading(meter_id, obis, ms, Decimal(0), "", 0, 0, "", 0, now_ms) for ms in anchors]

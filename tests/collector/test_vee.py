@@ -714,3 +714,12 @@ def test_off_grid_register_reads_in_any_order_derive_as_in_order(tmp_path, key, 
     assert shuffled.intervals() == ordered.intervals()
     starts = [s for s, *_x in ordered.intervals()]
     assert starts == sorted(set(starts))  # no overlapping current rows
+
+
+def test_rejecting_a_power_reading_is_audited_and_derives_nothing(tmp_path, key) -> None:
+    head = Head(tmp_path, key, '[vee.max]\n"1-0:1.7.0" = 23000\n')
+    head.feed([(MONDAY + k * Q, [(POWER, p, "W")]) for k, p in enumerate(["100", "99999"])])
+    [(flag_id,)] = head.rows("SELECT id FROM validations WHERE rule = 'limits'")
+    assert cli(head, "reject", str(flag_id), "--reason", "spurious") == 0
+    assert head.rows("SELECT action, reason FROM vee_audit") == [("reject", "spurious")]
+    assert head.rows("SELECT COUNT(*) FROM intervals") == [(0,)]

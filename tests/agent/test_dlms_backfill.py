@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.buffer import Buffer, Capture
 from agent.config import DlmsSettings
-from agent.drivers.dlms import DlmsMeter, DlmsOutcome
+from agent.drivers.dlms import DlmsMeter, DlmsOutcome, ProfileEntry
+from agent.drivers.dlms.profile import ProfileReader, ProfileRows
 from agent.scheduler import BusScheduler, ScheduledMeter
 from collector.ingest import Ingestor
 from collector.registry import enrol_gateway
@@ -31,7 +32,7 @@ from meterlink.notify import NotifySocket
 from meterlink.procs import Proc, wait_for
 from protocols.clock import ClockSetting, format_utc_ms
 from protocols.obis import Obis, quantity_for
-from protocols.record import ClockSource, Quality, decode_record
+from protocols.record import ClockSource, Quality, Value, decode_record
 from protocols.units import convert, unit_by_code
 from tests.collector._fixtures import message, write_public_key
 
@@ -333,3 +334,72 @@ def test_cursor_crash_between_read_and_commit_reads_again_and_rereads_are_duplic
     # 24 entries x 4 registers once, the second read of each a duplicate; the register
     # capture twice at the same meter instant with the same value: a duplicate too
     assert (stored, duplicates, conflicts) == (24 * 4 + 1, 24 * 4 + 1, 0)
+
+
+def test_a_register_value_on_an_entrys_identity_is_left_to_the_entry() -> None:
+    """A meter clock that reads exactly on a capture instant: the register capture of that
+    instant would share (meter, OBIS, time) with the entry, so its value is left out."""
+    energy, power = Obis.parse("1-0:1.8.0"), Obis.parse("1-0:16.7.0")
+    entry = ProfileEntry(START_MS, (Value(energy, Decimal("10.001"), "kWh"),), Quality.NONE)
+    outcome = DlmsOutcome(
+        (Value(energy, Decimal("10.002"), "kWh"), Value(power, Decimal("5"), "W")),
+        [],
+        START_MS,
+        profile=[entry],
+        profile_obis=PROFILE,
+    )
+    first, second = _captures(outcome)
+    assert (first.profile, first.captured_ms, first.values) == (PROFILE, START_MS, entry.values)
+    assert second.profile is None and [v.obis for v in second.values] == [power]
+
+
+def test_the_reader_starts_after_the_cursor_and_rewinds_when_captures_were_refused() -> None:
+    class Cursors:
+        refused_total = 0
+        committed: int | None = None
+
+        def profile_cursor(self, meter_id: str, obis: Obis) -> int | None:
+            assert (meter_id, obis) == ("dl-c", PROFILE)
+            return self.committed
+
+    cursors = Cursors()
+    settings = DlmsSettings(load_profile=PROFILE, backfill_limit_ns=2 * HOUR_MS * 10**6)
+    reader = ProfileReader("dl-c", settings, cursors)
+    now = START_MS
+    assert reader.start_ms(now) == (now - 2 * HOUR_MS, True)  # first read: the limit
+    reader.handed(ProfileRows([(now - PERIOD_MS, (), Quality.NONE)]))
+    assert reader.start_ms(now) == (now - PERIOD_MS, False)  # not read twice before commit
+    cursors.committed = now - 3 * PERIOD_MS  # the commit lags behind what was handed out
+    assert reader.start_ms(now) == (now - PERIOD_MS, False)
+    cursors.refused_total = 1  # the buffer refused captures: back to what is committed
+    assert reader.start_ms(now) == (now - 3 * PERIOD_MS, False)
+    cursors.committed = now - 30 * 24 * HOUR_MS  # an old cursor is followed, not the limit
+    reader.handed_ms = None
+    assert reader.start_ms(now) == (now - 30 * 24 * HOUR_MS, False)
+
+
+def test_buffer_advances_the_cursor_only_with_the_captures_it_stores(tmp_path: Path) -> None:
+    def entry(ms: int) -> Capture:
+        value = Value(Obis.parse("1-0:1.8.0"), Decimal(ms // PERIOD_MS), "kWh")
+        return Capture("dl-c", ms, (value,), Quality.NONE, ClockSource.METER, profile=PROFILE)
+
+    async def main() -> tuple[int | None, int | None, list[int]]:
+        key = Ed25519PrivateKey.generate()
+        path = tmp_path / "b.sqlite"
+        buffer = await Buffer.open(path, "gw-c", key, max_records=3, when_full="stop-capture")
+        # an older entry after a newer register capture is not "the clock went back"
+        later = Capture("dl-c", START_MS + 10 * PERIOD_MS, (), Quality.NONE, ClockSource.METER)
+        await buffer.append([later])
+        result = await buffer.append([entry(START_MS + i * PERIOD_MS) for i in range(4)])
+        assert result.refused == 2  # room for 2 of the 4: the cursor covers those two
+        kept = buffer.profile_cursor("dl-c", PROFILE)
+        await buffer.close()
+        buffer = await Buffer.open(path, "gw-c", key)
+        reopened = buffer.profile_cursor("dl-c", PROFILE)
+        flags = [decode_record(raw).record.flags for _seq, raw in await buffer.oldest(10)]
+        await buffer.close()
+        return kept, reopened, flags
+
+    kept, reopened, flags = asyncio.run(main())
+    assert kept == reopened == START_MS + PERIOD_MS
+    assert flags == [Quality.NONE] * 3

@@ -23,11 +23,22 @@ from decimal import Decimal
 from protocols.clock import format_utc_ms
 
 from ..store.base import IngestWrite
-from ..store.vee_sqlite import SwapRow, VeeWrite
-from . import gaps, limits, monotonic, negative, spike, sumcheck, timestamps, units, zero
+from ..store.vee_sqlite import IntervalRow, SwapRow, VeeWrite
+from . import (
+    gaps,
+    history,
+    limits,
+    monotonic,
+    negative,
+    spike,
+    sumcheck,
+    timestamps,
+    units,
+    zero,
+)
 from .base import ERROR, INFO, WARN, Flag, Interval, Point, Reading
 from .derive import ESTIMATED, GAP, PairNote, derive, gap_pairs
-from .estimate import like_day_ranges
+from .estimate import like_day_ranges, week_back_starts
 from .monotonic import Swap
 from .series import VeeTx, Window, load_window, point_of, replace_intervals
 from .settings import MeterRules, VeeSettings
@@ -237,7 +248,7 @@ class VeeEngine:
         if "gaps" in rules.rules and gap_pairs_new:
             flags += await self._gap_flags(tx, meter_id, obis, rules, gap_pairs_new, notes)
         emit_to = points[-1].ms
-        lookback = max(_DAY, rules.zero_ms)
+        lookback = max(_DAY + 2 * 3_600_000, rules.zero_ms)  # a 25-hour DST day, too
         existing = await tx.current_intervals(meter_id, obis, window.emit_from - lookback, emit_to)
         done = replace_intervals(
             meter_id, obis, new[0].unit or points[-1].unit, existing, derived,
@@ -247,6 +258,8 @@ class VeeEngine:
         out.intervals += done.inserted
         if validate:
             flags += _interval_rules(meter_id, obis, rules, done.added, done.current)
+            if "history" in rules.rules:
+                flags += await _day_rule(tx, meter_id, obis, rules, done.added, done.current)
 
     async def _walk(
         self, tx: VeeTx, meter_id: str, obis: str, window: Window, fresh: set[int],
@@ -333,6 +346,42 @@ class VeeEngine:
         )  # fmt: skip
         await tx.write(out)
         return out
+
+
+async def _day_rule(
+    tx: VeeTx, meter_id: str, obis: str, rules: MeterRules, added: list[Interval],
+    current: list[Interval],
+) -> list[Flag]:  # fmt: skip
+    """``history`` for each local day that a new interval completes."""
+    found: list[Flag] = []
+    zone = rules.zone
+    for interval in added:
+        day = history.local_day(interval.end_ms, zone)
+        if day is None:
+            continue
+        total = history.day_total(current, *day)
+        if total is None:
+            continue
+        weeks = rules.like_day_weeks
+        earlier = await tx.current_intervals(
+            meter_id, obis, day[0] - weeks * 7 * _DAY - _DAY, day[0]
+        )
+        usual = []
+        for k in range(1, weeks + 1):
+            starts = week_back_starts(day[0], zone, k)[-1], week_back_starts(day[1], zone, k)[-1]
+            value = history.day_total(
+                [_as_interval(r) for r in earlier if starts[0] <= r.start_ms < starts[1]], *starts
+            )
+            if value is not None:
+                usual.append(value)
+        if f := history.check(meter_id, obis, interval.end_ms, total, usual, rules):
+            found.append(f)
+    return found
+
+
+def _as_interval(row: IntervalRow) -> Interval:
+    value = None if row.value is None else Decimal(row.value)
+    return Interval(row.start_ms, row.end_ms, value, row.quality, row.method)
 
 
 def _interval_rules(

@@ -39,6 +39,7 @@ ALL_RULES = (
     "gaps",
     "spike",
     "zero",
+    "history",
 )
 
 _MINUTE = 60_000
@@ -63,6 +64,8 @@ class MeterRules:
     drift_ms: int = 2 * _MINUTE  # clock drift (off the grid, or ahead of arrival) beyond: flagged
     zero_ms: int = _DAY  # zero consumption for this long: flagged
     spike_factor: Decimal = Decimal(10)  # interval > factor x third-highest of the last 24 h
+    day_high: Decimal = Decimal(3)  # a day above this x the usual same weekday: flagged
+    day_low: Decimal = Decimal(3)  # a day below the usual / this: flagged
     rollover_share: Decimal = Decimal("0.1")  # a wrap must come from/to within this share
     sum_tolerance: Decimal = Decimal(0)  # sumcheck: |parts - whole| allowed
     units: dict[str, str] = field(default_factory=dict)  # OBIS -> unit (else the OBIS default)
@@ -151,6 +154,8 @@ _RULE_KEYS = {
     "clock_drift",
     "zero_after",
     "spike_factor",
+    "day_high",
+    "day_low",
     "rollover_share",
     "sum_tolerance",
     "units",
@@ -258,6 +263,8 @@ def _rules(sec: Section, base: MeterRules, duration: Callable[[str], int]) -> Me
         zero_ms=dur("zero_after", out.zero_ms),
         like_day_weeks=sec.int("like_day_weeks", out.like_day_weeks, 1, 52),
         spike_factor=dec("spike_factor", out.spike_factor, Decimal(1)),
+        day_high=dec("day_high", out.day_high, Decimal(1)),
+        day_low=dec("day_low", out.day_low, Decimal(1)),
         rollover_share=dec("rollover_share", out.rollover_share, Decimal(0)),
         sum_tolerance=dec("sum_tolerance", out.sum_tolerance, Decimal(0)),
     )

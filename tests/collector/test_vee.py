@@ -723,3 +723,18 @@ def test_rejecting_a_power_reading_is_audited_and_derives_nothing(tmp_path, key)
     assert cli(head, "reject", str(flag_id), "--reason", "spurious") == 0
     assert head.rows("SELECT action, reason FROM vee_audit") == [("reject", "spurious")]
     assert head.rows("SELECT COUNT(*) FROM intervals") == [(0,)]
+
+
+@pytest.mark.parametrize(("factor", "word"), [(Decimal(5), "high"), (Decimal("0.2"), "low")])
+def test_a_day_high_or_low_against_the_same_weekday_is_flagged(tmp_path, key, factor, word):
+    head = Head(tmp_path, key)
+    register = history(head, 3)  # its first day starts at 01:00 local (summer time): 2 whole
+    head.feed(profile(MONDAY, 96, register, lambda ms: shape(ms) * factor)[1:])
+    [flag] = head.flags("history")
+    assert flag[:3] == (MONDAY + DAY, "history", "warn")
+    usual = sum((shape(MONDAY + k * Q) for k in range(1, 97)), Decimal(0))
+    assert flag[3] == (
+        f"day total {usual * factor} is {word} against the same weekday of the 2 weeks"
+        f" before (mean {usual.quantize(Decimal('0.001'))})"
+    )
+    assert head.flags("spike") == []

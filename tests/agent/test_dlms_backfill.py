@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.buffer import Buffer, Capture
 from agent.config import DlmsSettings
 from agent.drivers.dlms import DlmsMeter, DlmsOutcome, ProfileEntry
-from agent.drivers.dlms.profile import ProfileReader, ProfileRows
+from agent.drivers.dlms.profile import ProfileReader, ProfileRows, _chunk_ms
 from agent.scheduler import BusScheduler, ScheduledMeter
 from collector.ingest import Ingestor
 from collector.registry import enrol_gateway
@@ -31,6 +31,7 @@ from meterlink.broker import Mosquitto
 from meterlink.notify import NotifySocket
 from meterlink.procs import Proc, wait_for
 from protocols.clock import ClockSetting, format_utc_ms
+from protocols.dlms.profile import CaptureObject
 from protocols.obis import Obis, quantity_for
 from protocols.record import ClockSource, Quality, Value, decode_record
 from protocols.units import convert, unit_by_code
@@ -403,3 +404,19 @@ def test_buffer_advances_the_cursor_only_with_the_captures_it_stores(tmp_path: P
     kept, reopened, flags = asyncio.run(main())
     assert kept == reopened == START_MS + PERIOD_MS
     assert flags == [Quality.NONE] * 3
+
+
+def test_a_range_get_is_a_day_or_what_fits_in_one_apdu() -> None:
+    columns = tuple(
+        CaptureObject(c, o, 2)
+        for c, o in ((8, Obis(0, 0, 1, 0, 0, 255)), (1, Obis(0, 0, 96, 10, 1, 255)))
+    ) + tuple(CaptureObject(3, o, 2) for o in ENERGY)
+
+    class Session:
+        def __init__(self, max_apdu: int) -> None:
+            self.transport = type("T", (), {"max_apdu": max_apdu})()
+
+    assert _chunk_ms(Session(0xFFFF), columns, 900) == 86_400_000  # type: ignore[arg-type]
+    # 512 bytes: (512 - 32) // (18 + 5 x 9) = 7 entries of 15 minutes per GET
+    assert _chunk_ms(Session(512), columns, 900) == 7 * PERIOD_MS  # type: ignore[arg-type]
+    assert _chunk_ms(Session(10), columns, 900) == PERIOD_MS  # type: ignore[arg-type]

@@ -6,11 +6,12 @@ Once per association: the profile's capture objects (attribute 3), its capture p
 register column and the meter's clock (attribute 2: its now and its deviation, in which the
 range's from/to are written, as meters compare local times). Then the buffer (attribute 2)
 by range (selector 1, restricted by the clock column) from the cursor to the meter's now in
-chunks of at most ``CHUNK_MS`` (one day: 96 entries of 15 minutes, a few kB), each entry
-after the cursor once, in time order. The first read ever starts at now minus
-``backfill_limit``; later reads go back to the cursor however old it is (an outage of any
-length is backfilled as far as the meter still holds entries), at most ``MAX_CHUNKS`` GETs
-per read (the next cycle goes on from there).
+chunks of at most ``CHUNK_MS`` (one day: 96 entries of 15 minutes, a few kB; less when
+that would not fit in one APDU of the transport), each entry after the cursor once, in
+time order. The first read ever starts at now minus ``backfill_limit``; later reads go
+back to the cursor however old it is (an outage of any length is backfilled as far as the
+meter still holds entries), at most ``MAX_CHUNKS`` GETs per read (the next cycle goes on
+from there).
 
 The cursor is the newest entry the agent's buffer has committed (the buffer stores it in
 the same transaction as the entries' records): it never runs ahead of what is stored, and
@@ -136,11 +137,12 @@ class ProfileReader:
             return rows
         start, inclusive = self.start_ms(now_ms)
         last = start - 1 if inclusive else start
+        chunk_ms = _chunk_ms(session, columns, period_s)
         chunk_start = start
         for _chunk in range(MAX_CHUNKS):
             if chunk_start >= now_ms:
                 break
-            chunk_end = min(chunk_start + CHUNK_MS, now_ms)
+            chunk_end = min(chunk_start + chunk_ms, now_ms)
             try:
                 found = await self._chunk(
                     session,
@@ -191,6 +193,18 @@ class ProfileReader:
             where=f"buffer {_utc(span[0])}..{_utc(span[1])}",
         )
         return [(e.captured_ms, e.values, e.flags) for e in entries]
+
+
+def _chunk_ms(session: DlmsSession, columns: tuple[CaptureObject, ...], period_s: int) -> int:
+    """One day, or less when a day of entries would not fit in one APDU of the transport
+    (rows estimated at 16 bytes of clock and 9 per other column: never relying on block
+    transfer for a range)."""
+    max_apdu = int(getattr(session.transport, "max_apdu", 0xFFFF))
+    if period_s <= 0:
+        return CHUNK_MS
+    row = 2 + 16 + 9 * (len(columns) - 1)
+    per_get = max((max_apdu - 32) // row, 1)
+    return max(min(CHUNK_MS, per_get * period_s * 1000), period_s * 1000)
 
 
 def _utc(ms: int) -> str:

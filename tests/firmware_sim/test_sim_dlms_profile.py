@@ -197,3 +197,14 @@ def test_a_bad_access_selection_is_refused_not_crashing_the_meter() -> None:
     assert "OTHER_REASON" in garbage
     assert no_columns.isdigit()  # columns 7.. of 6: rows without cells
     assert status_value == "1100"
+
+
+def test_the_whole_buffer_without_access_comes_in_blocks() -> None:
+    state = _state()
+    rows = _rows(_read(state, lambda c: c.get(PROFILE)))
+    now_ms = START_NS // 10**6 + OFFSET_MS
+    last = now_ms // PERIOD_MS * PERIOD_MS
+    assert len(rows) == 5760  # 60 days of quarter hours: the depth
+    times = [CosemDateTime.from_bytes(r[0].octets).to_unix_ms() for r in rows]
+    assert times == [last - (5759 - i) * PERIOD_MS for i in range(5760)]
+    assert [c.integer for c in rows[100][2:]] == _expected(state, times[100])

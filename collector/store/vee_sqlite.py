@@ -259,6 +259,10 @@ class SqliteVeeTx:
         )
         return [(r[0], r[1]) for r in rows]
 
+    async def swapped_meters(self) -> set[str]:
+        """Meters with a recorded swap (the table is small: one row per replacement)."""
+        return {r[0] for r in await self._rows("SELECT DISTINCT meter_id FROM vee_swaps", ())}
+
     async def records_between(self, gateway_id: str, low_seq: int, high_seq: int) -> int:
         """How many records of the gateway are stored with low < seq < high."""
         rows = await self._rows(

@@ -90,6 +90,7 @@ class VeeEngine:
     def __init__(self, settings: VeeSettings) -> None:
         self.settings = settings
         self.totals = VeeTotals()
+        self._swapped: set[str] = set()
 
     async def after_ingest(self, tx: VeeTx, rows: IngestWrite, now_ms: int) -> VeeTotals:
         """Validate and derive the readings ``rows`` stored (call after ``tx.write(rows)``)."""
@@ -102,6 +103,7 @@ class VeeEngine:
             group.append(r)
         out = VeeWrite()
         totals = VeeTotals()
+        self._swapped = await tx.swapped_meters()  # one query, not one per meter
         for meter_id, readings in by_meter.items():
             own = VeeWrite()
             try:
@@ -175,12 +177,15 @@ class VeeEngine:
             for ms in sorted(tou):
                 flags += sumcheck.check_tou(tou[ms], rules)
         bad = {(f.obis, f.captured_ms) for f in flags if f.outcome == ERROR}
+        detected = []
         if serials:
-            flags += await self._serial_swaps(tx, meter_id, rules.serial_obis, serials, now_ms)
+            detected = await self._serial_swaps(tx, meter_id, rules.serial_obis, serials, now_ms)
+            flags += detected
         swaps: list[Swap] | None = None
         for obis, new in series.items():
             if swaps is None:
-                swaps = [_swap(s) for s in await tx.swaps(meter_id)]
+                swapped = meter_id in self._swapped or bool(detected)
+                swaps = [_swap(s) for s in await tx.swaps(meter_id)] if swapped else []
             new.sort(key=lambda r: r.captured_ms)
             await self._series(
                 tx, meter_id, obis, new, rules, swaps, bad, now_ms, flags, out, "vee",

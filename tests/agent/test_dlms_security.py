@@ -376,3 +376,45 @@ def test_end_to_end_one_meter_with_a_wrong_key_others_stored_no_secret_logged(
     for secret in (EK.hex(), AK.hex(), WRONG.hex(), EK.hex().upper(), AK.hex().upper()):
         assert secret not in log
     assert int((agent_dir / "state" / "dlms" / "dl-good.ic").read_text()) > 0
+
+
+@pytest.mark.parametrize("fault", ["f_stoc_refused", "f_ctos_wrong"])
+def test_hls_reply_failures_are_clear_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """The HLS steps after the AARE: a meter that refuses f(StoC), and one whose f(CtoS)
+    does not check out. No real meter holding the right keys does either, so the
+    simulator's GMAC step is replaced (monkeypatch) in this test only."""
+    import firmware_sim.dlms.session as sim_session
+    from protocols.dlms.security import DlmsAuthenticationError
+
+    if fault == "f_stoc_refused":
+
+        def refuse(*_args: object) -> int:
+            raise DlmsAuthenticationError("HLS-GMAC response does not check out")
+
+        monkeypatch.setattr(sim_session, "verify_hls_gmac_response", refuse)
+    else:
+        monkeypatch.setattr(sim_session, "hls_gmac_response", lambda *_a: bytes(17))
+    model = MeterModel("dl-s", 1, origin_ns=time.time_ns() - 3600 * 10**9)
+    meter = DlmsMeterState(model, ClockSetting.system())
+    options = DlmsSimOptions(auth="hls", keys=_meter_keys(tmp_path))
+    settings = _settings("hls-gmac", _secrets(tmp_path))
+
+    async def main() -> str:
+        async with DlmsSimServer(meter, options=options) as server:
+            agent = DlmsMeter("dl-s", settings, "127.0.0.1", server.port, timeout=5,
+                              retries=2, state_dir=tmp_path / "state")  # fmt: skip
+            with pytest.raises(MeterReadError) as exc:
+                await agent.read()
+            return str(exc.value)
+
+    text = asyncio.run(main())
+    assert text.startswith("meter dl-s: dlms at 127.0.0.1:") and text.endswith("(1 attempt)")
+    if fault == "f_stoc_refused":
+        assert "HLS authentication failed: the meter did not accept f(StoC)" in text
+        assert "wrong authentication key?" in text
+        assert (meter.associations, meter.rejected) == (1, 1)  # the public one only
+    else:
+        assert "HLS authentication failed: the meter's f(CtoS) does not check out" in text
+        assert (meter.associations, meter.rejected) == (2, 0)  # the meter was content

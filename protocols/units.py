@@ -26,7 +26,7 @@ class Unit:
     power: int  # this unit = base unit * 10**power (kWh: Wh, 3)
 
 
-# DLMS unit codes: 13 m3, 27 W, 28 VA, 29 var, 30 Wh, 31 VAh, 32 varh, 33 A, 35 V,
+# DLMS unit codes: 13 m3, 25 J, 27 W, 28 VA, 29 var, 30 Wh, 31 VAh, 32 varh, 33 A, 35 V,
 # 44 Hz, 255 count/no unit.
 UNITS: dict[str, Unit] = {
     u.symbol: u
@@ -49,6 +49,10 @@ UNITS: dict[str, Unit] = {
         Unit("Hz", 44, 0),
         Unit("m3", 13, 0),
         Unit("l", 13, -3),
+        Unit("J", 25, 0),  # heat meters (DSMR M-Bus heat in GJ)
+        Unit("kJ", 25, 3),
+        Unit("MJ", 25, 6),
+        Unit("GJ", 25, 9),
         Unit("", 255, 0),
     )
 }

@@ -145,7 +145,7 @@ def _iec62056_21_seeds() -> list[bytes]:
     ]
 
 
-DSMR_FIXTURES = REPO.parent / "shared" / "fixtures" / "dsmr"
+DSMR_FIXTURES = REPO / "tests" / "fixtures" / "dsmr"
 _DSMR_SEED = (
     b"/ISk5\\2MT382-1000\r\n\r\n1-0:1.8.1(000004.426*kWh)\r\n0-0:96.14.0(0002)\r\n"
     b"0-1:24.1.0(003)\r\n0-1:24.3.0(090212160000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n"

@@ -33,8 +33,8 @@ from protocols.dsmr import (
 from protocols.errors import DecodeError, EncodeError
 from protocols.obis import Obis
 
-#: real telegrams (dsmr-parser's test suite, MIT), next to the repository: ../shared/fixtures/dsmr
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "dsmr"
+#: real telegrams (dsmr-parser's test suite, MIT), copied from ../shared/fixtures/dsmr
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dsmr"
 
 #: fixture -> (dsmr-parser specification, version we report, has a CRC)
 CASES = {

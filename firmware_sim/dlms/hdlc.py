@@ -24,7 +24,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from protocols import iec62056_21
 from protocols.dlms.hdlc import FrameReader, HdlcParameters, LinkState, ServerLink
+from protocols.errors import DecodeError
 
 from ..modbus_server import ListenError, check_bindable
 from ..pty import PtyLine
@@ -47,7 +49,6 @@ IDLE_TIMEOUT_S = 120.0
 MAX_INFO = 128  # the simulator's HDLC information field limit (both directions)
 MODE_E_MANUFACTURER = "MLK"
 MODE_E_BAUD_CHAR = "5"  # 9600 baud
-_BAUD = {"0": 300, "1": 600, "2": 1200, "3": 2400, "4": 4800, "5": 9600, "6": 19200}
 
 
 class HdlcEndpoint:
@@ -109,19 +110,21 @@ class HdlcEndpoint:
 class ModeEOpening:
     """IEC 62056-21 mode E, the meter's side: sign-on -> identification, option select
     ``ACK 2 Z 2`` -> HDLC. ``feed`` returns (answer bytes, bytes after the switch or None
-    while the opening is not done)."""
+    while the opening is not done). The messages are ``protocols.iec62056_21``'s."""
 
     MAX_LINE = 64
 
     def __init__(self, meter_id: str) -> None:
-        self.ident = meter_id[:16]
+        # the identification: at most 16 printable characters (IEC 62056-21), no "/" or "!"
+        clean = "".join(c if " " <= c <= "~" and c not in "/!" else "-" for c in meter_id)
+        self.ident = clean[:16]
         self._buffer = bytearray()
         self.awaiting_ack = False
         self.baud = 300
 
     def identification(self) -> bytes:
-        return f"/{MODE_E_MANUFACTURER}{MODE_E_BAUD_CHAR}\\2{self.ident}\r\n".encode(
-            "ascii", "replace"
+        return iec62056_21.identification(
+            MODE_E_MANUFACTURER, MODE_E_BAUD_CHAR, self.ident, mode_e=True
         )
 
     def reset(self) -> None:
@@ -138,23 +141,23 @@ class ModeEOpening:
                 if len(self._buffer) > self.MAX_LINE:  # noise: keep the tail only
                     del self._buffer[: -self.MAX_LINE]
                 return answer, None
-            line = bytes(self._buffer[:end])
+            line = bytes(self._buffer[: end + 2])
             del self._buffer[: end + 2]
-            start = line.rfind(b"/?")
-            if start >= 0 and line.endswith(b"!"):
+            with contextlib.suppress(DecodeError):  # noise before the message is dropped
+                iec62056_21.parse_sign_on(line[max(line.rfind(b"/?"), 0) :])
                 self.awaiting_ack = True
                 answer += self.identification()
                 continue
-            ack = line.rfind(b"\x06")
-            if self.awaiting_ack and ack >= 0 and len(line) - ack == 4:
-                protocol, baud, mode = (chr(c) for c in line[ack + 1 :])
-                if protocol == "2" and mode == "2" and baud in _BAUD:
-                    self.baud = _BAUD[baud]
-                    rest = bytes(self._buffer)
-                    self._buffer.clear()
-                    self.awaiting_ack = False
-                    return answer, rest
+            option = None
+            if self.awaiting_ack:
+                with contextlib.suppress(DecodeError):
+                    option = iec62056_21.parse_ack_option(line[max(line.rfind(b"\x06"), 0) :])
             self.awaiting_ack = False  # anything else: wait for a new sign-on
+            if option is not None and (option.protocol, option.mode) == ("2", "2"):
+                self.baud = option.baud
+                rest = bytes(self._buffer)
+                self._buffer.clear()
+                return answer, rest
 
 
 class HdlcTcpServer:

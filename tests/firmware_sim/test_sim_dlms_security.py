@@ -467,10 +467,10 @@ def test_sim_dlms_process_serves_hls_and_refuses_a_wrong_key(tmp_path: Path) -> 
 @pytest.mark.parametrize("auth", ["none", "lls", "hls"])
 def test_gurux_client_reads_the_simulator(tmp_path: Path, auth: str) -> None:
     """A second independent client: Gurux DLMS for Python (the DLMS UA members' reference
-    stack; GPLv2, so a test-only extra: skipped where it is not installed). It uses the
+    stack; GPLv2, so only in the test extras, never imported by the product). It uses the
     glo-* ciphered forms (not general-glo-ciphering) and reads the object list in blocks of
     a 128-byte PDU; with LLS and HLS it SETs the clock."""
-    gx = pytest.importorskip("gurux_dlms")
+    import gurux_dlms as gx
     from gurux_dlms.enums import Authentication, InterfaceType, Security
     from gurux_dlms.objects import GXDLMSClock, GXDLMSData
     from gurux_dlms.secure import GXDLMSSecureClient

@@ -19,6 +19,7 @@ from ..modbus_server import ListenError, check_bindable
 from .hdlc import HdlcPtyServer, HdlcTcpServer
 from .objects import DlmsMeterState
 from .options import DlmsSimOptions
+from .security import security_for
 from .session import SERVER_MAX_RECEIVE_PDU, ServerSession
 
 __all__ = ["IDLE_TIMEOUT_S", "DlmsSimServer"]
@@ -64,6 +65,8 @@ class DlmsSimServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        # an unusable HLS keys file stops the meter here, before READY (KeyFileError)
+        security_for(self.meter, self.options)
         if self.options.transport == "hdlc":
             if self.options.pty_link is not None:
                 self._hdlc = HdlcPtyServer(self.meter, self.options, self.idle_timeout)

@@ -545,3 +545,29 @@ def test_gurux_client_reads_the_simulator(tmp_path: Path, auth: str) -> None:
         assert isinstance(ic_object, InvocationCounterObject)
         assert ic_object.security.client_counter is not None
         assert ic_object.security.refused_replays == ic_object.security.refused_deciphering == 0
+
+
+@pytest.mark.integration
+def test_sim_refuses_to_start_with_a_keys_file_others_can_read(tmp_path: Path) -> None:
+    """An HLS meter whose keys file is mode 0644 exits 2 before READY, naming the file and
+    the fix, and never printing a key."""
+    import subprocess
+    import sys
+
+    keys = tmp_path / "keys.toml"
+    keys.write_text(
+        f'authentication_key = "{AK.hex()}"\nencryption_key = "{EK.hex()}"\n'
+        'system_title = "4d4c4b0000000001"\n'
+    )
+    keys.chmod(0o644)
+    result = subprocess.run(
+        [sys.executable, "-m", "meterlink", "sim", "dlms", "--port", "0", "--auth", "hls",
+         "--keys", str(keys)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "READY" not in result.stdout
+    assert f"{keys}: keys file has mode 0644" in result.stderr
+    assert f"chmod 600 {keys}" in result.stderr
+    assert AK.hex() not in result.stderr + result.stdout
+    assert EK.hex() not in result.stderr + result.stdout

@@ -29,12 +29,23 @@ __all__ = [
     "GatewayConfig",
     "MeterConfig",
     "MqttConfig",
+    "SerialSettings",
     "load_config",
     "parse_duration",
 ]
 
 WHEN_FULL = ("drop-oldest", "stop-capture")
-DRIVERS = ("modbus-tcp", "dlms")
+DRIVERS = ("modbus-tcp", "dlms", "modbus-rtu", "iec62056", "dsmr-p1")
+SERIAL_DRIVERS = ("modbus-rtu", "iec62056", "dsmr-p1")
+#: DSMR version -> (baud, bytesize, parity, stopbits, telegram period s) of its P1 port
+DSMR_VERSIONS: dict[str, tuple[int, int, str, int, int]] = {
+    "2.2": (9600, 7, "E", 1, 10),
+    "3": (9600, 7, "E", 1, 10),
+    "4": (115200, 8, "N", 1, 10),
+    "5": (115200, 8, "N", 1, 1),
+    "e-mucs": (115200, 8, "N", 1, 1),
+}
+BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 DLMS_DEFAULT_PORT = 4059  # IEC 62056-47, the TCP wrapper
 DLMS_PUBLIC_CLIENT = 16
 DLMS_TRANSPORTS = ("wrapper", "hdlc")
@@ -143,6 +154,35 @@ class DlmsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SerialSettings:
+    """A meter on a serial line (drivers ``modbus-rtu``, ``iec62056``, ``dsmr-p1``).
+
+    The line setting (baud .. stopbits) belongs to the port: every meter on one device must
+    give the same (checked at load). ``iec62056`` starts each readout at 300 baud 7E1 and
+    switches to the meter's offer (at most ``max_baud``); its ``baud`` is that 300."""
+
+    device: str
+    baud: int = 9600
+    bytesize: int = 8
+    parity: str = "E"
+    stopbits: int = 1
+    address: str = ""  # iec62056: device address ("" = the only meter on the line)
+    max_baud: int = 19200  # iec62056: highest rate accepted in the option select
+    channel: int = 0  # dsmr-p1: 0 = the electricity meter, 1..4 = its M-Bus devices
+    version: str = "5"  # dsmr-p1: 2.2, 3, 4, 5, e-mucs
+    max_age_ns: int = 5 * 10**9  # dsmr-p1: real time; an older latest telegram is an error
+
+    @property
+    def line(self) -> tuple[int, int, str, int]:
+        return (self.baud, self.bytesize, self.parity, self.stopbits)
+
+    @property
+    def setting(self) -> str:
+        """``9600 8E1``."""
+        return f"{self.baud} {self.bytesize}{self.parity}{self.stopbits}"
+
+
+@dataclass(frozen=True, slots=True)
 class MeterConfig:
     id: str
     driver: str
@@ -156,6 +196,7 @@ class MeterConfig:
     retries: int
     line: int | None = None  # of its [[meters]] header, for messages
     dlms: DlmsSettings | None = None  # driver "dlms" only
+    serial: SerialSettings | None = None  # drivers modbus-rtu, iec62056, dsmr-p1
 
     @property
     def timeout(self) -> float:
@@ -167,6 +208,8 @@ class MeterConfig:
         serial DLMS meter's bus is its serial device (host "", port 0 in the config)."""
         if self.dlms is not None and self.dlms.serial:
             return (self.driver, self.dlms.serial, 0)
+        if self.serial is not None:
+            return (self.driver, self.serial.device, 0)
         return (self.driver, self.host, self.port)
 
 
@@ -438,6 +481,126 @@ def _dlms_settings(sec: _Section, config_dir: Path) -> DlmsSettings | None:
     return settings if ok else None
 
 
+def _serial_settings(sec: _Section, driver: str, config_dir: Path) -> SerialSettings | None:
+    """The keys of a serial meter (``modbus-rtu``, ``iec62056``, ``dsmr-p1``); None when one
+    of them is wrong (each wrong key is reported). A relative device path is taken from the
+    config file's directory."""
+    ok = True
+
+    def take(key: str, kind: type, default: Any, **bounds: int) -> Any:
+        nonlocal ok
+        value = sec.get(key, kind, default, **bounds)
+        if value is None and default is not None:
+            ok = False
+        return value
+
+    def one_of(key: str, value: Any, options: tuple[Any, ...]) -> Any:
+        nonlocal ok
+        if value is not None and value not in options:
+            sec.fail(key, f"must be one of {', '.join(str(o) for o in options)}, got {value!r}")
+            ok = False
+            return None
+        return value
+
+    device_key = "port" if driver == "modbus-rtu" else "serial"
+    device = take(device_key, str, ...)
+    if device is not None and not device.strip():
+        sec.fail(device_key, "must name a serial device, e.g. /dev/ttyUSB0")
+        ok = False
+    if device and not device.startswith("/"):
+        device = str(config_dir / device)
+    if driver == "modbus-rtu":
+        baud = one_of("baud", take("baud", int, 9600), BAUD_RATES)
+        parity = one_of("parity", take("parity", str, "E"), ("N", "E", "O"))
+        stopbits = one_of("stopbits", take("stopbits", int, 1), (1, 2))
+        settings = SerialSettings(device or "", baud or 9600, 8, parity or "E", stopbits or 1)
+    elif driver == "iec62056":
+        address = take("address", str, "")
+        if address is not None and (
+            len(address) > 32 or not all(c.isascii() and (c.isalnum() or c == " ") for c in address)
+        ):
+            sec.fail("address", f"at most 32 characters of 0-9 A-Z a-z and space, got {address!r}")
+            ok = False
+        max_baud = one_of(
+            "max_baud", take("max_baud", int, 19200), (300, 600, 1200, 2400, 4800, 9600, 19200)
+        )
+        settings = SerialSettings(
+            device or "", 300, 7, "E", 1, address=address or "", max_baud=max_baud or 19200
+        )
+    else:  # dsmr-p1
+        version = take("version", str, "5")
+        if version is not None and version not in DSMR_VERSIONS:
+            sec.fail("version", f"must be one of {', '.join(DSMR_VERSIONS)}, got {version!r}")
+            ok = False
+            version = None
+        baud_, bytesize, parity, stopbits, period = DSMR_VERSIONS[version or "5"]
+        baud = one_of("baud", take("baud", int, baud_), BAUD_RATES)
+        channel = take("channel", int, 0, low=0, high=4)
+        default_age = "5s" if period == 1 else "30s"
+        max_age = sec.duration("max_age", default_age)
+        if max_age is None:
+            ok = False
+        settings = SerialSettings(
+            device or "", baud or baud_, bytesize, parity, stopbits,
+            channel=channel or 0, version=version or "5", max_age_ns=max_age or 0,
+        )  # fmt: skip
+    return settings if ok else None
+
+
+def _check_serial_buses(
+    loaded: list[tuple[_Section, MeterConfig]],
+) -> None:
+    """One device, one protocol and one line setting; no two meters at one address."""
+    first: dict[str, tuple[_Section, MeterConfig]] = {}
+    addresses: dict[tuple[str, object], str] = {}
+    for sec, meter in loaded:
+        device = meter.connection[1]
+        if meter.serial is None and not (meter.dlms is not None and meter.dlms.serial):
+            continue
+        key_name = "port" if meter.driver == "modbus-rtu" else "serial"
+        other = first.get(device)
+        if other is None:
+            first[device] = (sec, meter)
+        else:
+            o_sec, o_meter = other
+            if o_meter.driver != meter.driver:
+                sec.fail(
+                    key_name,
+                    f"{device} is also the port of {o_sec.prefix} ({o_meter.id!r}, driver "
+                    f"{o_meter.driver}): one serial port carries one protocol",
+                )
+                continue
+            s, o = meter.serial, o_meter.serial
+            if s is not None and o is not None:
+                for key, mine, theirs in (
+                    ("version", s.version, o.version),
+                    ("baud", s.baud, o.baud),
+                    ("parity", s.parity, o.parity),
+                    ("stopbits", s.stopbits, o.stopbits),
+                ):
+                    if mine != theirs:
+                        sec.fail(
+                            key,
+                            f"{mine!r} but {o_sec.prefix} ({o_meter.id!r}) on the same port "
+                            f"{device} has {theirs!r}: the meters of one port share its setting",
+                        )
+                        break
+        if meter.serial is None or meter.driver == "modbus-rtu":
+            continue  # modbus-rtu units and dlms addresses: checked with the TCP ones
+        if meter.driver == "iec62056":
+            what: object = ("address", meter.serial.address)
+            label = f"device address {meter.serial.address!r}"
+            key = "address"
+        else:
+            what = ("channel", meter.serial.channel)
+            label = f"channel {meter.serial.channel}"
+            key = "channel"
+        seen = addresses.get((device, what))
+        if seen is not None:
+            sec.fail(key, f"duplicate address: {label} on {device} is also {seen}")
+        addresses.setdefault((device, what), f"meter {meter.id!r} ({sec.prefix})")
+
+
 def load_config(path: str | Path, clock_override: str | None = None) -> AgentConfig:
     """Load and check a config file; raises ConfigError listing every problem found."""
     path = Path(path)
@@ -510,6 +673,7 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
         raw_meters = []
     seen_ids: dict[str, int] = {}
     seen_units: dict[tuple[str, int, int], str] = {}  # (host, port, unit) -> which meter
+    loaded: list[tuple[_Section, MeterConfig]] = []
     for index, raw in enumerate(raw_meters):
         sec = _Section(loader, "meters", raw, index)
         meter_id = sec.get("id", str)
@@ -526,14 +690,20 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
         if driver is not None and driver not in DRIVERS:
             sec.fail("driver", f"unknown driver {driver!r}; known: {', '.join(DRIVERS)}")
         dlms = driver == "dlms"
+        on_serial = driver in SERIAL_DRIVERS
         settings: DlmsSettings | None = None
+        line_settings: SerialSettings | None = None
         if dlms:
             settings = _dlms_settings(sec, config_dir)
+        if on_serial:
+            line_settings = _serial_settings(sec, driver, config_dir)
         # The address has no defaults: a meter read at a guessed address would record
         # another meter's values under this id.
         serial = settings.serial if settings is not None else ""
-        host = "" if serial else sec.get("host", str)
-        if host is not None and not host.strip() and not serial:
+        if line_settings is not None:
+            serial = line_settings.device
+        host = "" if serial or on_serial else sec.get("host", str)
+        if host is not None and not host.strip() and not serial and not on_serial:
             sec.fail("host", "must not be empty")
             host = None
         default_port = (
@@ -545,8 +715,10 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
                 else DLMS_DEFAULT_PORT
             )
         )
-        port = 0 if serial else sec.get("port", int, default_port, low=1, high=65535)
-        if dlms:
+        port = 0 if serial or on_serial else sec.get("port", int, default_port, low=1, high=65535)
+        if on_serial and driver != "modbus-rtu":
+            unit = 0  # iec62056: a device address, dsmr-p1: a channel (checked per port)
+        elif dlms:
             # the logical device behind host:port (or on the serial bus): duplicate check
             unit = (
                 None
@@ -559,7 +731,8 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
             sec.fail("unit", f"must be 1..247 (or 255 for a device addressed directly), got {unit}")
             unit = None
         address = serial or host
-        if address is not None and port is not None and unit is not None:
+        unit_addressed = driver not in ("iec62056", "dsmr-p1")  # those: _check_serial_buses
+        if address is not None and port is not None and unit is not None and unit_addressed:
             other = seen_units.get((address.lower(), port, unit))
             if other is not None:
                 what = f"unit {unit}" if not dlms else "logical device"
@@ -571,7 +744,7 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
                 (address.lower(), port, unit),
                 f"meter {meter_id!r} (meters[{index}])" if meter_id else f"meters[{index}]",
             )
-        profile = "" if dlms else sec.get("profile", str)
+        profile = "" if dlms or driver in ("iec62056", "dsmr-p1") else sec.get("profile", str)
         profile_path = _resolve_profile(config_dir, profile) if profile else Path()
         if profile and not profile_path.is_file():
             sec.fail("profile", f"profile {profile!r} not found (looked for {profile_path})")
@@ -579,7 +752,7 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
         if interval is not None and interval < MIN_INTERVAL_NS:
             sec.fail("interval", f"must be at least 1s, got {sec.data['interval']!r}")
             interval = None
-        timeout = sec.duration("timeout", "1s")
+        timeout = sec.duration("timeout", "3s" if driver == "iec62056" else "1s")
         if timeout is not None and timeout > MAX_TIMEOUT_NS:
             sec.fail("timeout", f"must be at most 60s, got {sec.data['timeout']!r}")
             timeout = None
@@ -588,6 +761,8 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
         if None in (meter_id, driver, host, port, unit, profile, interval, timeout, retries):
             continue
         if dlms and settings is None:
+            continue
+        if on_serial and line_settings is None:
             continue
         meters.append(
             MeterConfig(
@@ -603,8 +778,11 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
                 retries,
                 loader.locator.header_line("meters", index),
                 settings,
+                line_settings,
             )
         )
+        loaded.append((sec, meters[-1]))
+    _check_serial_buses(loaded)
 
     if loader.issues:
         raise ConfigError(loader.issues)

@@ -82,6 +82,12 @@ class BusScheduler:
         self.sink = sink
         self.wall_ns = wall_ns
         self.overruns = 0
+        self.cycles = 0  # polls of a set of due meters, one after the other
+        self.last_cycle_s = 0.0  # real seconds the last cycle took
+        self.max_cycle_s = 0.0
+        #: real seconds between the slots of the bus's shortest interval (its cycle period)
+        speed = float(getattr(clock, "speed", 1) or 1)
+        self.period_s = min((m.interval_ns for m in self.meters), default=0) / 1e9 / speed
 
     def virtual_now(self) -> int:
         return self.clock.virtual_ns(self.wall_ns())
@@ -97,14 +103,19 @@ class BusScheduler:
             delay = (self.clock.real_ns(due) - self.wall_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
+            cycle_start = time.monotonic()
             for meter in self.meters:
                 if meter.next_slot <= due:
                     await self._poll(meter)
+            self.last_cycle_s = time.monotonic() - cycle_start
+            self.max_cycle_s = max(self.max_cycle_s, self.last_cycle_s)
+            self.cycles += 1
 
     async def _poll(self, meter: ScheduledMeter) -> None:
         slot = meter.next_slot
         started = self.virtual_now()
         captured_ms = started // 1_000_000
+        outcome: object | None = None
         try:
             outcome = await meter.driver.read()
         except Exception as exc:  # a failing meter never stops the bus: counted, logged
@@ -114,6 +125,11 @@ class BusScheduler:
             )
             self.sink(ReadError(meter.meter_id, captured_ms, str(exc) or repr(exc)))
         else:
+            if getattr(outcome, "unchanged", False):
+                # a push meter's reading already captured (DSMR M-Bus values are updated
+                # every 5 minutes or every hour): nothing new, no error
+                outcome = None
+        if outcome is not None:
             flags = Quality.NONE
             values = outcome.values  # type: ignore[attr-defined]
             errors: list[str] = outcome.errors  # type: ignore[attr-defined]

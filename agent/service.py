@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sdnotify
 
@@ -25,18 +26,29 @@ from protocols.status import MeterClockStatus
 from .buffer import Buffer
 from .config import AgentConfig, MeterConfig
 from .drivers.dlms import DlmsMeter
+from .drivers.dsmr_p1 import DsmrMeter, P1Port
+from .drivers.iec62056 import Iec62056Meter, IecLine
+from .drivers.modbus_rtu import RtuBus, RtuMeter
 from .drivers.modbus_tcp import ModbusTcpConnection, ModbusTcpMeter
 from .keys import load_key
 from .scheduler import BusScheduler, ScheduledMeter
 from .uplink import Uplink
 from .writer import CaptureWriter
 
-__all__ = ["CLOCKS_FILE", "AgentService", "ProfileIssue", "build_meters", "load_profiles"]
+__all__ = [
+    "CLOCKS_FILE",
+    "STATE_FILE",
+    "AgentService",
+    "ProfileIssue",
+    "build_meters",
+    "load_profiles",
+]
 
 log = logging.getLogger("agent")
 
 VERSION = "0.1.0"
 CLOCKS_FILE = "dlms-clocks.json"  # in the state dir: the DLMS meters' clocks, for agent status
+STATE_FILE = "agent-state.json"  # in the state dir: broker connection and buses, for status
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +66,8 @@ def load_profiles(meters: Sequence[MeterConfig]) -> tuple[dict[str, Profile], li
     profiles: dict[str, Profile] = {}
     issues: list[ProfileIssue] = []
     for meter in meters:
-        if meter.driver == "dlms":
-            continue  # reads COSEM objects, not a register profile
+        if meter.driver in ("dlms", "iec62056", "dsmr-p1"):
+            continue  # reads COSEM objects / data sets / telegrams, not a register profile
         key = str(meter.profile_path)
         if key not in by_path:
             try:
@@ -72,14 +84,20 @@ def load_profiles(meters: Sequence[MeterConfig]) -> tuple[dict[str, Profile], li
     return profiles, issues
 
 
+SerialLineDriver = RtuBus | IecLine | P1Port
+MeterDriverType = ModbusTcpMeter | DlmsMeter | RtuMeter | Iec62056Meter | DsmrMeter
+Connection = ModbusTcpConnection | RtuBus | IecLine | P1Port
+
+
 def build_meters(
     config: AgentConfig, profiles: dict[str, Profile], cursors: Buffer | None = None
-) -> tuple[dict[tuple[str, str, int], list[ModbusTcpMeter | DlmsMeter]], list[ModbusTcpConnection]]:
+) -> tuple[dict[tuple[str, str, int], list[MeterDriverType]], list[Connection]]:
     """One connection per (driver, host, port); its meters in config order. A dlms meter
     opens its own connection (and association) per read, serialised with the other
     logical devices behind the same host:port (or serial port) by their shared scheduler."""
     connections: dict[tuple[str, str, int], ModbusTcpConnection] = {}
-    groups: dict[tuple[str, str, int], list[ModbusTcpMeter | DlmsMeter]] = {}
+    lines: dict[str, SerialLineDriver] = {}  # serial device -> its bus / line / P1 port
+    groups: dict[tuple[str, str, int], list[MeterDriverType]] = {}
     for meter in config.meters:
         if meter.dlms is not None:
             groups.setdefault(meter.connection, []).append(
@@ -98,6 +116,9 @@ def build_meters(
                 )
             )
             continue
+        if meter.serial is not None:
+            groups.setdefault(meter.connection, []).append(_serial_driver(meter, profiles, lines))
+            continue
         conn = connections.get(meter.connection)
         if conn is None:
             conn = connections[meter.connection] = ModbusTcpConnection(meter.host, meter.port)
@@ -105,7 +126,32 @@ def build_meters(
             meter.id, meter.unit, profiles[meter.id], conn, meter.timeout, meter.retries
         )
         groups.setdefault(meter.connection, []).append(driver)
-    return groups, list(connections.values())
+    return groups, [*connections.values(), *lines.values()]
+
+
+def _serial_driver(
+    meter: MeterConfig, profiles: dict[str, Profile], lines: dict[str, SerialLineDriver]
+) -> MeterDriverType:
+    """A serial meter's driver on the one bus / line / P1 port of its device."""
+    s = meter.serial
+    assert s is not None
+    line = lines.get(s.device)
+    if meter.driver == "modbus-rtu":
+        if line is None:
+            line = lines[s.device] = RtuBus(s)
+        assert isinstance(line, RtuBus)
+        return RtuMeter(
+            meter.id, meter.unit, profiles[meter.id], line, meter.timeout, meter.retries
+        )
+    if meter.driver == "iec62056":
+        if line is None:
+            line = lines[s.device] = IecLine(s.device)
+        assert isinstance(line, IecLine)
+        return Iec62056Meter(meter.id, s, line, meter.timeout, meter.retries)
+    if line is None:
+        line = lines[s.device] = P1Port(s)
+    assert isinstance(line, P1Port)
+    return DsmrMeter(meter.id, s, line)
 
 
 @dataclass(slots=True)
@@ -124,7 +170,7 @@ class AgentService:
     writer: CaptureWriter | None = None
     uplink: Uplink | None = None
     schedulers: list[BusScheduler] = field(default_factory=list)
-    connections: list[ModbusTcpConnection] = field(default_factory=list)
+    connections: list[Connection] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -203,6 +249,32 @@ class AgentService:
         finally:
             self._write_clocks(last)
 
+    def state(self) -> dict[str, object]:
+        """What ``agent status`` shows of the running agent beyond the buffer: the broker
+        connection and each bus's cycle time against its period and utilisation."""
+        uplink = self.uplink
+        return {
+            "t_ms": time.time_ns() // 10**6,
+            "pid": os.getpid(),
+            "broker": {
+                "host": self.config.mqtt.host,
+                "port": self.config.mqtt.port,
+                "connected": bool(uplink is not None and uplink.connected),
+            },
+            "buses": [_bus_state(sched) for sched in self.schedulers],
+        }
+
+    async def _state_file(self) -> None:
+        path = self.config.gateway.state_dir / STATE_FILE
+        try:
+            while True:
+                _write_json(path, self.state())
+                await asyncio.sleep(1.0)
+        finally:
+            state = self.state()
+            state["stopped"] = True
+            _write_json(path, state)
+
     async def run(self) -> int:
         cfg = self.config
         key = load_key(cfg.keys_dir)
@@ -259,6 +331,7 @@ class AgentService:
         helpers = [
             asyncio.create_task(self._progress_log()),
             asyncio.create_task(self._clock_file()),
+            asyncio.create_task(self._state_file()),
         ]
         if self.progress.json_every:
             helpers.append(asyncio.create_task(self._progress_json(self.progress.json_every)))
@@ -331,3 +404,59 @@ class AgentService:
             await asyncio.sleep(every)
             sys.stdout.write(json.dumps(self.counters()) + "\n")
             sys.stdout.flush()
+
+
+def _write_json(target: Path, doc: dict[str, object]) -> None:
+    """Temp file + rename: a reader never sees half a file."""
+    tmp = target.with_suffix(".tmp-state")
+    try:
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", target, exc)
+
+
+def _bus_state(sched: BusScheduler) -> dict[str, object]:
+    """One bus: its cycle (real seconds) against its period, and the line's figures."""
+    out: dict[str, object] = {
+        "name": sched.name,
+        "meters": [m.meter_id for m in sched.meters],
+        "cycles": sched.cycles,
+        "last_cycle_s": round(sched.last_cycle_s, 4),
+        "max_cycle_s": round(sched.max_cycle_s, 4),
+        "period_s": round(sched.period_s, 4),
+        "overruns": sched.overruns,
+        "skipped_slots": sum(m.skipped for m in sched.meters),
+    }
+    driver = sched.meters[0].driver if sched.meters else None
+    line = getattr(driver, "bus", None) or getattr(driver, "line", None)
+    if isinstance(driver, DsmrMeter):
+        port = driver.port
+        out.update(
+            kind="dsmr-p1",
+            utilisation=round(port.utilisation(), 4),
+            telegrams=port.telegrams,
+            bad_telegrams=port.bad_telegrams,
+        )
+    elif isinstance(line, RtuBus):
+        c = line.counters
+        out.update(
+            kind="modbus-rtu",
+            setting=line.settings.setting,
+            utilisation=round(line.utilisation(), 4),
+            requests=c.requests,
+            answers=c.answers,
+            silent=c.silent,
+            bad_frames=c.bad_frames,
+            exceptions=c.exceptions,
+            busy_s=round(c.busy_s, 4),
+            held_s=round(c.held_s, 4),
+        )
+    elif isinstance(line, IecLine):
+        out.update(
+            kind="iec62056",
+            utilisation=round(line.utilisation(), 4),
+            readouts=line.readouts,
+            failures=line.failures,
+        )
+    return out

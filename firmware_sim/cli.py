@@ -1,23 +1,32 @@
 """``meterlink sim ...``: run simulated meters.
 
-    sim modbus --port P --profile NAME [--host H] [--units 1,2,3] [--speed X] [--start ISO]
+    sim modbus (--port P | --rtu PTY-LINK [--baud 9600] [--parity E] [--stop-bits 1])
+               --profile NAME [--host H] [--units 1,2,3] [--speed X] [--start ISO]
                [--clock SETTING] [--seed N] [--meter-prefix TEXT] [--origin ISO]
                [--fault UNIT:KIND[:ARG]]...
+    sim iec62056 --pty-link PATH [--address A]... [--meter-id ID] [--baud 9600]
+               [--clock-offset S] [--fault KIND[:ARG]] [clock flags as above]
+    sim dsmr --pty-link PATH [--version 2.2|3|4|5|fluvius] [--meter-id ID] [--gas] [--water]
+               [--every SECONDS] [--fault KIND[:ARG]] [clock flags as above]
     sim dlms (--port P | --transport hdlc --pty-link PATH [--mode-e]) [--host H]
              [--speed X | --clock SETTING] [--start ISO] [--seed N]
              [--meter-id ID] [--server-address N] [--clock-offset SECONDS] [--deviation MIN]
              [--transport wrapper|hdlc] [--physical-address N]
              [--auth none|lls|hls] [--password TEXT] [--keys FILE] [--profile-period 15m]
-    sim run SCENARIO.toml [--clock SETTING]
+    sim run SCENARIO.toml [--clock SETTING] [--pty-dir DIR]
 
 Once every server listens, one line per server goes to stdout (flushed)::
 
     READY modbus 127.0.0.1:PORT profile=NAME units=1,2,3 meters=ID1,ID2,ID3
     READY dlms 127.0.0.1:PORT transport=wrapper auth=none meters=ID
     READY dlms pty:PATH transport=hdlc server=1/17 device=/dev/pts/N auth=none meters=ID
+    READY rtu pty:PATH profile=NAME units=1,2 meters=ID1,ID2 device=/dev/pts/N baud=9600 ...
+    READY iec62056 pty:PATH meters=ID addresses=- baud=9600 device=/dev/pts/N
+    READY dsmr pty:PATH version=5 meters=E,G every=1 device=/dev/pts/N
 
-A DLMS meter also takes control lines on stdin (``clock-offset SECONDS``, ...; see
-``DlmsMeterState.command``), one answer line each on stdout: the rig's "command".
+DLMS meters and the serial simulators also take control lines on stdin (``[NAME] COMMAND
+ARGS``: ``clock-offset SECONDS`` for DLMS, ``fault ...`` for the serial lines, see
+``firmware_sim.serial``), one answer line each on stdout: the rig's "command".
 
 SIGTERM or SIGINT stops the servers; the exit status is then 0. Bad arguments, scenario
 errors and a port that cannot be bound (in use) exit 2 with one line naming the problem.
@@ -34,7 +43,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -50,6 +59,15 @@ from .dlms.options import AUTH_LEVELS, TRANSPORTS
 from .faults import Fault, FaultSpecError, parse_fault, parse_unit_fault
 from .modbus_server import ListenError, ModbusSimServer
 from .model import BUCKET_NS, MeterModel, ModelParams
+from .pty import PtyError
+from .serial import SerialSim
+from .serial.setup import (
+    add_serial_parsers,
+    dsmr_from_args,
+    iec_from_args,
+    load_serial_tables,
+    rtu_from_args,
+)
 
 __all__ = ["PROFILE_DIR", "ScenarioError", "load_scenario", "main", "resolve_profile"]
 
@@ -222,8 +240,8 @@ def load_scenario(
         servers.append(
             ServerSpec(server.get("host", host), port, profile, meters, faults, seed=seed)
         )
-    if not servers and not data.get("dlms"):
-        raise ScenarioError(f"{path}: no [[servers]] and no [[dlms]]")
+    if not servers and not any(data.get(k) for k in ("dlms", "rtu", "iec62056", "dsmr")):
+        raise ScenarioError(f"{path}: no [[servers]], [[dlms]], [[rtu]], [[iec62056]], [[dsmr]]")
     return clock, servers
 
 
@@ -339,6 +357,31 @@ def load_dlms_scenario(path: Path, clock: ClockSetting, now_ns: int) -> list[Dlm
     return servers
 
 
+def load_serial_scenario(
+    path: Path, clock: ClockSetting, now_ns: int, pty_dir: Path | None = None
+) -> list[SerialSim]:
+    """The ``[[rtu]]``, ``[[iec62056]]`` and ``[[dsmr]]`` tables of a scenario."""
+    try:
+        data = loads_exact(path.read_text(encoding="utf-8"))
+    except (OSError, TomlTextError) as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    origin = default_origin(clock, now_ns)
+    if "origin" in data:
+        origin = _to_ns(parse_utc(str(data["origin"])))
+    origin -= origin % BUCKET_NS
+    return list(
+        load_serial_tables(
+            data,
+            path,
+            clock,
+            origin,
+            params=_params,
+            resolve_profile=resolve_profile,
+            pty_dir=pty_dir,
+        )
+    )
+
+
 def _period_s(text: str, where: str) -> int:
     """``"15m"``, ``"1h"``, ``"60s"``: a profile capture period in whole seconds that
     divides a day."""
@@ -367,13 +410,17 @@ def _to_ns(value: datetime) -> int:
 
 
 async def _serve(
-    clock: ClockSetting, specs: Sequence[ServerSpec], dlms: Sequence[DlmsSimServer] = ()
+    clock: ClockSetting,
+    specs: Sequence[ServerSpec],
+    dlms: Sequence[DlmsSimServer] = (),
+    serial: Sequence[SerialSim] = (),
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     servers: list[ModbusSimServer] = []
+    started_serial: list[SerialSim] = []
     try:
         for spec in specs:
             server = ModbusSimServer(
@@ -391,12 +438,16 @@ async def _serve(
         for dlms_server in dlms:
             await dlms_server.start()
             started_dlms.append(dlms_server)
+        for sim in serial:
+            await sim.start()
+            started_serial.append(sim)
         # Warm every model up to "now" before saying READY: the first request must not pay
         # for computing the registers' history (at high clock speeds that costs slots).
         # Bounded: a clock set years away from the registers' origin is warmed on demand.
         now = clock.virtual_ns(time.time_ns())
         models = [m for spec in specs for m in spec.meters.values()]
         models += [d.meter.model for d in dlms]
+        models += [m for sim in serial for m in sim.models()]
         for model in models:
             if abs(now - model.origin_bucket * BUCKET_NS) <= WARM_UP_LIMIT_NS:
                 model.values_at(now)
@@ -405,9 +456,13 @@ async def _serve(
             print(server.ready_line(), flush=True)
         for dlms_server in started_dlms:
             print(dlms_server.ready_line(), flush=True)
+        for sim in started_serial:
+            print(sim.ready_line(), flush=True)
         control = None
-        if dlms:
-            control = asyncio.create_task(_control_loop([d.meter for d in dlms]))
+        if dlms or serial:
+            devices = [{d.meter.model.meter_id: d.meter.command} for d in dlms]
+            devices += [sim.targets() for sim in serial]
+            control = asyncio.create_task(_control_loop(devices))
         await stop.wait()
         if control is not None:
             control.cancel()
@@ -416,15 +471,22 @@ async def _serve(
             await server.stop()
         for dlms_server in dlms:
             await dlms_server.stop()
+        for sim in started_serial:
+            await sim.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return 0
 
 
-async def _control_loop(meters: Sequence[DlmsMeterState]) -> None:
-    """Control lines on stdin: ``[METER] COMMAND ARGS...`` (METER may be left out when
-    there is one meter); the answer goes to stdout. EOF ends the loop (not the servers).
-    stdin is read by a daemon thread: a blocked read never holds up the shutdown."""
+Command = Callable[[list[str]], str]
+
+
+async def _control_loop(devices: Sequence[dict[str, Command]]) -> None:
+    """Control lines on stdin: ``[NAME] COMMAND ARGS...``; NAME is a meter id, or the
+    pty link of a serial line; it may be left out when there is one device (one DLMS meter,
+    one RTU bus, one P1 port, one IEC line); the answer goes to stdout. EOF ends the loop
+    (not the servers). stdin is read by a daemon thread: a blocked read never holds up the
+    shutdown."""
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str] = asyncio.Queue()
 
@@ -434,7 +496,9 @@ async def _control_loop(meters: Sequence[DlmsMeterState]) -> None:
         loop.call_soon_threadsafe(lines.put_nowait, "")
 
     threading.Thread(target=reader, name="sim-control", daemon=True).start()
-    by_id = {m.model.meter_id: m for m in meters}
+    by_id = {name: command for device in devices for name, command in device.items()}
+    # one device: its first name (the DLMS meter, the bus, the port, a one-meter line)
+    default = next(iter(devices[0].values())) if len(devices) == 1 and devices[0] else None
     while line := await lines.get():
         words = line.split()
         if not words:
@@ -442,19 +506,26 @@ async def _control_loop(meters: Sequence[DlmsMeterState]) -> None:
         target = by_id.get(words[0])
         if target is not None:
             words = words[1:]
-        elif len(meters) == 1:
-            target = meters[0]
+        elif default is not None:
+            target = default
         if target is None:
             print(f"ERROR name the meter first: one of {', '.join(by_id)}", flush=True)
             continue
-        print(target.command(words), flush=True)
+        try:
+            print(target(words), flush=True)
+        except Exception as exc:  # a control line never stops the simulator
+            print(f"ERROR {type(exc).__name__}: {exc}", flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meterlink sim", description="simulated meters")
     sub = parser.add_subparsers(dest="command", required=True)
-    mb = sub.add_parser("modbus", help="one Modbus TCP server")
-    mb.add_argument("--port", type=int, required=True, help="TCP port (0: any free port)")
+    mb = sub.add_parser("modbus", help="one Modbus TCP server, or an RTU bus on a pty (--rtu)")
+    mb.add_argument("--port", type=int, help="TCP port (0: any free port)")
+    mb.add_argument("--rtu", metavar="PTY-LINK", help="Modbus RTU on a pty: symlink PATH to it")
+    mb.add_argument("--baud", type=int, default=9600, help="--rtu: line speed (9600)")
+    mb.add_argument("--parity", default="E", help="--rtu: N, E (default) or O")
+    mb.add_argument("--stop-bits", type=int, default=1, help="--rtu: 1 (default) or 2")
     mb.add_argument("--profile", required=True, help="profile name or path to a .toml")
     mb.add_argument("--host", default="127.0.0.1")
     mb.add_argument("--units", default="1", help="unit ids, e.g. 1,2,3")
@@ -496,9 +567,13 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--password", default="", help="the LLS secret")
     dl.add_argument("--keys", help="HLS: TOML file with the keys (mode 0600)")
     dl.add_argument("--profile-period", default="15m", help="load profile capture period")
+    add_serial_parsers(sub)
     run = sub.add_parser("run", help="a fleet of servers from a scenario file")
     run.add_argument("scenario", type=Path)
     run.add_argument("--clock", help="clock setting overriding the scenario's")
+    run.add_argument(
+        "--pty-dir", type=Path, help="where relative pty_link paths of serial tables go"
+    )
     return parser
 
 
@@ -550,6 +625,14 @@ def main(argv: list[str]) -> int:
                 units = sorted({int(u) for u in args.units.split(",") if u.strip()})
             except ValueError:
                 raise ScenarioError(f"--units {args.units!r}: expected e.g. 1,2,3") from None
+            if args.rtu:
+                if args.port is not None:
+                    raise ScenarioError("--port and --rtu: a server is TCP or RTU, not both")
+                profile = resolve_profile(args.profile)
+                bus = rtu_from_args(args, profile, units, clock, origin)
+                return asyncio.run(_serve(clock, [], (), [bus]))
+            if args.port is None:
+                raise ScenarioError("--port is required (or --rtu PTY-LINK for Modbus RTU)")
             faults = dict(parse_unit_fault(text) for text in args.fault)
             for unit in faults:
                 if unit not in units:
@@ -567,13 +650,25 @@ def main(argv: list[str]) -> int:
             return asyncio.run(_serve(clock, [spec]))
         if args.command == "dlms":
             return asyncio.run(_serve(*_dlms_from_args(args, now_ns)))
+        if args.command in ("iec62056", "dsmr"):
+            clock = make_clock(args.clock, args.speed, args.start, now_ns)
+            origin = (
+                _to_ns(parse_utc(args.origin)) if args.origin else default_origin(clock, now_ns)
+            )
+            origin -= origin % BUCKET_NS
+            make = iec_from_args if args.command == "iec62056" else dsmr_from_args
+            return asyncio.run(_serve(clock, [], (), [make(args, clock, origin)]))
         clock, specs = load_scenario(args.scenario, args.clock, now_ns)
         dlms = load_dlms_scenario(args.scenario, clock, now_ns)
-        return asyncio.run(_serve(clock, specs, dlms))
+        serial = load_serial_scenario(args.scenario, clock, now_ns, args.pty_dir)
+        return asyncio.run(_serve(clock, specs, dlms, serial))
     except (ScenarioError, ModbusProfileError, ClockSettingError, ValueError) as exc:
         print(f"sim: error: {exc}", file=sys.stderr)
         return 2
     except ListenError as exc:  # a port in use is an argument problem, not a crash
+        print(f"sim: error: {exc.strerror}", file=sys.stderr)
+        return 2
+    except PtyError as exc:  # a pty link that cannot be made: an argument problem too
         print(f"sim: error: {exc.strerror}", file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as exc:  # pymodbus: RuntimeError when it cannot listen

@@ -58,7 +58,7 @@ class VeeTotals:
     superseded: int = 0
 
 
-def _swap(row: SwapRow) -> Swap:
+def swap_of(row: SwapRow) -> Swap:
     return Swap(
         row.id, row.meter_id, row.at_ms,
         None if row.old_final is None else Decimal(row.old_final),
@@ -185,7 +185,7 @@ class VeeEngine:
         for obis, new in series.items():
             if swaps is None:
                 swapped = meter_id in self._swapped or bool(detected)
-                swaps = [_swap(s) for s in await tx.swaps(meter_id)] if swapped else []
+                swaps = [swap_of(s) for s in await tx.swaps(meter_id)] if swapped else []
             new.sort(key=lambda r: r.captured_ms)
             await self._series(
                 tx, meter_id, obis, new, rules, swaps, bad, now_ms, flags, out, "vee",
@@ -341,7 +341,7 @@ class VeeEngine:
         out = VeeWrite()
         if not rules.cumulative(obis):  # no consumption is derived from it
             return out
-        swaps = [_swap(s) for s in await tx.swaps(meter_id)]
+        swaps = [swap_of(s) for s in await tx.swaps(meter_id)]
         flags: list[Flag] = []
         anchors = sorted(set(around_ms))
         fake = [Reading(meter_id, obis, ms, Decimal(0), "", 0, 0, "", 0, now_ms) for ms in anchors]

@@ -4,7 +4,8 @@ Each is one write transaction: an audit row (who, when, why; never an update of 
 reading) and the re-derivation of the intervals it touches, whose replaced rows are kept
 as superseded. The latest decision on a reading is in force: accept (use it despite its
 error finding), reject (do not use it: the span is estimated as a gap), edit (use this
-value instead; the intervals it bounds are ``edited``).
+value instead; the intervals it bounds are ``edited``). Register decreases flagged after
+the reading are checked again against the new state (``_recheck_decreases``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,50 @@ from protocols.clock import format_utc_ms
 
 from ..errors import CollectorError
 from ..store.sqlite import SqliteStore
-from .engine import VeeEngine
+from ..store.vee_sqlite import SqliteVeeOperatorTx
+from .base import Point
+from .engine import VeeEngine, swap_of
+from .monotonic import pair_delta
+from .series import point_of
 
 __all__ = ["VeeActionError", "decide", "edit", "record_swap"]
 
 
 class VeeActionError(CollectorError):
     """An operator action that cannot be done (unknown flag or reading, no reason)."""
+
+
+async def _recheck_decreases(
+    tx: SqliteVeeOperatorTx, engine: VeeEngine, meter_id: str, obis: str, after_ms: int,
+    audit_id: int, now_ms: int,
+) -> list[int]:  # fmt: skip
+    """After a decision on a reading, the register decreases flagged after it may no longer
+    be decreases (a high glitch rejected or edited): each that now follows its previous
+    usable point gets an ``accept`` audit row by ``vee`` saying why. Returns their times."""
+    rules = engine.settings.for_meter(meter_id)
+    if not rules.cumulative(obis):
+        return []
+    swaps = [swap_of(row) for row in await tx.swaps(meter_id)]
+    cleared = []
+    for flag_obis, ms, flag_id in await tx.undecided_decreases(meter_id, after_ms + 1):
+        if flag_obis != obis:
+            continue
+        before = [p for p in map(point_of, await tx.points_before(meter_id, obis, ms - 1, 8)) if p]
+        rows = await tx.points_between(meter_id, obis, ms - 1, ms)
+        if not before or not rows:
+            continue
+        row = rows[0]
+        point = Point(ms, Decimal(row.value), row.unit, row.gateway_id, row.seq)
+        delta, _how = pair_delta(before[0], point, obis, rules, swaps)
+        if delta is None:
+            continue
+        await tx.audit(
+            meter_id, obis, ms, "accept", None, flag_id,
+            f"re-checked after audit #{audit_id}: no longer a decrease"
+            f" ({before[0].value} -> {point.value})", "vee", now_ms,
+        )  # fmt: skip
+        cleared.append(ms)
+    return cleared
 
 
 def _need_reason(reason: str) -> str:
@@ -47,8 +85,11 @@ async def decide(
         audit_id = await tx.audit(
             meter_id, obis, captured_ms, action, None, flag_id, reason, who, now_ms
         )
+        cleared = await _recheck_decreases(
+            tx, engine, meter_id, obis, captured_ms, audit_id, now_ms
+        )
         out = await engine.rederive(
-            tx, meter_id, obis, [captured_ms], now_ms, f"operator {who}",
+            tx, meter_id, obis, [captured_ms, *cleared], now_ms, f"operator {who}",
             f"{action} of finding #{flag_id} ({rule}): {reason}",
         )  # fmt: skip
     return (
@@ -74,8 +115,11 @@ async def edit(
         audit_id = await tx.audit(
             meter_id, obis, captured_ms, "edit", value, None, reason, who, now_ms
         )
+        cleared = await _recheck_decreases(
+            tx, engine, meter_id, obis, captured_ms, audit_id, now_ms
+        )
         out = await engine.rederive(
-            tx, meter_id, obis, [captured_ms], now_ms, f"operator {who}",
+            tx, meter_id, obis, [captured_ms, *cleared], now_ms, f"operator {who}",
             f"edit {stored[0]} -> {value} {stored[1]}: {reason}",
         )  # fmt: skip
     return (

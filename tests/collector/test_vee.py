@@ -769,3 +769,25 @@ def test_a_vee_fault_on_one_meter_keeps_its_readings_and_the_other_meters(
          "ZeroDivisionError('injected')"),
     ]  # fmt: skip
     assert len(head.intervals()) == 2
+
+
+def test_editing_a_high_glitch_clears_the_decreases_it_caused(tmp_path, key) -> None:
+    head = Head(tmp_path, key)
+    values = ["500.0", "9500.0", "501.0", "501.5"]  # 9500.0: a glitch, but it grows
+    head.feed([(MONDAY + k * Q, [(IMPORT, v, "kWh")]) for k, v in enumerate(values)])
+    assert [f[:3] for f in head.flags("monotonic")] == [
+        (MONDAY + 2 * Q, "monotonic", "error"),
+        (MONDAY + 3 * Q, "monotonic", "error"),
+    ]
+    at = ["--meter", METER, "--obis", "1-0:1.8.0", "--at", "2026-11-01T23:15:00Z"]
+    assert cli(head, "edit", *at, "--value", "500.5", "--reason", "glitch", "--by", "ann") == 0
+    assert [(v, q) for _s, _e, v, q, _m in head.intervals()] == [
+        ("0.5", "edited"),
+        ("0.5", "edited"),
+        ("0.5", "actual"),
+    ]
+    assert head.rows("SELECT action, who, reason FROM vee_audit ORDER BY id") == [
+        ("edit", "ann", "glitch"),
+        ("accept", "vee", "re-checked after audit #1: no longer a decrease (500.5 -> 501.0)"),
+        ("accept", "vee", "re-checked after audit #1: no longer a decrease (501.0 -> 501.5)"),
+    ]

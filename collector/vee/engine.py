@@ -7,9 +7,10 @@ Per meter: the per-reading rules (units, limits, negative, timestamps, sumcheck)
 each cumulative register with new readings its series around them: the anchor point at or
 before the first interval to (re)derive, the stored and new points, and the points after
 (a late reading lands between stored ones). ``monotonic`` and ``gaps`` run along the
-series; consumption is derived (``derive``) and compared with the current intervals: equal
-ones stay, changed ones are superseded (kept, with when and why) and replaced; ``spike`` and
-``zero`` run on the new intervals. Operator actions re-derive the same way (``rederive``).
+series (``series.load_window``); consumption is derived (``derive``) and compared with the
+current intervals (``series.replace_intervals``): equal ones stay, changed ones are
+superseded (kept, with when and why) and replaced; ``spike``, ``zero`` and ``history`` run
+on the new intervals. Operator actions re-derive the same way (``rederive``).
 """
 
 from __future__ import annotations

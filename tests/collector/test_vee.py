@@ -791,3 +791,13 @@ def test_editing_a_high_glitch_clears_the_decreases_it_caused(tmp_path, key) -> 
         ("accept", "vee", "re-checked after audit #1: no longer a decrease (500.5 -> 501.0)"),
         ("accept", "vee", "re-checked after audit #1: no longer a decrease (501.0 -> 501.5)"),
     ]
+
+
+def test_like_day_keeps_the_local_time_across_the_end_of_summer_time() -> None:
+    from collector.vee.estimate import week_back_starts
+
+    eight = MONDAY + 8 * HOUR  # Monday 2026-11-02 08:00 CET = 07:00 UTC
+    one, two = week_back_starts(eight, ZONE, 2)
+    assert one == eight - WEEK  # 2026-10-26 08:00 CET
+    assert two == eight - 2 * WEEK - HOUR  # 2026-10-19 08:00 CEST = 06:00 UTC
+    assert datetime.fromtimestamp(two / 1000, ZONE).hour == 8

@@ -16,7 +16,7 @@ import time
 
 from .machine import SUMMARY_PREFIX, print_header
 
-BENCHES = ("wire_size", "capture", "ingest", "drain", "dlms_backfill", "dlms_read")
+BENCHES = ("wire_size", "capture", "ingest", "drain", "dlms_backfill", "dlms_read", "vee")
 
 
 def run(name: str) -> dict | None:

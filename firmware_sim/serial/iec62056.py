@@ -279,16 +279,20 @@ class IecLine:
             message = message[: len(message) // 2]
         meter.readouts += 1
         self.counts["readouts"] += 1
-        self._send_later(self.reaction_s, message)
+        self._send_later(self.reaction_s, message, after=self._idle)  # then back at 300 baud
 
     # -- output -------------------------------------------------------------------------
-    def _send_later(self, delay: float, data: bytes) -> None:
+    def _send_later(
+        self, delay: float, data: bytes, after: Callable[[], None] | None = None
+    ) -> None:
         generation = self._generation
 
         async def send() -> None:
             await asyncio.sleep(delay)
             if generation == self._generation:
                 await self.pty.write(data)
+                if after is not None:
+                    after()
 
         task = asyncio.ensure_future(send())
         self._tasks.add(task)

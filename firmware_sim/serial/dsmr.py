@@ -20,10 +20,11 @@ Time stamps are Dutch/Belgian local time with the DST flag (``S``/``W``; none in
 Equipment ids are the meter ids, hex-coded as DSMR does.
 
 Faults (``serial.faults``), taken once per telegram: ``silent`` (this telegram is not sent:
-the cable is unplugged), ``late:MS`` (sent MS later), ``corrupt`` (a digit of 1-0:1.8.1 changed,
-so the CRC fails; versions without CRC get the byte 0x7F there, which no telegram holds),
-``truncated`` (the first half only; the next ``/`` starts the next telegram), ``garbage``
-(1..40 random bytes, never ``/``, before the telegram).
+the cable is unplugged), ``late:MS`` (sent MS later; the next one a period after it),
+``corrupt`` (a digit of 1-0:1.8.1 changed, so the CRC fails; versions without CRC get the
+byte 0x7F there, which no telegram holds), ``truncated`` (the first half only; the next
+``/`` starts the next telegram), ``garbage`` (1..40 random bytes, never ``/``, before the
+telegram).
 """
 
 from __future__ import annotations
@@ -234,7 +235,6 @@ class P1Port:
         self._now_ns = now_ns
         self._rng = random.Random(f"dsmr:{seed}")
         self._task: asyncio.Task[None] | None = None
-        self._late: set[asyncio.Task[None]] = set()
         self.telegrams = 0  # sent (whole or not)
 
     def telegram(self, virtual_ns: int) -> bytes:
@@ -248,10 +248,9 @@ class P1Port:
         self._task = asyncio.create_task(self._run(), name="p1-port")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._late) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
         self.pty.close()
 
@@ -261,16 +260,24 @@ class P1Port:
         period = float(self.every_s)
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
-            due += period
             try:
-                self._send_one()
+                delay, data = self._next_telegram()
             except Exception:  # one bad telegram never stops the port
                 log.exception("dsmr %s: telegram", self.pty.link)
+                delay, data = 0.0, b""
+            if delay:  # a late telegram holds up the stream; the pace resumes after it
+                await asyncio.sleep(delay)
+                due = loop.time()
+            if data:
+                await self.pty.write(data)
+                self.telegrams += 1
+            due += period
 
-    def _send_one(self) -> None:
+    def _next_telegram(self) -> tuple[float, bytes]:
+        """The seconds to wait and the bytes to send at this tick."""
         fault = self.faults.take()
         if fault.kind == "silent":
-            return
+            return 0.0, b""
         data = self.telegram(self.clock.virtual_ns(self._now_ns()))
         if fault.kind == "corrupt":
             data = corrupt_telegram(data, self.version.crc)
@@ -279,16 +286,7 @@ class P1Port:
         elif fault.kind == "garbage":
             noise = bytes(b for b in self._rng.randbytes(self._rng.randint(1, 40)) if b != 0x2F)
             data = noise + data
-        self.telegrams += 1
-        delay = (fault.arg or 0) / 1000 if fault.kind == "late" else 0.0
-        task = asyncio.ensure_future(self._write(delay, data))
-        self._late.add(task)
-        task.add_done_callback(self._late.discard)
-
-    async def _write(self, delay: float, data: bytes) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        await self.pty.write(data)
+        return ((fault.arg or 0) / 1000 if fault.kind == "late" else 0.0), data
 
     # -- control and reporting ------------------------------------------------------------
     def models(self) -> list[MeterModel]:

@@ -420,3 +420,27 @@ def test_a_range_get_is_a_day_or_what_fits_in_one_apdu() -> None:
     # 512 bytes: (512 - 32) // (18 + 5 x 9) = 7 entries of 15 minutes per GET
     assert _chunk_ms(Session(512), columns, 900) == 7 * PERIOD_MS  # type: ignore[arg-type]
     assert _chunk_ms(Session(10), columns, 900) == PERIOD_MS  # type: ignore[arg-type]
+
+
+@pytest.mark.integration
+def test_entries_stamped_beyond_the_gateways_clock_and_limit_are_not_read(
+    tmp_path: Path,
+) -> None:
+    """A meter clock 2 hours ahead of the gateway's (limit 30 s): the backfill stops at the
+    gateway's now + 30 s, so the cursor never runs into the meter's future."""
+    sim, host, port = _sim("dl-c", STANDING, tmp_path)
+    settings = DlmsSettings(
+        objects=(Obis.parse("1-0:1.8.0"),), load_profile=PROFILE,
+        backfill_limit_ns=6 * HOUR_MS * 10**6, clock_limit_ns=30 * 10**9,
+    )  # fmt: skip
+    gateway_now = START_MS - 2 * HOUR_MS
+    meter = DlmsMeter(
+        "dl-c", settings, host, port, timeout=5, retries=0, gateway_ms=lambda: gateway_now
+    )
+    try:
+        outcome = asyncio.run(meter.read())
+    finally:
+        sim.stop()
+    times = [e.captured_ms for e in outcome.profile]
+    assert times[-1] == gateway_now  # 22:00: 22:15 .. 00:00 on the meter's clock not read
+    assert times[0] == gateway_now - 6 * HOUR_MS + PERIOD_MS  # from (22:00:30 - 6 h)

@@ -108,7 +108,9 @@ class DlmsMeter:
         self.associations = 0
         self.failures = 0
         self.clock = MeterClock(meter_id, settings)  # drift, limit and set-clock policy
-        self.profile = ProfileReader(meter_id, settings, cursors) if settings.load_profile else None
+        self.profile: ProfileReader | None = None  # the load-profile backfill
+        if settings.load_profile is not None:
+            self.profile = ProfileReader(meter_id, settings, cursors, gateway_ms)
         self.description = make_transport(settings, host, port, timeout).description
 
     async def read(self) -> DlmsOutcome:

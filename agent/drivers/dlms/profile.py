@@ -24,6 +24,7 @@ and reads them again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -78,13 +79,19 @@ class ProfileReader:
     """The load-profile backfill of one meter (``settings.load_profile``)."""
 
     def __init__(
-        self, meter_id: str, settings: DlmsSettings, cursors: CommittedCursors | None = None
+        self,
+        meter_id: str,
+        settings: DlmsSettings,
+        cursors: CommittedCursors | None = None,
+        gateway_ms: Callable[[], int] | None = None,
     ) -> None:
         assert settings.load_profile is not None
         self.meter_id = meter_id
         self.obis: Obis = settings.load_profile
         self.backfill_limit_ms = settings.backfill_limit_ns // 1_000_000
         self.cursors = cursors
+        self.gateway_ms = gateway_ms  # the gateway's clock: bounds a meter clock far ahead
+        self.clock_limit_ms = settings.clock_limit_ns // 1_000_000
         self.handed_ms: int | None = None  # newest entry handed out in this process
         self._refusals = cursors.refused_total if cursors is not None else 0
 
@@ -131,6 +138,11 @@ class ProfileReader:
             now = CosemDateTime.from_data(await session.get(CLASS_CLOCK, clock_column.obis, 2))
             deviation = now.deviation if now.deviation is not None else assume_deviation
             now_ms = now.to_unix_ms(assume_deviation)
+            if self.gateway_ms is not None:
+                # a meter clock far ahead: entries stamped beyond the gateway's now plus the
+                # clock limit are not read (the cursor would run into the future and stall
+                # the profile once the clock is set right)
+                now_ms = min(now_ms, self.gateway_ms() + self.clock_limit_ms)
             rows.requests += 4 + len(scalers)
         except (ObjectError, DlmsDecodeError) as exc:
             rows.errors.append(f"{where}: {exc}")

@@ -44,6 +44,7 @@ DSMR_VERSIONS: dict[str, tuple[int, int, str, int, int]] = {
     "4": (115200, 8, "N", 1, 10),
     "5": (115200, 8, "N", 1, 1),
     "e-mucs": (115200, 8, "N", 1, 1),
+    "fluvius": (115200, 8, "N", 1, 1),  # e-MUCS, as the simulator names it
 }
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 DLMS_DEFAULT_PORT = 4059  # IEC 62056-47, the TCP wrapper

@@ -37,6 +37,7 @@ from .modbus_tcp import (
     MeterReadError,
     ModbusExceptionResponse,
     ModbusTcpMeter,
+    ReadOutcome,
     describe,
 )
 
@@ -216,6 +217,18 @@ class RtuMeter(ModbusTcpMeter):
     ) -> None:
         super().__init__(meter_id, unit, profile, bus, timeout, retries)  # type: ignore[arg-type]
         self.bus = bus
+        self.kinds: list[str] = []  # what each failed attempt of the last read got
+
+    async def read(self) -> ReadOutcome:
+        """Every planned block (``ModbusTcpMeter.read``); a read without any value raises
+        :class:`RtuReadError` with the kinds of its failed attempts."""
+        self.kinds = []
+        try:
+            return await super().read()
+        except RtuReadError:
+            raise
+        except MeterReadError as exc:
+            raise RtuReadError(str(exc), list(self.kinds), answered=exc.answered) from None
 
     async def _read_block(self, request: ReadRequest) -> list[int]:
         reasons: list[str] = []
@@ -236,6 +249,7 @@ class RtuMeter(ModbusTcpMeter):
                     else "port"
                 )
                 kinds.append(kind)
+                self.kinds.append(kind)
                 if str(exc) not in reasons:
                     reasons.append(str(exc))
                 if kind in ("silent", "port"):

@@ -30,7 +30,7 @@ from protocols.record import Value
 
 from .modbus_tcp import MeterReadError
 
-__all__ = ["IecLine", "IecOutcome", "IecReadError", "Iec62056Meter", "readout"]
+__all__ = ["Iec62056Meter", "IecLine", "IecOutcome", "IecReadError", "readout"]
 
 log = logging.getLogger("agent.iec62056")
 
@@ -152,7 +152,8 @@ class Iec62056Meter:
 
     def describe(self) -> str:
         address = f"address {self.settings.address!r}" if self.settings.address else "no address"
-        return f"iec62056 mode C on {self.line.device}, {address}, max {self.settings.max_baud} baud"
+        limit = self.settings.max_baud
+        return f"iec62056 mode C on {self.line.device}, {address}, max {limit} baud"
 
     async def read(self) -> IecOutcome:
         reasons: list[str] = []

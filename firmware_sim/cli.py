@@ -1,6 +1,6 @@
 """``meterlink sim ...``: run simulated meters.
 
-    sim modbus (--port P | --rtu PTY-LINK [--baud 9600] [--parity E] [--stop-bits 1])
+    sim modbus (--port P | --rtu PTY-LINK [--baud 9600] [--parity E] [--stop-bits 1] [--no-pace])
                --profile NAME [--host H] [--units 1,2,3] [--speed X] [--start ISO]
                [--clock SETTING] [--seed N] [--meter-prefix TEXT] [--origin ISO]
                [--fault UNIT:KIND[:ARG]]...
@@ -526,6 +526,11 @@ def _parser() -> argparse.ArgumentParser:
     mb.add_argument("--baud", type=int, default=9600, help="--rtu: line speed (9600)")
     mb.add_argument("--parity", default="E", help="--rtu: N, E (default) or O")
     mb.add_argument("--stop-bits", type=int, default=1, help="--rtu: 1 (default) or 2")
+    mb.add_argument(
+        "--no-pace",
+        action="store_true",
+        help="--rtu: answer after the 3.5-character silence only, not the answer's wire time",
+    )
     mb.add_argument("--profile", required=True, help="profile name or path to a .toml")
     mb.add_argument("--host", default="127.0.0.1")
     mb.add_argument("--units", default="1", help="unit ids, e.g. 1,2,3")

@@ -136,7 +136,7 @@ def rtu_from_args(
         )
         for u in units
     ]
-    return RtuBus(link, members, clock, line=line, seed=args.seed)
+    return RtuBus(link, members, clock, line=line, seed=args.seed, pace=not args.no_pace)
 
 
 def iec_from_args(args: argparse.Namespace, clock: ClockSetting, origin: int) -> IecLine:
@@ -205,7 +205,7 @@ MODEL_KEYS = {
     "kind", "base_load_w", "pv_peak_w", "initial_import_kwh", "initial_export_kwh",
     "initial_import_kvarh", "initial_export_kvarh", "seed",
 }  # fmt: skip
-_RTU_KEYS = {"pty_link", "baud", "parity", "stop_bits", "profile", "units", "seed"}
+_RTU_KEYS = {"pty_link", "baud", "parity", "stop_bits", "profile", "units", "seed", "pace"}
 _RTU_UNIT_KEYS = MODEL_KEYS | {"unit", "meter", "profile", "fault"}
 _IEC_KEYS = {"pty_link", "meters"}
 _IEC_METER_KEYS = MODEL_KEYS | {"meter", "address", "baud", "clock_offset_s", "fault"}
@@ -282,7 +282,10 @@ def load_serial_tables(
         if not members:
             raise SerialSetupError(f"{where}: no [[rtu.units]]")
         try:
-            sims.append(RtuBus(link, members, clock, line=line, seed=bus_seed))
+            pace = bus.get("pace", True)
+            if not isinstance(pace, bool):
+                raise SerialSetupError(f"{where}.pace: true or false")
+            sims.append(RtuBus(link, members, clock, line=line, seed=bus_seed, pace=pace))
         except ValueError as exc:
             raise SerialSetupError(f"{where}: {exc}") from None
     for i, table in enumerate(data.get("iec62056", [])):

@@ -219,3 +219,33 @@ def test_sim_dsmr_process_and_control_channel(tmp_path: Path) -> None:
             sim.wait_line(lambda text: text.startswith("OK telegrams="))
     finally:
         assert sim.stop() == 0, sim.output
+
+
+def test_tariff_split_is_exact_monotone_and_follows_the_rule() -> None:
+    """Tariff 1 + tariff 2 == the total (mWh) at every instant, both only grow, and only
+    tariff 1 grows in the low windows (nights, weekends)."""
+    from firmware_sim.serial.tariffs import tariff_at
+
+    model = MeterModel("t", 1, ModelParams(pv_peak_w=3000), origin_ns=START_NS)
+    split = TariffSplit(model)
+    hour = 3_600 * 10**9
+    previous = None
+    for k in range(-30, 24 * 9):  # from before the origin to a week and more after it
+        ns = START_NS + k * hour // 2
+        imp1, imp2, exp1, exp2 = split.split_mwh(ns)
+        imp, exp, _ri, _re = model.energies_mwh(ns)
+        assert (imp1 + imp2, exp1 + exp2) == (imp, exp)
+        if previous is not None:
+            assert all(a >= b for a, b in zip((imp1, imp2, exp1, exp2), previous, strict=True))
+            grew = (
+                imp1 + exp1 > previous[0] + previous[2],
+                imp2 + exp2 > previous[1] + previous[3],
+            )
+            if tariff_at(ns - 1) == tariff_at(ns - hour // 2) == 1:
+                assert not grew[1]
+            if tariff_at(ns - 1) == tariff_at(ns - hour // 2) == 2:
+                assert not grew[0]
+        previous = (imp1, imp2, exp1, exp2)
+    saturday = 1_780_704_000 * 10**9 + 12 * hour  # 2026-06-06T12:00Z
+    assert tariff_at(saturday) == 1 and tariff_at(START_NS) == 2
+    assert tariff_at(START_NS - 6 * hour) == 1  # 06:00 on a Monday: still the night rate

@@ -345,3 +345,35 @@ def test_scenario_with_all_three_serial_simulators(tmp_path: Path) -> None:
             assert values["1-0:1.8.0"] >= Decimal("20480.5")
     finally:
         assert sim.stop() == 0, sim.output
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[[rtu]]\npty_link = "a"\n[[rtu.units]]\nunit = 1\n', "no profile"),
+        ('[[rtu]]\npty_link = "a"\nprofile = "x"\n[[rtu.units]]\n', "unknown profile 'x'"),
+        (f'[[rtu]]\npty_link = "a"\nprofile = "{SDM}"\n', "no [[rtu.units]]"),
+        (f'[[rtu]]\npty_link = "a"\nprofile = "{SDM}"\nspeed = 1\n', "unknown keys speed"),
+        (f'[[rtu]]\npty_link = "a"\nprofile = "{SDM}"\n[[rtu.units]]\nfault = "late"\n',
+         "rtu[0].units[0].fault: fault 'late' needs an argument"),
+        (f'[[rtu]]\npty_link = "a"\nprofile = "{SDM}"\nbaud = 1234\n[[rtu.units]]\n',
+         "baud 1234"),
+        ('[[iec62056]]\npty_link = "a"\naddress = "no!"\n', "device address 'no!'"),
+        ('[[iec62056]]\npty_link = "a"\nfault = "garbage"\n', "unknown fault 'garbage' here"),
+        ('[[dsmr]]\npty_link = "a"\nversion = "6"\n', "version '6'"),
+        ('[[dsmr]]\npty_link = "a"\n[[iec62056]]\npty_link = "a"\n', "pty_link"),
+        ("[[dsmr]]\n", "dsmr[0].pty_link: required"),
+    ],
+)  # fmt: skip
+def test_serial_scenario_errors_name_the_table_and_key(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    from firmware_sim.cli import ScenarioError, load_scenario, load_serial_scenario
+
+    path = tmp_path / "s.toml"
+    path.write_text(table)
+    clock, servers = load_scenario(path, None, 0)  # serial tables alone are a scenario
+    assert servers == []
+    with pytest.raises((ScenarioError, ValueError), match=message.replace("[", r"\[")) as exc:
+        load_serial_scenario(path, clock, 0, tmp_path)
+    assert str(path) in str(exc.value)

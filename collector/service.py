@@ -34,6 +34,7 @@ from protocols.topics import PREFIX, ack_topic, shared_subscription
 from .config import Config
 from .ingest import Incoming, Ingestor, IngestTotals, Outcome
 from .store import open_store
+from .vee import VeeEngine
 
 __all__ = ["CollectorService", "run_service"]
 
@@ -311,6 +312,7 @@ async def run_service(config: Config) -> int:
             store,
             clock_ms=clock_ms_of(config),
             max_future_ms=config.collector.max_future_ms,
+            vee=VeeEngine(config.vee) if config.vee.enabled else None,
         )
         if not config.collector.clock.is_system:
             log.info("clock: %s", config.collector.clock)

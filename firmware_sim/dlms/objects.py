@@ -229,20 +229,9 @@ class DlmsMeterState:
         return handler(self, words[1:])
 
 
-def _clock_offset(meter: DlmsMeterState, args: list[str]) -> str:
-    """``clock-offset SECONDS``: the meter's clock minus the true time, from now on."""
-    try:
-        (text,) = args
-        meter.clock_offset_ms = int(Decimal(text) * 1000)
-    except (ValueError, ArithmeticError):
-        return f"ERROR clock-offset: expected one number of seconds, got {args!r}"
-    return f"OK clock-offset {meter.clock_offset_ms / 1000:g}"
-
-
-#: control commands by name: ``handler(meter, args) -> answer line`` ("OK ..."/"ERROR ...")
-COMMANDS: dict[str, Callable[[DlmsMeterState, list[str]], str]] = {
-    "clock-offset": _clock_offset,
-}
+#: control commands by name: ``handler(meter, args) -> answer line`` ("OK ..."/"ERROR ..."),
+#: registered by the modules that own what they change (``clock``, ``profile``)
+COMMANDS: dict[str, Callable[[DlmsMeterState, list[str]], str]] = {}
 
 
 def standard_objects(meter: DlmsMeterState) -> list[CosemObject]:

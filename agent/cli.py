@@ -7,17 +7,32 @@ import asyncio
 import json
 import logging
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocols import iec62056_21
 from protocols.clock import ClockSettingError, format_utc_ms, parse_utc
+from protocols.errors import DecodeError
 
 from .buffer import Buffer, BufferError
-from .config import DLMS_DEFAULT_PORT, ConfigError, DlmsSettings, load_config
+from .config import DLMS_DEFAULT_PORT, ConfigError, DlmsSettings, SerialSettings, load_config
 from .drivers.dlms import DlmsMeter
 from .drivers.dlms.scan import ScanError, config_section, format_table, scan
-from .drivers.modbus_tcp import MeterReadError
+from .drivers.dsmr_p1 import DsmrMeter
+from .drivers.iec62056 import Iec62056Meter, IecLine, IecReadError, readout
+from .drivers.modbus_rtu import RtuBus, RtuMeter, RtuReadError
+from .drivers.modbus_scan import FoundUnit, load_known_profiles, parse_units, scan_units
+from .drivers.modbus_tcp import ModbusTcpConnection, ModbusTcpMeter
 from .keys import KeyFileError, create_key, load_key
-from .service import CLOCKS_FILE, AgentService, ProgressOptions, build_meters, load_profiles
+from .service import (
+    CLOCKS_FILE,
+    STATE_FILE,
+    AgentService,
+    ProgressOptions,
+    build_meters,
+    load_profiles,
+)
 
 __all__ = ["main"]
 
@@ -62,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--read",
         action="store_true",
-        help="also read each DLMS meter once (one association each) and show what came back",
+        help="also read every meter once (buses in parallel, the meters of a bus one after "
+        "the other) and print a table: meter, bus, result, values, time, hint",
     )
 
     keys = sub.add_parser("keys", help="the gateway's signing key")
@@ -104,6 +120,34 @@ def _parser() -> argparse.ArgumentParser:
     dlms.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
     dlms.add_argument("--id", default="", help="meter id for the config section")
     dlms.add_argument("--no-values", action="store_true", help="list the objects only")
+
+    mb = scan_sub.add_parser(
+        "modbus",
+        help="find the Modbus units on an RS-485 port or behind a TCP gateway",
+        description="Probe unit ids, identify known device profiles (config/profiles) by "
+        "reading a distinguishing register, print a ready-to-paste [[meters]] section. "
+        "Serial: --port DEV [--baud --parity --stopbits]; TCP: --host H --port P.",
+    )
+    mb.add_argument("--port", required=True, help="serial device, or the TCP port with --host")
+    mb.add_argument("--host", help="Modbus TCP gateway or meter")
+    mb.add_argument("--baud", type=int, default=9600, help="serial: default 9600")
+    mb.add_argument("--parity", choices=("N", "E", "O"), default="E", help="serial: default E")
+    mb.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help="serial: default 1")
+    mb.add_argument("--units", default="1-247", help="unit ids, e.g. 1-247 or 1,2,10-20")
+    mb.add_argument("--timeout", type=float, default=0.2, help="seconds per probe (0.2)")
+    mb.add_argument("--profiles", type=Path, help="profile directory (default config/profiles)")
+
+    ie = scan_sub.add_parser(
+        "iec62056",
+        help="read an IEC 62056-21 meter once (mode C) and show its data sets",
+        description="Sign on at 300 baud 7E1, print the identification and every data set "
+        "of the readout, then a [[meters]] section.",
+    )
+    ie.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0")
+    ie.add_argument("--address", default="", help="device address (several meters on a line)")
+    ie.add_argument("--max-baud", type=int, default=19200, help="highest rate to accept")
+    ie.add_argument("--timeout", type=float, default=3.0, help="seconds per message (3)")
+    ie.add_argument("--id", default="", help="meter id for the config section")
     return parser
 
 
@@ -168,11 +212,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     for (driver_name, host, port), drivers in groups.items():
         where = f"{host}:{port}" if port else host
         kind = " (dlms)" if driver_name == "dlms" else ""
+        first = by_id[drivers[0].meter_id]
+        if first.serial is not None:
+            kind = f" ({driver_name} {first.serial.setting})"
         print(f"connection {where}{kind}: {len(drivers)} meter(s), one transaction at a time")
         for d in drivers:
             meter = by_id[d.meter_id]
             if isinstance(d, DlmsMeter):
                 print(f"  {meter.id}: {_describe_dlms(d, meter.interval_ns, meter.timeout_ns)}")
+                continue
+            if isinstance(d, Iec62056Meter | DsmrMeter):
+                print(
+                    f"  {meter.id}: {d.describe()} every {_duration(meter.interval_ns)} "
+                    f"timeout {_duration(meter.timeout_ns)}"
+                )
                 continue
             print(
                 f"  {meter.id}: unit {meter.unit} profile {d.profile.name} "
@@ -182,10 +235,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
     failed = 0
     if args.read:
-        dlms_meters = [
-            d for drivers in groups.values() for d in drivers if isinstance(d, DlmsMeter)
-        ]
-        failed = asyncio.run(_try_reads(dlms_meters))
+        failed = asyncio.run(_try_reads(list(groups.values()), _connections))
     if issues:
         print(f"{len(issues)} error(s)", file=sys.stderr)
         return 1
@@ -213,33 +263,205 @@ def _describe_dlms(meter: DlmsMeter, interval_ns: int, timeout_ns: int) -> str:
     )
 
 
-async def _try_reads(meters: list[DlmsMeter]) -> int:
-    """``agent check --read``: one read per DLMS meter, with a hint on failure."""
-    failed = 0
-    for meter in meters:
-        meter.retries = 0
+@dataclass(slots=True)
+class _Tried:
+    meter_id: str
+    bus: str
+    ok: bool
+    values: int
+    seconds: float
+    text: str  # the values (ok) or the error
+    error: Exception | None = None
+    hint: str = ""
+    partial: list[str] = field(default_factory=list)
+    driver: object = None
+
+
+async def _try_reads(buses: list[list[object]], connections: list[object]) -> int:
+    """``agent check --read``: one read of every meter, the buses in parallel and the meters
+    of one bus one after the other; a line per meter, then a table with hints."""
+    results = await asyncio.gather(*(_try_bus(drivers) for drivers in buses))
+    for conn in connections:
+        close = getattr(conn, "close", None)
+        if close is not None:
+            await close()
+    tried = [t for bus in results for t in bus]
+    for bus in results:
+        silent = [t for t in bus if not t.ok and _kinds(t.error) == {"silent"}]
+        for t in bus:
+            if not t.ok:
+                t.hint = _failure_hint(t, bus, silent)
+    for t in tried:
+        if t.ok:
+            print(f"read {t.meter_id}: ok: {t.text}")
+            for text in t.partial:
+                print(f"  partial: {text}")
+        else:
+            print(f"read {t.meter_id}: FAILED: {t.text}")
+            print(f"  hint: {t.hint}")
+    print()
+    print(_table(tried))
+    return sum(1 for t in tried if not t.ok)
+
+
+async def _try_bus(drivers: list[object]) -> list[_Tried]:
+    out = []
+    for driver in drivers:
+        meter_id = str(getattr(driver, "meter_id", "?"))
+        if hasattr(driver, "retries"):
+            driver.retries = 0  # type: ignore[attr-defined]
+        started = time.monotonic()
+        bus = _bus_name(driver)
         try:
-            outcome = await meter.read()
-        except MeterReadError as exc:
-            failed += 1
-            print(f"read {meter.meter_id}: FAILED: {exc}")
-            print(f"  hint: {_read_hint(str(exc), meter)}")
+            outcome = await driver.read()  # type: ignore[attr-defined]
+        except Exception as exc:  # every failure is a row of the table
+            took = time.monotonic() - started
+            out.append(_Tried(meter_id, bus, False, 0, took, str(exc), exc, driver=driver))
             continue
-        values = ", ".join(f"{v.obis}={v.value} {v.unit}".rstrip() for v in outcome.values)
-        clock = meter.clock
-        drift = "?" if clock.drift_ms is None else f"{clock.drift_ms / 1000:+.3f}s"
-        print(f"read {meter.meter_id}: ok: {values}; clock drift {drift}")
-        if clock.suspect:
-            print(f"  warning: the meter's clock is beyond clock_limit ({drift})")
-        for text in outcome.errors:
-            print(f"  partial: {text}")
-    return failed
+        took = time.monotonic() - started
+        values = getattr(outcome, "values", ())
+        text = ", ".join(f"{v.obis}={v.value} {v.unit}".rstrip() for v in values)
+        if getattr(outcome, "unchanged", False):
+            text = "(the same reading as before)"
+        if isinstance(driver, DlmsMeter):
+            clock = driver.clock
+            drift = "?" if clock.drift_ms is None else f"{clock.drift_ms / 1000:+.3f}s"
+            text += f"; clock drift {drift}"
+            if clock.suspect:
+                text += f" (beyond clock_limit {drift})"
+        tried = _Tried(meter_id, bus, True, len(values), took, text, driver=driver)
+        tried.partial = list(getattr(outcome, "errors", []))
+        out.append(tried)
+    return out
 
 
-def _read_hint(text: str, meter: DlmsMeter) -> str:
-    s = meter.settings
+def _bus_name(driver: object) -> str:
+    if isinstance(driver, RtuMeter):
+        return driver.bus.name
+    if isinstance(driver, ModbusTcpMeter):
+        return driver.connection.name
+    if isinstance(driver, Iec62056Meter):
+        return driver.line.device
+    if isinstance(driver, DsmrMeter):
+        return driver.port.device
+    if isinstance(driver, DlmsMeter):
+        return driver.description
+    return "?"
+
+
+def _kinds(exc: Exception | None) -> set[str]:
+    if isinstance(exc, RtuReadError):
+        return set(exc.kinds)
+    if isinstance(exc, IecReadError):
+        return {exc.kind}
+    if exc is None:
+        return set()
+    text = str(exc)
+    if "cannot connect" in text or "cannot open" in text:
+        return {"port"}
+    if "no answer within" in text:
+        return {"silent"}
+    if "exception response" in text:
+        return {"exception"}
+    return {"other"}
+
+
+def _failure_hint(t: _Tried, bus: list[_Tried], silent: list[_Tried]) -> str:
+    """What to look at on site, from what the read got (and what the bus's others got)."""
+    exc = t.error
+    if isinstance(t.driver, DlmsMeter):
+        return _read_hint(t.text, t.driver)
+    kinds = _kinds(exc)
+    if isinstance(exc, IecReadError):
+        return _IEC_HINTS.get(exc.kind, _IEC_HINTS["bad"])
+    if isinstance(t.driver, DsmrMeter):
+        if "bad telegram" in t.text:
+            return (
+                "telegrams arrive damaged: check version (its baud rate and parity: DSMR 4/5 "
+                "115200 8N1, 2.2/3 9600 7E1) and the P1 cable"
+            )
+        return (
+            "no telegram: check the P1 cable (RJ12) and that the meter's P1 port is enabled "
+            '(data request line at 5 V); DSMR 2.2/3 need version = "2.2"/"3" (9600 7E1)'
+        )
+    if "port" in kinds:
+        return (
+            "cannot open the port / connect: check the device path (or host and port), "
+            "permissions (group dialout) and that no other program holds the port"
+        )
+    if kinds & {"crc", "truncated", "garbage", "malformed"}:
+        return (
+            "replies arrive damaged (bad CRC / cut short): baud rate, parity or stop bits "
+            "differ from the meter's, or the RS-485 line needs termination (120 ohm at both "
+            "ends) and biasing; also check A/B and the shield"
+        )
+    if "wrong-unit" in kinds:
+        return "another unit answered: two meters share this unit id; give each its own"
+    if "exception" in kinds:
+        code = ""
+        if exc is not None and "exception response" in str(exc):
+            code = str(exc).split("exception response", 1)[1].split(")", 1)[0] + ")"
+        return (
+            f"the meter answers with exception{code}: the register map (profile) does not "
+            "fit this meter; run `meterlink agent scan modbus` to identify it"
+        )
+    if kinds == {"silent"}:
+        others_ok = any(o.ok for o in bus if o is not t)
+        if others_ok:
+            return (
+                "no reply from this unit only, while others on the bus answer: check its "
+                "unit id (address) and that it is powered and wired to the bus"
+            )
+        if len(silent) > 1 or len(bus) == 1:
+            return (
+                "no reply at all on this bus: check wiring (A/B swapped?), the adapter, and "
+                "baud rate / parity (a meter ignores frames at the wrong setting)"
+            )
+    return "run `meterlink agent scan` for this bus to see what answers"
+
+
+_IEC_HINTS = {
+    "silent": (
+        "no identification: check the optical head's position and cable, and the device "
+        "address (with several meters on a line each answers only to its own)"
+    ),
+    "switch": (
+        "the meter identified itself but sent nothing after the baud switch: set max_baud "
+        "lower (e.g. 4800); the head or the line may not manage the meter's highest rate"
+    ),
+    "data": "the data message stopped: check the head's position (ambient light) and cable",
+    "bad": (
+        "a damaged message (BCC, parity or format): check the head's position, the cable, "
+        "and that the port runs 7E1"
+    ),
+    "port": "cannot open the serial port: check the device path and permissions",
+}
+
+
+def _table(rows: list[_Tried]) -> str:
+    head = ("meter", "bus", "result", "values", "time", "hint")
+    body = [
+        (
+            t.meter_id,
+            t.bus,
+            ("ok" if not t.partial else "partial") if t.ok else "FAILED",
+            str(t.values),
+            f"{t.seconds:.2f}s",
+            t.hint,
+        )
+        for t in rows
+    ]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(5)]
+    lines = []
+    for row in [head, *body]:
+        cells = [row[i].ljust(widths[i]) for i in range(5)]
+        lines.append(("  ".join(cells) + "  " + row[5]).rstrip())
+    return "\n".join(lines)
+
+
+def _read_hint(text: str, meter: DlmsMeter | None) -> str:
     if "association refused" in text:
-        if "authentication" in text or s.client_address != 16:
+        if "authentication" in text or (meter is not None and meter.settings.client_address != 16):
             return (
                 "the meter refused this client: check client_address, auth and the secrets "
                 "file (the public client is 16 with auth none)"
@@ -293,6 +515,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     clocks = _read_clocks(config.gateway.state_dir / CLOCKS_FILE)
     if clocks:
         summary["clocks"] = clocks
+    state = _read_clocks(config.gateway.state_dir / STATE_FILE)
+    if state:
+        summary["agent"] = state
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -303,7 +528,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"last seq {s['last_seq']}, dropped {s['dropped_total']}, refused {s['refused_total']}"
     )
     if s["oldest_seq"] is not None:
-        print(f"oldest held: seq {s['oldest_seq']} captured {_ts(s['oldest_captured_ms'])}")
+        print(
+            f"oldest unacknowledged reading: seq {s['oldest_seq']} captured "
+            f"{_ts(s['oldest_captured_ms'])}"
+        )
+    else:
+        print("oldest unacknowledged reading: none (every reading is acknowledged)")
     if s["oldest_unsent_seq"] is not None:
         print(
             f"oldest never sent: seq {s['oldest_unsent_seq']} captured "
@@ -313,12 +543,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     for m in s["meters"]:  # type: ignore[attr-defined]
         line = (
             f"  {m['meter_id']}: {m['records']} records, {m['readings']} readings, "
-            f"{m['read_errors']} errors, {m['skipped_slots']} skipped slots, last capture "
+            f"{m['read_errors']} errors, {m['skipped_slots']} skipped slots, last good read "
             f"{_ts(m['last_capture_ms'])}"
         )
         if m["last_error"]:
             line += f"; last error {_ts(m['last_error_ms'])}: {m['last_error']}"
         print(line)
+    if state:
+        _print_state(state)
     if clocks:
         print("meter clocks (DLMS, at the agent's last read):")
         for meter_id, c in sorted(clocks.items()):
@@ -331,6 +563,48 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"{loss['reason']} at {_ts(loss['at_ms'])}"
             )
     return 0
+
+
+def _print_state(state: dict[str, object]) -> None:
+    """The running agent's broker connection and buses (agent-state.json)."""
+    at = state.get("t_ms")
+    age_s = (time.time_ns() // 10**6 - at) / 1000 if isinstance(at, int) else None
+    broker = state.get("broker")
+    if isinstance(broker, dict):
+        where = f"{broker.get('host')}:{broker.get('port')}"
+        if state.get("stopped") or age_s is None or age_s > 10:
+            print(f"agent: not running (last state {_ts(at)}); broker {where}")
+        else:
+            link = "connected" if broker.get("connected") else "DISCONNECTED"
+            print(f"broker {where}: {link} (agent state {age_s:.0f}s old)")
+    buses = state.get("buses")
+    if not isinstance(buses, list) or not buses:
+        return
+    print("buses (cycle = real time to poll the bus's due meters once; period = the slot):")
+    for bus in buses:
+        if not isinstance(bus, dict):
+            continue
+        cycle, period = bus.get("last_cycle_s"), bus.get("period_s")
+        text = f"  {bus.get('name')}: {len(bus.get('meters') or [])} meter(s)"
+        if isinstance(cycle, int | float) and isinstance(period, int | float) and period:
+            keeps = "keeps its period" if cycle <= period else "CANNOT keep its period"
+            text += (
+                f", cycle {cycle:.3f}s (max {bus.get('max_cycle_s', 0):.3f}s) of "
+                f"{period:g}s: {keeps}"
+            )
+        if isinstance(bus.get("utilisation"), int | float):
+            text += f", utilisation {bus['utilisation'] * 100:.1f}%"
+        if bus.get("overruns"):
+            text += f", {bus['overruns']} overrun(s), {bus.get('skipped_slots', 0)} slot(s) skipped"
+        extra = [
+            f"{key.replace('_', ' ')} {bus[key]}"
+            for key in ("requests", "silent", "bad_frames", "exceptions", "telegrams",
+                        "bad_telegrams", "readouts", "failures")
+            if key in bus
+        ]  # fmt: skip
+        if extra:
+            text += f" ({', '.join(extra)})"
+        print(text)
 
 
 def _read_clocks(path: Path) -> dict[str, dict[str, object]]:
@@ -358,6 +632,188 @@ def _clock_line(c: dict[str, object]) -> str:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    if args.scan_command == "modbus":
+        return _scan_modbus(args)
+    if args.scan_command == "iec62056":
+        return _scan_iec62056(args)
+    return _scan_dlms(args)
+
+
+def _scan_modbus(args: argparse.Namespace) -> int:
+    problems = []
+    try:
+        units = parse_units(args.units)
+    except ValueError as exc:
+        problems.append(str(exc))
+        units = []
+    tcp_port = 0
+    if args.host:
+        try:
+            tcp_port = int(args.port)
+        except ValueError:
+            tcp_port = 0
+        if not 1 <= tcp_port <= 65535:
+            problems.append(f"--port with --host is a TCP port 1..65535, got {args.port!r}")
+    elif args.baud not in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200):
+        problems.append(f"--baud {args.baud}: one of 1200 .. 115200")
+    if not 0 < args.timeout <= 60:
+        problems.append(f"--timeout must be > 0 and <= 60 seconds, got {args.timeout:g}")
+    profiles = load_known_profiles(args.profiles) if args.profiles else load_known_profiles()
+    if not profiles:
+        problems.append("no device profiles found to identify units with")
+    if problems:
+        for text in problems:
+            _err(text)
+        return 2
+    if args.host:
+        tcp = ModbusTcpConnection(args.host, tcp_port)
+        where = f"modbus tcp {args.host}:{tcp_port}"
+        reader, closer = tcp.read, tcp.close
+    else:
+        bus = RtuBus(SerialSettings(args.port, args.baud, 8, args.parity, args.stopbits))
+        where = f"modbus rtu {bus.name}"
+        reader, closer = bus.read, bus.close
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, unit: int, found: list[FoundUnit]) -> None:
+        if done == len(units):
+            text = f"scanned {len(units)} unit id(s): {len(found)} answered"
+        else:
+            text = f"unit {unit} ({done + 1}/{len(units)}), {len(found)} found"
+        if tty:
+            print(f"\r{text:<60}", end="" if done < len(units) else "\n", file=sys.stderr)
+        elif done == len(units) or done % 10 == 0:
+            print(text, file=sys.stderr, flush=True)
+
+    async def run() -> list[FoundUnit]:
+        try:
+            return await scan_units(reader, units, profiles, args.timeout, progress)
+        finally:
+            await closer()
+
+    print(f"scanning {where}, unit ids {args.units}, {args.timeout:g}s per probe", file=sys.stderr)
+    try:
+        found = asyncio.run(run())
+    except ConnectionError as exc:
+        _err(f"scan failed: {exc}")
+        _err(
+            "hint: check the device path (or host and port), permissions (group dialout) "
+            "and that no other program (an agent) holds the port"
+        )
+        return 1
+    if not found:
+        print(f"no unit answered on {where}")
+        print(
+            "hint: check wiring (A/B), baud rate and parity (try --parity N, --baud 19200), "
+            "and termination",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{len(found)} unit(s) answered on {where}:")
+    for f in found:
+        name = f.profile.name if f.profile is not None else "unknown (no known profile fits)"
+        also = f" (also fits: {', '.join(f.also)})" if f.also else ""
+        print(f"  unit {f.unit}: {name}{also}")
+        for profile_name, got in f.probes.items():
+            print(f"    probe {profile_name}: {got}")
+    print()
+    print("# ready to paste into the agent's config:")
+    for f in found:
+        print(_modbus_section(args, tcp_port, f))
+    return 0
+
+
+def _modbus_section(args: argparse.Namespace, tcp_port: int, f: FoundUnit) -> str:
+    lines = ["[[meters]]", f'id = "unit-{f.unit}"  # the meter\'s id: change it']
+    if args.host:
+        lines += ['driver = "modbus-tcp"', f'host = "{args.host}"', f"port = {tcp_port}"]
+    else:
+        lines += ['driver = "modbus-rtu"', f'port = "{args.port}"', f"baud = {args.baud}"]
+        lines += [f'parity = "{args.parity}"', f"stopbits = {args.stopbits}"]
+    lines.append(f"unit = {f.unit}")
+    if f.profile is not None:
+        lines.append(f'profile = "{f.profile.name}"')
+    else:
+        lines.append('profile = "?"  # no shipped profile fits: write one (docs/agent.md)')
+        lines = [f"# {line}" for line in lines]
+    lines.append('interval = "15m"')
+    if f.profile is None:
+        lines[-1] = "# " + lines[-1]
+    return "\n".join(lines) + "\n"
+
+
+def _scan_iec62056(args: argparse.Namespace) -> int:
+    problems = []
+    settings = SerialSettings(args.port, 300, 7, "E", 1, address=args.address)
+    if args.max_baud not in (300, 600, 1200, 2400, 4800, 9600, 19200):
+        problems.append(f"--max-baud {args.max_baud}: one of 300 .. 19200")
+    if not 0 < args.timeout <= 60:
+        problems.append(f"--timeout must be > 0 and <= 60 seconds, got {args.timeout:g}")
+    if problems:
+        for text in problems:
+            _err(text)
+        return 2
+    line = IecLine(args.port)
+
+    async def run() -> tuple[object, object, int]:
+        try:
+            await line.port.open()
+            return await readout(line.port, args.address, args.max_baud, args.timeout)
+        finally:
+            await line.close()
+
+    print(f"signing on at {args.port} (300 baud 7E1), address {args.address!r}", file=sys.stderr)
+    try:
+        ident, block, baud = asyncio.run(run())
+    except (IecReadError, ConnectionError, DecodeError) as exc:
+        _err(f"scan failed: {exc}")
+        kind = exc.kind if isinstance(exc, IecReadError) else "port"
+        if isinstance(exc, DecodeError):
+            kind = "bad"
+        _err(f"hint: {_IEC_HINTS[kind]}")
+        return 1
+    assert isinstance(ident, iec62056_21.Identification)
+    assert isinstance(block, iec62056_21.DataBlock)
+    print(
+        f"identification: manufacturer {ident.manufacturer}, mode {ident.protocol_mode}, "
+        f"highest rate {ident.baud} baud, ident {ident.ident!r}; read at {baud} baud"
+    )
+    taken = iec62056_21.readings(block.datasets)
+    by_line = {(r.line, r.obis): r for r in taken.values}
+    print(f"{len(block.datasets)} data set(s):")
+    for ds in block.datasets:
+        unit = f"*{ds.unit}" if ds.unit else ""
+        extra = "".join(f"({e})" for e in ds.extra)
+        note = ""
+        try:
+            code = iec62056_21.obis_of(ds.address)
+        except iec62056_21.Iec62056Error:
+            code = None
+        if code is not None and (ds.line, code) in by_line:
+            r = by_line[(ds.line, code)]
+            note = f"  -> {r.obis} = {r.value} {r.unit}"
+        print(f"  {ds.address}({ds.value}{unit}){extra}{note}")
+    for problem in taken.problems:
+        print(f"  problem: {problem}")
+    print()
+    print("# ready to paste into the agent's config:")
+    lines = [
+        "[[meters]]",
+        f'id = "{args.id or ident.ident or "iec-1"}"',
+        'driver = "iec62056"',
+        f'serial = "{args.port}"',
+    ]
+    if args.address:
+        lines.append(f'address = "{args.address}"')
+    if baud < ident.baud or args.max_baud != 19200:
+        lines.append(f"max_baud = {min(args.max_baud, ident.baud)}")
+    lines.append('interval = "15m"')
+    print("\n".join(lines))
+    del settings
+    return 0
+
+
+def _scan_dlms(args: argparse.Namespace) -> int:
     transport = args.transport or ("hdlc" if args.serial else "wrapper")
     problems = []
     if args.serial and transport != "hdlc":

@@ -304,7 +304,7 @@ def test_scenario_with_all_three_serial_simulators(tmp_path: Path) -> None:
 
     sim = Proc.python(
         "meterlink", "sim", "run", str(REPO / "config/scenarios/serial.toml"),
-        "--pty-dir", str(tmp_path), cwd=REPO, name="sim",
+        "--pty-dir", str(tmp_path), cwd=REPO, name="sim", stdin_pipe=True,
     )  # fmt: skip
     try:
         lines = sim.wait_lines(lambda text: text.startswith("READY "), 3)
@@ -317,6 +317,16 @@ def test_scenario_with_all_three_serial_simulators(tmp_path: Path) -> None:
             for unit in range(1, 6):
                 frame = _transact(port, read_request(unit, 4, 0, 80), 165)
                 assert any(check_answer(frame, unit, 4, 80))
+            # one meter of the bus unplugged, by its id, while the others answer
+            sim.send_line("rtu-sdm-03 fault silent")
+            sim.wait_line(lambda text: text == "OK fault silent")
+            port.write(read_request(3, 4, 0, 2))
+            assert check_answer(_transact(port, read_request(4, 4, 0, 2), 9), 4, 4, 2)
+            sim.send_line("fault 3 none")  # several devices: a bare command names nobody
+            sim.wait_line(lambda text: text.startswith("ERROR name the meter first"))
+            sim.send_line(f"{tmp_path / 'rs485-0'} fault 3 none")  # the bus, by its link
+            sim.wait_line(lambda text: text == "OK fault none")
+            assert check_answer(_transact(port, read_request(3, 4, 0, 2), 9), 3, 4, 2)
         with _port(tmp_path / "p1-0", timeout=5) as port:
             reader = TelegramReader()
             telegram = None
@@ -377,3 +387,27 @@ def test_serial_scenario_errors_name_the_table_and_key(
     with pytest.raises((ScenarioError, ValueError), match=message.replace("[", r"\[")) as exc:
         load_serial_scenario(path, clock, 0, tmp_path)
     assert str(path) in str(exc.value)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_line_noise_is_dropped_and_the_next_request_answered(tmp_path: Path, seed: int) -> None:
+    """Random bytes on the bus (never a whole valid request): no answer and no crash; after
+    the 3.5-character silence that ends them the next request is answered."""
+    import random
+
+    link = tmp_path / "rs485"
+    bus = _bus(link)
+    noise = random.Random(seed).randbytes(200)
+
+    def work() -> bytes:
+        with _port(link) as port:
+            port.write(noise)
+            port.flush()
+            # the silence a master must leave after a frame (3.5 characters) is protocol,
+            # not synchronisation: the slaves drop what they could not frame at its end
+            time.sleep(20 * bus.serial.t3_5)
+            return _transact(port, read_request(2, 4, 0, 2), 9)
+
+    answer = _with_bus(bus, work)
+    assert check_answer(answer, 2, 4, 2) == _expected(2, 0, 2)
+    assert bus.counts["bad"] >= 1

@@ -19,7 +19,9 @@ speed and enforces no baud rate). One request is answered at a time, in order.
 What a master sees (the same rules as the TCP simulator, docs/simulator.md):
 
 * FC03/FC04 as the unit's profile says (both with ``both_functions``); the other one and
-  any other function answer exception 01; writes (FC05/06/15/16) exception 02 (read-only);
+  FC01/FC02 answer exception 01; writes (FC05/06/15/16) exception 02 (read-only); other
+  function codes cannot be framed by the codec's reader (their length is unknown to it):
+  they are line noise, dropped until the next silence, and get no answer;
 * addresses past the last mapped register, or unmapped with ``unmapped = "illegal"``:
   exception 02; a count outside 1..125: exception 03;
 * broadcast (unit 0) and units that are not on the bus: no answer (nobody is there).
@@ -301,17 +303,17 @@ class RtuBus:
             return "ERROR rtu bus: expected 'fault UNIT KIND[:ARG] [COUNT]' or 'status'"
         if not words[1].isdigit() or int(words[1]) not in self.units:
             return f"ERROR fault: unit {words[1]!r} is not on this bus ({self.unit_list()})"
-        return (
-            self.unit_command(int(words[1]), words[2:])
-            if len(words) > 2
-            else ("ERROR fault: expected 'fault UNIT KIND[:ARG] [COUNT]'")
-        )
+        return self.unit_command(int(words[1]), ["fault", *words[2:]])
 
     def unit_command(self, unit: int, words: list[str]) -> str:
-        """A command for one unit: ``fault KIND[:ARG] [COUNT]`` without the unit."""
-        if words[:1] == ["fault"]:
-            words = words[1:]
-        return fault_command(self.units[unit].faults, words, RTU_KINDS)
+        """A command for one unit (named by its meter id): ``fault KIND[:ARG] [COUNT]``,
+        ``status``."""
+        member = self.units[unit]
+        if words[:1] == ["status"]:
+            return f"OK unit={unit} requests={member.requests} fault={member.faults.describe()}"
+        if words[:1] != ["fault"]:
+            return "ERROR rtu meter: expected 'fault KIND[:ARG] [COUNT]' or 'status'"
+        return fault_command(member.faults, words[1:], RTU_KINDS)
 
     def targets(self) -> dict[str, Callable[[list[str]], str]]:
         """Names the control channel knows: the link (the bus) and each meter id."""

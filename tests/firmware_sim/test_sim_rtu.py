@@ -411,3 +411,30 @@ def test_line_noise_is_dropped_and_the_next_request_answered(tmp_path: Path, see
     answer = _with_bus(bus, work)
     assert check_answer(answer, 2, 4, 2) == _expected(2, 0, 2)
     assert bus.counts["bad"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["modbus", "--profile", SDM], "--port is required (or --rtu PTY-LINK"),
+        (["modbus", "--profile", SDM, "--port", "0", "--rtu", "x"], "TCP or RTU, not both"),
+        (["modbus", "--profile", SDM, "--rtu", "x", "--baud", "1000"], "baud 1000"),
+        (["modbus", "--profile", SDM, "--rtu", "x", "--fault", "4:silent"], "unit 4 is not"),
+        (["modbus", "--profile", SDM, "--rtu", "x", "--fault", "1:slow:1"], "unknown fault"),
+        (["modbus", "--profile", SDM, "--rtu", "/nonexistent/x"], "cannot make the pty link"),
+        (["dsmr", "--pty-link", "FILE"], "a file is there"),
+        (["dsmr", "--pty-link", "x", "--every", "0"], "--every 0: must be > 0"),
+        (["iec62056", "--pty-link", "x", "--address", "a!"], "device address 'a!'"),
+        (["iec62056", "--pty-link", "x", "--baud", "38400"], "baud 38400"),
+    ],
+)
+def test_serial_command_line_errors_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    from firmware_sim.cli import main
+
+    (tmp_path / "FILE").write_text("not a pty")
+    argv = [str(tmp_path / a) if a in ("x", "FILE") else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sim: error: ") and message in err and err.count("\n") == 1

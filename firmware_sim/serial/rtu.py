@@ -12,9 +12,11 @@ slaves ignore the line until the next silence, as real slaves do.
 
 Timing on the answer side, from the configured line (``SerialLine``: baud, parity, stop
 bits): a slave answers no sooner than 3.5 characters after the request's last byte (the
-silence that ends a frame), and the whole answer is written once it would have been
-completely on the wire at that baud rate (``pace``; a pty itself passes bytes at memory
-speed and enforces no baud rate). One request is answered at a time, in order.
+silence that ends a frame). With ``pace`` (the default) the answer is written whole at the
+moment it would be complete on a real line: the request's time on the wire, the silence,
+the answer's time on the wire (a pty passes bytes at memory speed and enforces no baud
+rate), so a master measures the bus time the standard gives for the same frames. One
+request is answered at a time, in order.
 
 What a master sees (the same rules as the TCP simulator, docs/simulator.md):
 
@@ -272,8 +274,8 @@ class RtuBus:
                 continue
             # the silence that ends the request, then the answer's time on the wire
             due = arrived + self.serial.t3_5
-            if self.pace:
-                due += self.serial.frame_time(len(reply))
+            if self.pace:  # both frames' time on the wire
+                due += self.serial.frame_time(len(frame.raw) + len(reply))
             if fault.kind == "late":
                 self._spawn(self._send_at(due + (fault.arg or 0) / 1000, reply))
                 continue

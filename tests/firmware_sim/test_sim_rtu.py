@@ -242,8 +242,9 @@ def test_faults_per_unit(tmp_path: Path) -> None:
 
 
 def test_late_fault_and_the_answer_side_silence(tmp_path: Path) -> None:
-    """An answer never comes before the 3.5-character silence plus its own time on the wire
-    (computed from the baud rate); a late unit adds its delay. Lower bounds only."""
+    """An answer never comes before the request's and its own time on the wire plus the
+    3.5-character silence (computed from the baud rate); a late unit adds its delay. Lower
+    bounds only."""
     link = tmp_path / "rs485"
     line = SerialLine(1200)
     bus = _bus(link, {2: LineFault("late", 250)}, baud=1200)
@@ -258,8 +259,8 @@ def test_late_fault_and_the_answer_side_silence(tmp_path: Path) -> None:
             return normal, time.monotonic() - begin, good + late
 
     normal, late, frames = _with_bus(bus, work)
-    assert normal >= line.t3_5 + line.frame_time(25)
-    assert late >= 0.25 + line.t3_5 + line.frame_time(9)
+    assert normal >= line.t3_5 + line.frame_time(8 + 25)
+    assert late >= 0.25 + line.t3_5 + line.frame_time(8 + 9)
     assert check_answer(frames[25:], 2, 4, 2) == _expected(2, 0, 2)
 
 

@@ -22,7 +22,13 @@ from .drivers.dlms.scan import ScanError, config_section, format_table, scan
 from .drivers.dsmr_p1 import DsmrMeter
 from .drivers.iec62056 import Iec62056Meter, IecLine, IecReadError, readout
 from .drivers.modbus_rtu import RtuBus, RtuMeter, RtuReadError
-from .drivers.modbus_scan import FoundUnit, load_known_profiles, parse_units, scan_units
+from .drivers.modbus_scan import (
+    PLAUSIBLE,
+    FoundUnit,
+    load_known_profiles,
+    parse_units,
+    scan_units,
+)
 from .drivers.modbus_tcp import ModbusTcpConnection, ModbusTcpMeter
 from .keys import KeyFileError, create_key, load_key
 from .service import (
@@ -203,7 +209,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"key {key.key_id} ({key.path})")
     except KeyFileError as exc:
         print(f"warning: {exc}")
-    ok_meters = [m for m in config.meters if m.id in profiles or m.dlms is not None]
+    ok_meters = [
+        m
+        for m in config.meters
+        if m.id in profiles or m.dlms is not None or m.driver in ("iec62056", "dsmr-p1")
+    ]
     groups, _connections = build_meters(
         config.__class__(config.path, config.gateway, config.mqtt, config.buffer, tuple(ok_meters)),
         profiles,
@@ -275,6 +285,7 @@ class _Tried:
     hint: str = ""
     partial: list[str] = field(default_factory=list)
     driver: object = None
+    suspect: bool = False  # read, but the values are implausible (a wrong profile)
 
 
 async def _try_reads(buses: list[list[object]], connections: list[object]) -> int:
@@ -294,6 +305,8 @@ async def _try_reads(buses: list[list[object]], connections: list[object]) -> in
     for t in tried:
         if t.ok:
             print(f"read {t.meter_id}: ok: {t.text}")
+            if t.suspect:
+                print(f"  hint: {t.hint}")
             for text in t.partial:
                 print(f"  partial: {text}")
         else:
@@ -331,6 +344,17 @@ async def _try_bus(drivers: list[object]) -> list[_Tried]:
                 text += f" (beyond clock_limit {drift})"
         tried = _Tried(meter_id, bus, True, len(values), took, text, driver=driver)
         tried.partial = list(getattr(outcome, "errors", []))
+        odd = [
+            f"{v.obis} = {v.value} {v.unit}"
+            for v in values
+            if v.obis in PLAUSIBLE and not any(lo <= v.value <= hi for lo, hi in PLAUSIBLE[v.obis])
+        ]
+        if odd and isinstance(driver, ModbusTcpMeter):
+            tried.suspect = True
+            tried.hint = (
+                f"values look wrong ({'; '.join(odd[:2])}): the profile (register map, word "
+                "order or scale) does not fit this meter; run `meterlink agent scan modbus`"
+            )
         out.append(tried)
     return out
 
@@ -444,7 +468,7 @@ def _table(rows: list[_Tried]) -> str:
         (
             t.meter_id,
             t.bus,
-            ("ok" if not t.partial else "partial") if t.ok else "FAILED",
+            ("SUSPECT" if t.suspect else "partial" if t.partial else "ok") if t.ok else "FAILED",
             str(t.values),
             f"{t.seconds:.2f}s",
             t.hint,

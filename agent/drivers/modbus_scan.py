@@ -2,7 +2,8 @@
 which shipped device profile each one is.
 
 A unit is present when it answers a probe at all (a register answer or an exception
-response); a unit that stays silent for one time-out is absent. The profile is found by
+response); a unit that stays silent for one time-out is absent, and so is one for which a
+TCP gateway answers exception 10 or 11 (gateway path unavailable / target failed to respond). The profile is found by
 probing: for each known profile (``config/profiles/*.toml``) its distinguishing registers
 are read (the supply frequency ``1-0:14.7.0`` and the phase 1 voltage ``1-0:32.7.0``, at the
 addresses, types, word orders and scales of that profile) and the profile fits when every
@@ -35,6 +36,9 @@ PLAUSIBLE: dict[Obis, tuple[tuple[Decimal, Decimal], ...]] = {
     FREQUENCY: ((Decimal(45), Decimal(65)),),
     VOLTAGE: ((Decimal(0), Decimal(0)), (Decimal(80), Decimal(300))),
 }
+
+#: exception codes of a Modbus TCP gateway for a unit id with no device behind it
+GATEWAY_NO_DEVICE = (10, 11)
 
 Reader = Callable[[ReadRequest, int, float], Awaitable[list[int]]]
 
@@ -110,6 +114,8 @@ async def probe_unit(
                 notes.append(f"{obis}: no answer")
                 break
             except ModbusExceptionResponse as exc:
+                if exc.code in GATEWAY_NO_DEVICE and not present:
+                    return None  # a TCP gateway saying nobody is at this unit id
                 present = True
                 ok = False
                 notes.append(f"{obis}: {exc}")

@@ -3,12 +3,14 @@ which shipped device profile each one is.
 
 A unit is present when it answers a probe at all (a register answer or an exception
 response); a unit that stays silent for one time-out is absent, and so is one for which a
-TCP gateway answers exception 10 or 11 (gateway path unavailable / target failed to respond). The profile is found by
-probing: for each known profile (``config/profiles/*.toml``) its distinguishing registers
-are read (the supply frequency ``1-0:14.7.0`` and the phase 1 voltage ``1-0:32.7.0``, at the
-addresses, types, word orders and scales of that profile) and the profile fits when every
-one answers with a plausible value (45..65 Hz, 0 or 80..300 V). Two profiles with the same
-addresses and types would both fit: the first (by name) is taken and the others are named.
+TCP gateway answers exception 10 or 11 (path unavailable, target failed to respond).
+
+The profile is found by probing: for each known profile (``config/profiles/*.toml``) its
+distinguishing registers are read (the supply frequency ``1-0:14.7.0`` and the phase 1
+voltage ``1-0:32.7.0``, at the addresses, types, word orders and scales of that profile)
+and the profile fits when every one answers with a plausible value (45..65 Hz, 0 or
+80..300 V). Two profiles with the same addresses and types would both fit: the first (by
+name) is taken and the others are named.
 """
 
 from __future__ import annotations

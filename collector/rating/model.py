@@ -24,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import ConfigError
+from ..errors import RatingError
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -44,10 +44,6 @@ __all__ = [
 
 #: interval qualities as VEE derives them (``store.vee.intervals``)
 QUALITIES = ("actual", "estimated", "edited", "gap")
-
-
-class RatingError(ConfigError):
-    """Usage or a tariff that cannot be rated; the message names the tariff, version, interval."""
 
 
 @dataclass(frozen=True, slots=True)

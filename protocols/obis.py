@@ -96,6 +96,7 @@ QUANTITIES: dict[Obis, Quantity] = {
         _q("1-0:2.8.1", "active energy export, tariff 1", "kWh", True),
         _q("1-0:2.8.2", "active energy export, tariff 2", "kWh", True),
         _q("1-0:1.7.0", "active power import", "W", False),
+        _q("1-0:1.6.0", "maximum demand, active import", "W", False),
         _q("1-0:2.7.0", "active power export", "W", False),
         _q("1-0:16.7.0", "active power, sum (import - export)", "W", False),
         _q("1-0:21.7.0", "active power L1", "W", False),

@@ -235,12 +235,17 @@ COMMANDS: dict[str, Callable[[DlmsMeterState, list[str]], str]] = {}
 
 
 def standard_objects(meter: DlmsMeterState) -> list[CosemObject]:
-    """The objects every simulated meter has (one line per kind of object)."""
+    """The objects every simulated meter has (one line per kind of object). The modules
+    are imported here: they import this one for the meter's state."""
+    from .association import AssociationObject
     from .clock import ClockObject
+    from .extended import MaxDemandObject, PowerFailuresObject
+    from .profile import profile_objects
 
     objects: list[CosemObject] = [ClockObject()]
     objects += DLMS_OBJECTS.values()
     objects.append(DataObject(OBIS_SERIAL, Data.octet_string(meter.model.meter_id.encode())))
-    objects.append(__import__("firmware_sim.dlms.association", fromlist=["_"]).AssociationObject())
-    objects += __import__("firmware_sim.dlms.profile", fromlist=["_"]).profile_objects(meter)
+    objects += [MaxDemandObject(), PowerFailuresObject()]
+    objects.append(AssociationObject())
+    objects += profile_objects(meter)
     return objects

@@ -1,8 +1,8 @@
 """One DLMS/COSEM meter (one logical device): a read cycle.
 
 One read cycle is one association: open the transport, AARQ/AARE, read the Clock
-(0.0.1.0.0.255, attribute 2), then for each configured Register its scaler_unit (attribute
-3, cached for the association) and value (attribute 2), RLRQ/RLRE, close. The capture's
+(0.0.1.0.0.255, attribute 2), then each configured object (Register, Extended Register or
+Data: ``registers``), the load profile (``profile``), RLRQ/RLRE, close. The capture's
 timestamp is the meter's clock (``ClockSource.METER``); the clock's status bits or an
 unspecified deviation flag it ``CLOCK_SUSPECT``. Values are exact
 (``protocols.dlms.cosem``).
@@ -23,22 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config import DlmsSettings
-from protocols.dlms import DlmsDecodeError
-from protocols.dlms.cosem import ScalerUnit, exact_value
 from protocols.obis import Obis
 from protocols.record import Quality, Value
 
 from ..modbus_tcp import BACKOFF_MAX, BACKOFF_START, MeterReadError
 from .clock import MeterClock
 from .profile import CommittedCursors, ProfileReader
-from .session import AssociationRefused, DlmsSession, ObjectError
+from .registers import ObjectReader
+from .session import AssociationRefused, DlmsSession
 from .transport import ApduTransport, WrapperTransport
 
 __all__ = ["DlmsMeter", "DlmsOutcome", "ProfileEntry", "make_transport"]
 
 log = logging.getLogger("agent.dlms")
-
-CLASS_REGISTER = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +98,7 @@ class DlmsMeter:
         self.host = host
         self.port = port
         self.objects: tuple[Obis, ...] = settings.objects
+        self.registers = ObjectReader(meter_id, settings.objects)
         self.timeout = timeout
         self.retries = retries
         self.assume_deviation = assume_deviation  # for a clock without a deviation
@@ -121,9 +119,7 @@ class DlmsMeter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
             transport = make_transport(self.settings, self.host, self.port, self.timeout)
-            session = DlmsSession(
-                transport, self.settings, self.meter_id, state_dir=self.state_dir
-            )
+            session = DlmsSession(transport, self.settings, self.meter_id, state_dir=self.state_dir)
             try:
                 await transport.open()
                 await session.open()
@@ -154,19 +150,8 @@ class DlmsMeter:
     async def _read_objects(self, session: DlmsSession) -> DlmsOutcome:
         clock = await self.clock.read(session, self.gateway_ms, self.assume_deviation)
         errors: list[str] = list(clock.errors)
-        values: list[Value] = []
-        scalers: dict[Obis, ScalerUnit] = {}  # cached for this association
-        for obis in self.objects:
-            try:
-                if obis not in scalers:
-                    raw = await session.get(CLASS_REGISTER, obis, 3)
-                    scalers[obis] = ScalerUnit.from_data(raw)
-                value = await session.get(CLASS_REGISTER, obis, 2)
-                amount, unit = exact_value(obis, value, scalers[obis])
-            except (ObjectError, DlmsDecodeError) as exc:
-                errors.append(f"meter {self.meter_id}: {obis}: {exc}")
-                continue
-            values.append(Value(obis, amount, unit))
+        values, object_errors = await self.registers.read(session)
+        errors += object_errors
         if not values:
             raise _NoValues("; ".join(errors) or f"meter {self.meter_id}: nothing to read")
         entries: list[ProfileEntry] = []

@@ -83,7 +83,12 @@ _SERVICE_ERRORS = {
 
 
 class ObjectError(Exception):
-    """The meter answered, but not with the attribute (a data-access-result)."""
+    """The meter answered, but not with the attribute (a data-access-result, in ``result``
+    when the meter gave one)."""
+
+    def __init__(self, text: str, result: int | None = None) -> None:
+        super().__init__(text)
+        self.result = result
 
 
 class AssociationRefused(ConnectionError):
@@ -307,7 +312,7 @@ class DlmsSession:
         )
         answer = await self.exchange(request, what)
         if isinstance(answer, dc_xdlms.GetResponseNormalWithError):
-            raise ObjectError(f"{what}: {_result_name(answer.error)}")
+            raise ObjectError(f"{what}: {_result_name(answer.error)}", int(answer.error))
         if isinstance(
             answer,
             (

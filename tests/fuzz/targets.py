@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -33,27 +31,18 @@ from protocols.modbus import (
 )
 from protocols.obis import Obis, ObisError
 from protocols.record import ClockSource, Quality, Record, Value, decode_record, sign_record
-from protocols.status import GatewayStatus, LossEvent
+from protocols.status import GatewayStatus, LossEvent, MeterClockStatus
 from protocols.topics import parse_topic, readings_topic
 from protocols.units import UnitError, unit_by_code, unit_by_symbol
 from protocols.varint import Reader
 
-__all__ = ["TARGETS", "Target", "seed_record", "seeds"]
+from .base import PromiseBroken, Target
+from .dlms_targets import DLMS_TARGETS
+
+__all__ = ["TARGETS", "PromiseBroken", "Target", "seed_record", "seeds"]
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-
-
-class PromiseBroken(AssertionError):
-    """The decoder accepted an input but broke one of its own promises."""
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    run: Callable[[bytes], object]
-    allowed: tuple[type[BaseException], ...]
-    seeds: Callable[[], list[bytes]]
 
 
 def _text(data: bytes) -> str:
@@ -98,6 +87,18 @@ def _status_seeds() -> list[bytes]:
     return [
         GatewayStatus("gw-1", "online", "", 1_793_487_600_000, 12, 0, 4711, "0.1.0").to_bytes(),
         GatewayStatus("gw-1", "offline", "connection lost").to_bytes(),
+        GatewayStatus(
+            "gw-1",
+            "online",
+            "",
+            1_793_487_600_000,
+            meters=(
+                MeterClockStatus("dlms-1", -1500, 1_793_487_600_000, True, 2, ""),
+                MeterClockStatus("dlms-2", None, None, False, 0, "SET refused: read-write-denied"),
+                MeterClockStatus("dlms-3", 2**62, 0, False, 1),
+            ),
+        ).to_bytes(),
+        b'{"v":1,"gateway_id":"g","state":"online","meters":[{"meter_id":"m","drift_ms":null}]}',
     ]
 
 
@@ -236,6 +237,14 @@ def run_status(data: bytes) -> object:
             raise PromiseBroken(f"status {name} is not a str: {status!r}")
     if status.at_ms is not None and type(status.at_ms) is not int:
         raise PromiseBroken(f"status at_ms is not an int: {status!r}")
+    for meter in status.meters:
+        if type(meter.meter_id) is not str or type(meter.suspect) is not bool:
+            raise PromiseBroken(f"status meter of wrong types: {meter!r}")
+        if type(meter.sets) is not int or type(meter.set_error) is not str:
+            raise PromiseBroken(f"status meter of wrong types: {meter!r}")
+        for value in (meter.drift_ms, meter.at_ms):
+            if value is not None and type(value) is not int:
+                raise PromiseBroken(f"status meter of wrong types: {meter!r}")
     if GatewayStatus.from_bytes(status.to_bytes()) != status:
         raise PromiseBroken(f"status does not round-trip: {status!r}")
     return status
@@ -431,6 +440,7 @@ TARGETS: dict[str, Target] = {
         Target("dsmr", run_dsmr, (DecodeError,), _dsmr_seeds),
         Target("dsmr_stream", run_dsmr_stream, (DecodeError,), _dsmr_stream_seeds),
         Target("modbus_rtu", run_modbus_rtu, (DecodeError, rtu.ExceptionAnswer), _modbus_rtu_seeds),
+        *DLMS_TARGETS,
     )
 }
 

@@ -16,7 +16,8 @@ import time
 
 from .machine import SUMMARY_PREFIX, print_header
 
-BENCHES = ("wire_size", "capture", "ingest", "drain", "dlms_backfill", "dlms_read", "vee")
+BENCHES = ("wire_size", "capture", "ingest", "drain", "dlms_backfill", "dlms_read", "vee",
+           "rs485_bus", "requests_per_cycle")  # fmt: skip
 
 
 def run(name: str) -> dict | None:
@@ -85,6 +86,16 @@ def main() -> int:
     if v:
         rows.append(("ingest + VEE (in-process)", f"{v['vee_readings_per_s']:,} readings/s",
                      ">= 50% of plain", verdict(v["ratio"], 0.5)))  # fmt: skip
+    b = results.get("rs485_bus")
+    if b:
+        rows.append((f"RS-485 bus utilisation at {b['baud']} baud vs theory",
+                     f"{b['utilisation']:.1%}", f">= {b['target']:.0%}",
+                     verdict(b["utilisation"], b["target"])))  # fmt: skip
+    q = results.get("requests_per_cycle")
+    if q:
+        for name, f in q["profiles"].items():
+            rows.append((f"requests per cycle {name}", f"{f['requests_planned']} planned, "
+                         f"{f['requests_unplanned']} unplanned", "", ""))  # fmt: skip
     print()
     print(f"== summary ({time.perf_counter() - t0:.0f}s)")
     widths = [max(len(r[k]) for r in rows) if rows else 0 for k in range(4)]

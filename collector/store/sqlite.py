@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from . import vee_sqlite
+from . import bills_sqlite, vee_sqlite
 from .base import (
     CounterDelta,
     GatewayKey,
@@ -32,7 +32,7 @@ from .base import (
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "open_store"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = [
     """CREATE TABLE meta (
@@ -132,6 +132,8 @@ _MIGRATIONS: dict[int, list[str]] = {
     ],
     # VEE: validations, counters, derived intervals, operator audit, meter swaps
     3: vee_sqlite.MIGRATION,
+    # bills: issued bills and their lines, never updated or deleted (triggers)
+    4: bills_sqlite.MIGRATION,
 }
 
 _CHUNK = 500  # host parameters per IN (...) list; far below SQLite's limit
@@ -283,6 +285,11 @@ class SqliteStore:
     def vee(self) -> vee_sqlite.SqliteVeeReads:
         """VEE reads: derived intervals (for rating), flags, estimates, audit, counters."""
         return vee_sqlite.SqliteVeeReads(self._db)
+
+    @property
+    def bills(self) -> bills_sqlite.SqliteBills:
+        """Issued bills: reads, and ``issue`` (numbering and storing in one transaction)."""
+        return bills_sqlite.SqliteBills(self._db, self._write)
 
     async def _rows(self, sql: str, params: tuple = ()) -> list:
         async with self._db.execute(sql, params) as cur:

@@ -768,7 +768,6 @@ def _modbus_section(args: argparse.Namespace, tcp_port: int, f: FoundUnit) -> st
 
 def _scan_iec62056(args: argparse.Namespace) -> int:
     problems = []
-    settings = SerialSettings(args.port, 300, 7, "E", 1, address=args.address)
     if args.max_baud not in (300, 600, 1200, 2400, 4800, 9600, 19200):
         problems.append(f"--max-baud {args.max_baud}: one of 300 .. 19200")
     if not 0 < args.timeout <= 60:
@@ -833,7 +832,6 @@ def _scan_iec62056(args: argparse.Namespace) -> int:
         lines.append(f"max_baud = {min(args.max_baud, ident.baud)}")
     lines.append('interval = "15m"')
     print("\n".join(lines))
-    del settings
     return 0
 
 

@@ -309,7 +309,7 @@ class AgentService:
                 ScheduledMeter(d.meter_id, by_id[d.meter_id].interval_ns, d) for d in drivers
             ]
             sched = BusScheduler(
-                f"{driver}://{host}:{port}",
+                f"{driver}://{host}:{port}" if port else f"{driver}:{host}",
                 scheduled,
                 cfg.gateway.clock,
                 self.writer.put,

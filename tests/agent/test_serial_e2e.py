@@ -143,6 +143,8 @@ def test_serial_fleet_end_to_end_stored_once_and_an_unplugged_meter_costs_only_i
                             cwd=tmp_path)  # fmt: skip
         assert status.popen.wait(timeout=60) == 0, status.output
         summary = json.loads(status.output[status.output.index("{") :])
+        text = _meterlink("agent", "status", str(agent_toml), name="status-text", cwd=tmp_path)
+        assert text.popen.wait(timeout=60) == 0, text.output
     finally:
         for proc in reversed(procs):
             proc.stop(timeout=20)
@@ -183,6 +185,13 @@ def test_serial_fleet_end_to_end_stored_once_and_an_unplugged_meter_costs_only_i
     assert units[("iec-1", "1-0:1.8.0")] == "kWh"
     buses = {b["name"]: b for b in summary["agent"]["buses"]}
     rtu_bus = next(b for name, b in buses.items() if "ttyRS485" in name)
+    # the text form: broker, buses with cycle against period and utilisation
+    assert "agent: not running (last state " in text.output and f":{broker.port}" in text.output
+    assert "oldest unacknowledged reading: none" in text.output
+    bus_line = next(li for li in text.output.splitlines() if li.startswith("  modbus-rtu:/"))
+    assert "5 meter(s), cycle " in bus_line and "keeps its period" in bus_line
+    assert "utilisation " in bus_line and "silent " in bus_line
+    assert "rtu-3: " in text.output and "last error" in text.output
     assert rtu_bus["silent"] >= 1 and 0 < rtu_bus["utilisation"] < 1
     print(
         f"serial e2e: {len(rows)} readings stored once; captures per meter "

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -47,28 +49,51 @@ class SimMeter:
     unit: int  # Modbus unit id; 0 for a DLMS meter
     profile: str  # Modbus register map; "" for a DLMS meter
     transport: str = ""  # DLMS: "wrapper" | "hdlc"
+    serial: str = ""  # DLMS over HDLC on a serial line: the device (a pty's link)
+    auth: str = "none"  # DLMS: "none" | "lls" | "hls"
+    mode_e: bool = False  # DLMS on a serial line: IEC 62056-21 mode E start
 
     @property
     def what(self) -> str:
+        if self.serial:
+            start = ", mode E start" if self.mode_e else ""
+            return f"DLMS/COSEM (HDLC on serial {self.serial}{start}, auth {self.auth})"
         if self.transport:
-            return f"DLMS/COSEM ({self.transport}) at {self.host}:{self.port}"
+            return f"DLMS/COSEM ({self.transport} at {self.host}:{self.port}, auth {self.auth})"
         return f"{self.profile} at {self.host}:{self.port} unit {self.unit}"
 
 
 def parse_ready_line(line: str) -> list[SimMeter]:
     """``READY modbus 127.0.0.1:PORT profile=NAME units=1,2 meters=A,B`` or ``READY dlms
-    127.0.0.1:PORT transport=wrapper auth=none meters=ID`` -> meters."""
+    127.0.0.1:PORT|pty:PATH transport=T [...] auth=A meters=ID`` -> meters."""
     words = line.split()
-    host, _, port = words[2].rpartition(":")
     fields = dict(word.split("=", 1) for word in words[3:] if "=" in word)
     meters = fields["meters"].split(",")
     if words[1] == "dlms":
-        return [SimMeter(meters[0], host, int(port), 0, "", fields["transport"])]
+        auth, transport = fields.get("auth", "none"), fields["transport"]
+        if words[2].startswith("pty:"):
+            link, mode_e = words[2][4:], fields.get("mode_e") == "yes"
+            return [SimMeter(meters[0], "", 0, 0, "", transport, link, auth, mode_e)]
+        host, _, port = words[2].rpartition(":")
+        return [SimMeter(meters[0], host, int(port), 0, "", transport, auth=auth)]
+    host, _, port = words[2].rpartition(":")
     units = [int(u) for u in fields["units"].split(",")]
     return [
         SimMeter(meter, host, int(port), unit, fields["profile"])
         for unit, meter in zip(units, meters, strict=True)
     ]
+
+
+def toml_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (mode 0600 from the start, never wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
 
 
 def month_window(period: str, tz: str) -> tuple[datetime, datetime]:
@@ -92,6 +117,7 @@ class Demo:
         self.procs: list[Proc] = []
         self.broker: Mosquitto | None = None
         self.sockets: list[NotifySocket] = []
+        self.dlms_secrets: dict[str, dict[str, str]] = {}
         period_start, period_end = month_window(args.period, BILLING_TZ)
         self.period_start, self.period_end = period_start, period_end
         # a margin on both sides so that each boundary has readings around it
@@ -168,7 +194,8 @@ class Demo:
         self.broker = Mosquitto(self.out / "broker").start()
         self.log(f"  mosquitto on 127.0.0.1:{self.broker.port}")
 
-        sims = self.spawn("sim", "sim", "run", str(SCENARIO), "--clock", str(self.clock))
+        scenario = self.write_scenario()
+        sims = self.spawn("sim", "sim", "run", str(scenario), "--clock", str(self.clock))
         meters: list[SimMeter] = []
         ready = sims.wait_lines(lambda t: t.startswith("READY "), self.count_servers(), 30)
         for line in ready:
@@ -224,7 +251,7 @@ class Demo:
     def count_servers(self) -> int:
         import tomllib
 
-        scenario = tomllib.loads(SCENARIO.read_text())
+        scenario = tomllib.loads((self.out / "sim" / "scenario.toml").read_text())
         return len(scenario.get("servers", [])) + len(scenario.get("dlms", []))
 
     def watch(self, agent: Proc, collector_config: Path) -> None:
@@ -259,6 +286,56 @@ class Demo:
 
     # -- configuration -----------------------------------------------------------------
 
+    def write_scenario(self) -> Path:
+        """``config/scenarios/demo.toml`` plus the DLMS meters that need files of their own:
+        one on a serial line (a pty: HDLC, mode E start, LLS password) and one with
+        HLS-GMAC keys. Fresh secrets every run; key files mode 0600."""
+        folder = self.out / "sim"
+        folder.mkdir(exist_ok=True)
+        keys = {
+            "authentication_key": secrets.token_hex(16),
+            "encryption_key": secrets.token_hex(16),
+        }
+        self.dlms_secrets = {
+            "em-dlms-02": {"password": secrets.token_urlsafe(12)},
+            "em-dlms-03": keys,
+        }
+        meter_keys = folder / "em-dlms-03.keys.toml"
+        write_private(
+            meter_keys,
+            "".join(f"{k} = {toml_str(v)}\n" for k, v in keys.items())
+            + 'system_title = "4d4c4b53494d0003"\n',
+        )
+        password = self.dlms_secrets["em-dlms-02"]["password"]
+        extra = f"""
+
+# Added by `meterlink demo` (files of their own, written to {folder}):
+[[dlms]]
+meter = "em-dlms-02"
+transport = "hdlc"
+pty_link = {toml_str(str(folder / "ttyDLMS02"))}
+mode_e = true
+auth = "lls"
+password = {toml_str(password)}
+kind = "household"
+base_load_w = 480
+initial_import_kwh = "7312.9"
+
+[[dlms]]
+meter = "em-dlms-03"
+port = 0
+auth = "hls"
+keys = {toml_str(str(meter_keys))}
+kind = "commercial"
+base_load_w = 2600
+pv_peak_w = 9000
+initial_import_kwh = "51230.0"
+initial_export_kwh = "4410.7"
+"""
+        path = folder / "scenario.toml"
+        write_private(path, SCENARIO.read_text() + extra)  # it holds the LLS password
+        return path
+
     def half_interval(self) -> str:
         """Half the poll interval as a duration (``15m`` -> ``450s``)."""
         units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -289,11 +366,29 @@ class Demo:
         for meter in meters:
             lines += ["", "[[meters]]", f"id = {toml_str(meter.meter_id)}"]
             if meter.transport:
+                lines += ['driver = "dlms"', f"transport = {toml_str(meter.transport)}"]
+                if meter.serial:
+                    lines += [
+                        f"serial = {toml_str(meter.serial)}",
+                        f"mode_e = {toml_bool(meter.mode_e)}",
+                    ]
+                else:
+                    lines += [f"host = {toml_str(meter.host)}", f"port = {meter.port}"]
+                if meter.auth != "none":
+                    client = 17 if meter.auth == "lls" else 1  # reading / management client
+                    lines += [
+                        f"client_address = {client}",
+                        f"auth = {toml_str('hls-gmac' if meter.auth == 'hls' else meter.auth)}",
+                        'secrets = "dlms-secrets.toml"',
+                    ]
+                # energy comes from the load profile (the meter's own 15-minute entries);
+                # the cycle reads instantaneous values. At the demo's speed a cycle spans
+                # minutes of virtual time, so a register read stamped with the clock read
+                # at its start would sit out of order with the profile's entries.
                 lines += [
-                    'driver = "dlms"',
-                    f"transport = {toml_str(meter.transport)}",
-                    f"host = {toml_str(meter.host)}",
-                    f"port = {meter.port}",
+                    'objects = ["1-0:16.7.0", "1-0:32.7.0", "1-0:52.7.0", "1-0:72.7.0"]',
+                    'load_profile = "1-0:99.1.0"',
+                    'backfill_limit = "12h"',
                 ]
             else:
                 lines += [
@@ -310,6 +405,13 @@ class Demo:
             ]
         path = folder / "agent.toml"
         path.write_text("\n".join(lines) + "\n")
+        write_private(
+            folder / "dlms-secrets.toml",
+            "".join(
+                f"[meters.{meter}]\n" + "".join(f"{k} = {toml_str(v)}\n" for k, v in values.items())
+                for meter, values in self.dlms_secrets.items()
+            ),
+        )
         return path
 
     def write_collector_config(self) -> Path:

@@ -17,7 +17,7 @@ import time
 from .machine import SUMMARY_PREFIX, print_header
 
 BENCHES = ("wire_size", "capture", "ingest", "drain", "dlms_backfill", "dlms_read", "vee",
-           "rs485_bus", "requests_per_cycle")  # fmt: skip
+           "rs485_bus", "requests_per_cycle", "rating")  # fmt: skip
 
 
 def run(name: str) -> dict | None:
@@ -96,6 +96,11 @@ def main() -> int:
         for name, f in q["profiles"].items():
             rows.append((f"requests per cycle {name}", f"{f['requests_planned']} planned, "
                          f"{f['requests_unplanned']} unplanned", "", ""))  # fmt: skip
+    r = results.get("rating")
+    if r:
+        rows.append(("rating, TOU + tiers (1 core)", f"{r['intervals_per_s']:,} intervals/s",
+                     f">= {r['target_intervals_per_s']:,}",
+                     verdict(r["intervals_per_s"], r["target_intervals_per_s"])))  # fmt: skip
     print()
     print(f"== summary ({time.perf_counter() - t0:.0f}s)")
     widths = [max(len(r[k]) for r in rows) if rows else 0 for k in range(4)]

@@ -490,3 +490,26 @@ def test_fuzz_parameters_only_decode_error(data: bytes) -> None:
     for raw in (data, b"\x81\x80" + bytes([len(data)]) + data):
         with contextlib.suppress(DlmsDecodeError):
             decode_parameters(raw)
+
+
+def test_reader_looks_at_each_false_frame_once_when_fed_byte_by_byte() -> None:
+    # Found by fuzzing (tests/fuzz, dlms_hdlc): behind a false start announcing 2047 bytes,
+    # a stream of frame-like noise whose length fields point at later flags (7E A3FF ...,
+    # every 8 bytes) made every feed decode every candidate again: 4.8 KB fed byte by byte
+    # (a serial line) took 10 s of CPU. Each candidate is now decoded once. Counted, not
+    # timed: decode_frame is wrapped by a spy (the real function still runs).
+    from unittest import mock
+
+    from protocols.dlms import hdlc
+
+    noise = bytes.fromhex("7EA7FF") + bytes.fromhex("7EA3FF0321930000") * 600
+    whole = FrameReader()
+    assert whole.feed(noise + SNRM) == [decode_frame(SNRM)]
+    reader = FrameReader()
+    frames = []
+    with mock.patch.object(hdlc, "decode_frame", wraps=hdlc.decode_frame) as spy:
+        for i in range(len(noise + SNRM)):
+            frames += reader.feed((noise + SNRM)[i : i + 1])
+    assert frames == [decode_frame(SNRM)]
+    assert (reader.dropped, reader.pending) == (whole.dropped, whole.pending)
+    assert spy.call_count <= 2 * (noise + SNRM).count(0x7E)  # was 66,139 (now 603)

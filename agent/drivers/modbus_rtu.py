@@ -8,9 +8,11 @@ thrown away, so that one meter's late answer is never taken for the next meter's
 
 The answer is cut by :class:`protocols.modbus.rtu.FrameReader` (function-code length rules,
 echo of our own request skipped) and checked by ``rtu.check_answer``: unit, function, byte
-count and CRC. A partial frame followed by ``SILENCE_S`` without a byte is a truncated
-frame. ``SILENCE_S`` is longer than the standard's 3.5 characters because USB serial
-adapters and ptys deliver bytes in bursts up to ~16 ms apart.
+count and CRC. A well-formed frame from another unit (a late answer to the previous request)
+is dropped and the wait for the right unit goes on. A partial frame followed by
+``SILENCE_S`` without a byte is a truncated frame. ``SILENCE_S`` is longer than the
+standard's 3.5 characters because USB serial adapters and ptys deliver bytes in bursts up
+to ~16 ms apart.
 
 Retries (``retries`` per meter) are for damaged answers (CRC, truncated, wrong unit, a busy
 exception): line noise. A unit that gives no byte at all within its time-out is not asked
@@ -74,6 +76,7 @@ class BusCounters:
     silent: int = 0
     bad_frames: int = 0
     exceptions: int = 0
+    stray: int = 0  # well-formed frames from another unit than the one asked (dropped)
     busy_s: float = 0.0  # line time of the transactions at the baud rate (frame sizes)
     held_s: float = 0.0  # real time the bus was held (includes time-outs)
 
@@ -119,7 +122,7 @@ class RtuBus:
             c.requests += 1
             try:
                 await self.port.write(frame)
-                raw = await self._answer(reader, timeout)
+                raw = await self._answer(reader, timeout, unit)
             except ConnectionError:
                 await self.port.close()
                 raise
@@ -138,26 +141,35 @@ class RtuBus:
                 raise ModbusExceptionResponse(exc.code) from None
             except rtu.RtuError as exc:
                 c.bad_frames += 1
-                kind = "wrong-unit" if raw[0] != unit else "malformed"
-                raise RtuLineError(kind, str(exc)) from None
+                raise RtuLineError("malformed", str(exc)) from None
             c.answers += 1
             return registers
 
-    async def _answer(self, reader: rtu.FrameReader, timeout: float) -> bytes:
+    async def _answer(self, reader: rtu.FrameReader, timeout: float, unit: int) -> bytes:
+        """The frame from ``unit``; a well-formed frame from another unit (a late answer to
+        an earlier request, a second meter with the same id answering) is never taken:
+        it is dropped and the wait goes on until the time-out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         received = 0
+        stray = ""
         while True:
             event = reader.next_event()
             if isinstance(event, rtu.Frame):
-                return event.raw
+                if event.unit == unit:
+                    return event.raw
+                self.counters.stray += 1
+                stray = f"answer from unit {event.unit} to a request for unit {unit}"
+                log.info("rtu %s: %s: dropped", self.device, stray)
+                received = 0
+                continue
             if isinstance(event, rtu.BadFrame):
                 await self._until_silence(deadline)
                 self.counters.bad_frames += 1
                 raise RtuLineError(event.reason, f"{_KIND_TEXT[event.reason]}: {event.message}")
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return self._timed_out(reader, received, timeout)
+                return self._timed_out(reader, received, timeout, stray)
             wait = min(remaining, SILENCE_S) if received else remaining
             try:
                 chunk = await self.port.read(wait)
@@ -171,15 +183,20 @@ class RtuBus:
                         ) from None
                     received = 0  # only our echo came: wait on for the answer
                     continue
-                return self._timed_out(reader, received, timeout)
+                return self._timed_out(reader, received, timeout, stray)
             received += len(chunk)
             reader.receive_data(chunk)
 
-    def _timed_out(self, reader: rtu.FrameReader, received: int, timeout: float) -> bytes:
+    def _timed_out(
+        self, reader: rtu.FrameReader, received: int, timeout: float, stray: str
+    ) -> bytes:
         bad = reader.silence()
         if bad is not None:
             self.counters.bad_frames += 1
             raise RtuLineError("truncated", f"{_KIND_TEXT['truncated']}: {bad.message}")
+        if stray:
+            self.counters.bad_frames += 1
+            raise RtuLineError("wrong-unit", f"{stray}, none from it within {timeout:g}s")
         self.counters.silent += 1
         raise TimeoutError(f"no answer within {timeout:g}s")
 

@@ -44,12 +44,13 @@ def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(coro_fn())  # type: ignore[arg-type]
 
 
-def _rtu_sim(link: Path, units: dict[int, object]) -> sim_rtu.RtuBus:
+def _rtu_sim(link: Path, units: dict[int, object], pace: bool = True) -> sim_rtu.RtuBus:
     return sim_rtu.RtuBus(
         link,
         [sim_rtu.RtuUnit(u, p, _model(f"m{u}", u)) for u, p in units.items()],  # type: ignore[arg-type]
         ClockSetting.system(),
         line=SerialLine(9600),
+        pace=pace,
     )
 
 
@@ -159,7 +160,44 @@ def test_rtu_wrong_unit_answer_is_never_taken(tmp_path: Path) -> None:
 
     error = _run(main)
     assert error.kinds == ["wrong-unit"]
-    assert "answer from unit 2 to a request for unit 1" in str(error)
+    assert "answer from unit 2 to a request for unit 1, none from it within 0.5s" in str(error)
+
+
+def test_rtu_late_answer_is_never_taken_for_the_next_units(tmp_path: Path) -> None:
+    """Unit 1 answers 500 ms late, after its 200 ms time-out; unit 2, asked next, answers
+    800 ms late (within its time-out): unit 1's answer arrives while the driver waits for
+    unit 2 and is dropped, unit 2's own answer is taken. (Margins of 300 ms each way.)"""
+
+    async def main() -> tuple[RtuReadError, list[Decimal], list[Decimal], int]:
+        link = tmp_path / "rs485"
+        sim = _rtu_sim(link, {1: SDM, 2: EM24}, pace=False)
+        await sim.start()
+        bus = RtuBus(_rtu_settings(link))
+        try:
+            unit2 = RtuMeter("m2", 2, EM24, bus, timeout=2.0, retries=0)
+            unit2.plan = unit2.plan[:1]  # one block: the one the late answer lands in
+            plain = await unit2.read()
+            sim.command(["fault", "1", "late:500", "1"])
+            sim.command(["fault", "2", "late:800", "1"])
+            with pytest.raises(RtuReadError) as late:
+                await RtuMeter("m1", 1, SDM, bus, timeout=0.2, retries=0).read()
+            again = await unit2.read()
+            return (
+                late.value,
+                [v.value for v in plain.values],
+                [v.value for v in again.values],
+                bus.counters.stray,
+            )
+        finally:
+            await bus.close()
+            await sim.stop()
+
+    late, plain, again, stray = _run(main)
+    assert late.kinds == ["silent"]
+    assert stray == 1  # unit 1's late answer, dropped
+    # unit 2's values (its voltages: the model moves slowly), not unit 1's float registers
+    assert len(plain) == len(again)
+    assert all(abs(a - b) < 5 for a, b in zip(plain, again, strict=True)), (plain, again)
 
 
 def _iec_sim(link: Path) -> sim_iec.IecLine:

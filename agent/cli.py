@@ -622,7 +622,7 @@ def _print_state(state: dict[str, object]) -> None:
             text += f", {bus['overruns']} overrun(s), {bus.get('skipped_slots', 0)} slot(s) skipped"
         extra = [
             f"{key.replace('_', ' ')} {bus[key]}"
-            for key in ("requests", "silent", "bad_frames", "exceptions", "telegrams",
+            for key in ("requests", "silent", "bad_frames", "exceptions", "stray", "telegrams",
                         "bad_telegrams", "readouts", "failures")
             if key in bus
         ]  # fmt: skip

@@ -449,6 +449,7 @@ def _bus_state(sched: BusScheduler) -> dict[str, object]:
             silent=c.silent,
             bad_frames=c.bad_frames,
             exceptions=c.exceptions,
+            stray=c.stray,
             busy_s=round(c.busy_s, 4),
             held_s=round(c.held_s, 4),
         )

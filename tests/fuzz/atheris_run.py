@@ -20,6 +20,13 @@ with atheris.instrument_imports():
     import protocols
     import protocols.batch
     import protocols.clock
+    import protocols.dlms.apdu
+    import protocols.dlms.axdr
+    import protocols.dlms.cosem
+    import protocols.dlms.hdlc
+    import protocols.dlms.profile
+    import protocols.dlms.security
+    import protocols.dlms.wrapper
     import protocols.dsmr
     import protocols.iec62056_21
     import protocols.modbus

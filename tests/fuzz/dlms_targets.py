@@ -111,7 +111,9 @@ def run_axdr(data: bytes) -> object:
         if end <= offset or end > len(data):
             raise PromiseBroken(f"A-XDR offset went from {offset} to {end}")
         raw = encode_data(value)
-        if len(raw) > end - offset:
+        # a bit-string keeps whole bytes: 123 bits come back as 128, whose length may take
+        # one byte more (the value is the same bytes; meterlink reads status bits only)
+        if len(raw) > end - offset and _plain(value):
             raise PromiseBroken(f"A-XDR re-encodes longer: {data[offset:end].hex()}")
         again, stop = decode_data(raw)
         if again != value or stop != len(raw):
@@ -402,7 +404,8 @@ def run_hdlc_link(data: bytes) -> object:
     (ClientLink 16 -> 1/17) is fed frames built from the script in the rest of the bytes
     (any kind, N(S)/N(R), P/F, segmentation bit, addresses, information), with local
     actions in between (client: connect, request, disconnect; server: reply, acknowledge,
-    reset). Only DlmsDecodeError (HdlcLinkError) may escape; every frame a station sends
+    reset). Only DlmsDecodeError (HdlcLinkError) may escape the client, nothing the server
+    (it answers every frame: DM, FRMR, RR); every frame a station sends
     decodes and goes to the peer; an APDU handed up is at most max_apdu bytes. Then, with
     the parameters from byte 1, a clean client/server exchange of an APDU each way must
     deliver both exactly."""
@@ -433,7 +436,10 @@ def run_hdlc_link(data: bytes) -> object:
                 frame = _deliver(_frame(op, flags, info, dest, src))
             except DlmsEncodeError:
                 continue
-            step = server.receive(frame)
+            try:
+                step = server.receive(frame)
+            except DlmsDecodeError as exc:  # the simulator's link loop does not catch
+                raise PromiseBroken(f"hdlc server raised on {frame!r}: {exc}") from None
             _check_sent(step.send, src)
             if step.apdu is not None and len(step.apdu) > _MAX_APDU:
                 raise PromiseBroken(f"hdlc server handed up {len(step.apdu)} bytes")
@@ -483,8 +489,8 @@ def _exchange(data: bytes) -> object:
     capabilities = HdlcParameters(1 + (b >> 1) % 31, 1 + b % 23, 1 + (b >> 4) % 7, 1 + b % 5)
     client = ClientLink(16, HdlcAddress(1, 17), proposal, max_apdu=_MAX_APDU)
     server = ServerLink(1, 17, capabilities, max_apdu=_MAX_APDU)
-    request = data[: 1 + b % 200]
-    answer = data[::-1][: 1 + len(data) % 250]
+    request = data[: 1 + b % 90]
+    answer = data[::-1][: 1 + len(data) % 120]
 
     def to_server(raw: bytes) -> tuple[bytes, ...]:
         step = server.receive(decode_frame(raw))

@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collector": ("collector.cli", "the head-end: run, enrol, revoke, bill, stats, export, ..."),
     "sim": ("firmware_sim.cli", "simulated meters: modbus, run SCENARIO"),
     "verify": ("meterlink.verify", "check an export's signatures (and a bill's readings) offline"),
+    "tariff": ("collector.rating.cli_tariff", "tariff files: import-urdb FILE.json, check"),
+    "rate": ("collector.rating.cli_rate", "what-if rating of a usage CSV against a tariff file"),
 }
 
 

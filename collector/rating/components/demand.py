@@ -77,6 +77,8 @@ class Demand:
             floor = max(history) * self.ratchet / 100
         for p, name in enumerate(self.periods):
             keys = [k for k in sums if owner[k] == p]
+            if not keys and len(self.periods) > 1:
+                continue  # a TOU period this job never reaches: no line
             peak = max((sums[k] * per_hour for k in keys), default=Decimal(0))
             notes = []
             when = None

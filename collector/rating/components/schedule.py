@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -42,7 +42,7 @@ class Schedule:
     daytype 0 = weekday, 1 = weekend or holiday."""
 
     periods: tuple[str, ...]
-    table: tuple[tuple[int, ...], ...]
+    table: tuple[tuple[int, ...], ...] = field(repr=False)
 
     def index_at(self, local: datetime, holidays: frozenset[date]) -> int:
         day = local.date()

@@ -3,7 +3,8 @@
     run CONFIG [--clock SETTING]
     enrol GATEWAY --public-key FILE --meters M1,M2,... --config CONFIG
     revoke GATEWAY --key-id HEX --config CONFIG
-    bill --account A --period YYYY-MM --config CONFIG [--json]
+    bill (--account A | --all) --period YYYY-MM --config CONFIG [--format text|json|csv|html]
+         [--out FILE] [--issue] [--as-of ISO]
     stats --config CONFIG [--json]
     quarantine --config CONFIG [--limit N]
     export --config CONFIG (--gateway GW | --meter M | --account A --period YYYY-MM)
@@ -55,11 +56,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--public-key", type=Path, required=True, help="PEM file from the agent")
     p.add_argument("--meters", required=True, help="comma-separated meter ids")
     p.add_argument("--config", type=Path, required=True)
-    p = sub.add_parser("bill", help="bill one account for one month")
-    p.add_argument("--account", required=True)
-    p.add_argument("--period", required=True, help="YYYY-MM in the account's time zone")
+    p = sub.add_parser("bill", help="the convergent bill of an account (or all) for a period")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--account")
+    who.add_argument("--all", action="store_true", help="a bill run over every account")
+    p.add_argument(
+        "--period", required=True, help="YYYY-MM: the month the billing period starts in"
+    )
     p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--format", choices=("text", "json", "csv", "html"), default="text")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write to this file instead of stdout (with --all --format html: a folder, "
+        "one page per account)",
+    )
+    p.add_argument(
+        "--issue",
+        action="store_true",
+        help="number and store the bill (never changed afterwards); an issued bill is shown "
+        "as issued",
+    )
     p.add_argument(
         "--as-of",
         metavar="INSTANT",
@@ -166,31 +184,17 @@ async def _revoke(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _bill(config: Config, args: argparse.Namespace) -> int:
-    from .rating import bill_to_json, build_bill, load_accounts, load_tariffs, render_text
+    from .rating.billcli import bill_command
 
     if config.billing is None:
         raise ConfigError(f"{config.path}: no [billing] table (accounts, tariffs)")
-    tariffs = load_tariffs(config.billing.tariffs)
-    accounts = load_accounts(config.billing.accounts, tariffs)
-    account = accounts.get(args.account)
-    if account is None:
-        known = ", ".join(sorted(accounts)) or "none"
-        raise RatingError(
-            f"{config.billing.accounts}: no account {args.account!r} (known: {known})"
-        )
-    store = await open_store(config.collector.database)
-    try:
-        as_of = _now_ms()
-        if args.as_of:
-            try:
-                as_of = int(parse_utc(args.as_of).timestamp() * 1000)
-            except ClockSettingError as exc:
-                raise RatingError(f"--as-of: {exc}") from None
-        bill = await build_bill(store, account, args.period, as_of)
-    finally:
-        await store.close()
-    print(bill_to_json(bill) if args.json else render_text(bill), end="" if not args.json else "\n")
-    return 0
+    as_of = _now_ms()
+    if args.as_of:
+        try:
+            as_of = int(parse_utc(args.as_of).timestamp() * 1000)
+        except ClockSettingError as exc:
+            raise RatingError(f"--as-of: {exc}") from None
+    return await bill_command(config, args, as_of)
 
 
 async def _stats(config: Config, args: argparse.Namespace) -> int:

@@ -1,73 +1,70 @@
-"""A bill for one account and one calendar month in the account's time zone.
+"""The convergent bill: one per account and billing period, a section per service point.
 
-Energy per meter is a register difference: register 1-0:1.8.0 (import; 1-0:2.8.0 export)
-at the period's end minus at its start. A register's value at a boundary instant is
-interpolated linearly between the last reading at or before it and the first reading at or
-after it, in exact Decimal arithmetic (50 digits), then quantized to the register's own
-resolution (the finer of the two readings' decimal places) with ROUND_HALF_UP, so that the
-bill never claims more precision than the meter has. With no reading after the end yet the
-latest reading is used and the line says "to date".
+Usage comes from VEE's derived intervals (``store.vee.intervals``: current rows, with their
+quality). Each service point's section rates its commodity's intervals with ``rate(...)`` once
+per tariff assignment in the period (the tariff engine splits further by tariff version); the
+intervals of every meter on the point in the period are joined (a meter swap: the old meter's
+intervals up to the swap, the new one's from it). Electricity export (1-0:2.8.0) goes to the
+engine as ``RatingContext.export``; a tariff without an export price ignores it.
 
-Money: each line is ``quantity x rate`` rounded once to the currency's minor unit with
-ROUND_HALF_UP (away from zero, so a credit rounds like a charge); the total is the sum of
-the rounded lines, so the lines always add up to the total printed.
+Where VEE has no intervals for a meter and quantity in the range (VEE off, or no data), the
+register difference is the fallback: the register's value at each end of the range,
+interpolated between the readings around it (exact Decimal, quantized to the register's
+resolution, half-up), as one interval over the range (method ``register difference``). The
+readings at both ends are cited in the bill (``readings``) either way, so ``meterlink verify
+--bill`` can check them against the signed records.
+
+Money: every line's amount is rounded once by the engine; the total is the sum of the rounded
+lines of every section and the correction lines, so the printed lines add up to the total.
+
+Corrections: before a bill is made, each issued bill of an earlier period of the account whose
+intervals changed since it was issued (late or corrected data: rows created after its issue
+time) is rated again; the difference per line from what was billed (the issued lines plus the
+corrections already issued for that period) becomes a correction line with the reason. The
+issued bill itself is never changed.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any
 
 from protocols.clock import format_utc_ms
 from protocols.units import UnitError, convert
 
 from ..errors import RatingError
-from ..store.base import ReadingPoint, Store
-from .accounts import Account
+from ..store.base import ReadingPoint
+from .accounts import Account, Period, ServicePoint, local_ms, parse_period
+from .model import ChargeLine, RatingContext, TariffHistory, UsageInterval
 
 __all__ = [
-    "EXPORT_OBIS",
-    "IMPORT_OBIS",
     "Bill",
-    "BillLine",
     "Boundary",
+    "Correction",
+    "MeterUse",
+    "QuantityUse",
+    "Section",
     "build_bill",
+    "line_key",
     "parse_period",
+    "register_at",
 ]
 
-IMPORT_OBIS = "1-0:1.8.0"
-EXPORT_OBIS = "1-0:2.8.0"
-_PERIOD_RE = re.compile(r"^(\d{4})-(\d{2})$")
+RateFn = Callable[..., list[ChargeLine]]
 
 
-@dataclass(frozen=True)
-class Period:
-    label: str  # YYYY-MM
-    first_day: date
-    next_first_day: date
-    start_ms: int
-    end_ms: int  # exclusive: the first instant of the next month
-
-    @property
-    def days(self) -> int:
-        return (self.next_first_day - self.first_day).days
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def parse_period(text: str, account: Account) -> Period:
-    match = _PERIOD_RE.match(text.strip())
-    if not match or not 1 <= int(match.group(2)) <= 12:
-        raise RatingError(f"period {text!r}: expected YYYY-MM, e.g. 2026-11")
-    year, month = int(match.group(1)), int(match.group(2))
-    first = date(year, month, 1)
-    following = date(year + month // 12, month % 12 + 1, 1)
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
-    def instant(day: date) -> int:
-        local = datetime(day.year, day.month, day.day, tzinfo=account.timezone)
-        return int(local.astimezone(UTC).timestamp()) * 1000
 
-    return Period(text.strip(), first, following, instant(first), instant(following))
+# register boundaries (evidence, and the fallback without VEE) --------------------------------
 
 
 @dataclass(frozen=True)
@@ -75,20 +72,21 @@ class Boundary:
     """A register's value at an instant and how it was found."""
 
     instant_ms: int
-    value: Decimal | None  # kWh; None: no readings at all
+    value: Decimal | None  # None: no readings at all
     method: str  # exact | interpolated | first reading after | latest reading (to date) | ...
-    readings: tuple[ReadingPoint, ...]  # the readings behind it, as stored
+    readings: tuple[ReadingPoint, ...]
     explain: str
     meter_id: str = ""
     obis: str = ""
+    unit: str = ""
 
-    def evidence(self) -> dict:
-        """The boundary for JSON. Each reading names its identity (meter, OBIS, capture
-        instant in Unix ms) and exact value, so ``meterlink verify --bill`` can find it in a
-        signed record of an export."""
+    def evidence(self) -> dict[str, Any]:
+        """For JSON: each reading names meter, OBIS, capture instant (Unix ms) and exact value,
+        so ``meterlink verify --bill`` can find it in a signed record of an export."""
         return {
             "instant": format_utc_ms(self.instant_ms),
-            "value_kwh": None if self.value is None else str(self.value),
+            "value": None if self.value is None else str(self.value),
+            "unit": self.unit,
             "method": self.method,
             "readings": [
                 {
@@ -105,19 +103,103 @@ class Boundary:
         }
 
 
+def _value(point: ReadingPoint, unit: str, meter_id: str, obis: str) -> Decimal:
+    try:
+        return convert(Decimal(point.value), point.unit, unit)
+    except UnitError as exc:
+        raise RatingError(f"meter {meter_id} {obis}: reading in {point.unit!r}: {exc}") from None
+
+
+async def register_at(store: Any, meter_id: str, obis: str, instant_ms: int, unit: str) -> Boundary:
+    """The register's value at ``instant_ms``: exact, interpolated, or the nearest reading."""
+    before = await store.reading_at_or_before(meter_id, obis, instant_ms)
+    after = await store.reading_at_or_after(meter_id, obis, instant_ms)
+    when = format_utc_ms(instant_ms)
+    tag = {"meter_id": meter_id, "obis": obis, "unit": unit}
+    if before is not None and before.captured_ms == instant_ms:
+        value = _value(before, unit, meter_id, obis)
+        return Boundary(instant_ms, value, "exact", (before,), f"reading at {when}", **tag)
+    if before is not None and after is not None:
+        v0, v1 = _value(before, unit, meter_id, obis), _value(after, unit, meter_id, obis)
+        t0, t1 = before.captured_ms, after.captured_ms
+        with localcontext() as ctx:
+            ctx.prec = 50
+            exact = v0 + (v1 - v0) * Decimal(instant_ms - t0) / Decimal(t1 - t0)
+        resolution = Decimal(1).scaleb(min(int(v.as_tuple().exponent) for v in (v0, v1)))
+        value = exact.quantize(resolution, ROUND_HALF_UP)
+        explain = (
+            f"interpolated at {when}: {v0} + ({v1} - {v0}) x {instant_ms - t0} ms / "
+            f"{t1 - t0} ms = {exact.normalize()} -> {value} (register resolution {resolution}, "
+            "half-up)"
+        )
+        return Boundary(instant_ms, value, "interpolated", (before, after), explain, **tag)
+    if after is not None:
+        value = _value(after, unit, meter_id, obis)
+        explain = f"no reading before {when}: first reading after it"
+        return Boundary(instant_ms, value, "first reading after", (after,), explain, **tag)
+    if before is not None:
+        value = _value(before, unit, meter_id, obis)
+        explain = f"no reading after {when} yet: latest reading (to date)"
+        return Boundary(instant_ms, value, "latest reading (to date)", (before,), explain, **tag)
+    return Boundary(instant_ms, None, "no readings", (), f"no readings of {obis}", **tag)
+
+
+# the bill's parts --------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class BillLine:
-    kind: str  # standing_charge | energy_import | export_credit
-    description: str
-    meter_id: str | None
-    quantity: Decimal
+class QuantityUse:
+    """One quantity of one meter in a section: how much, of what quality, from where."""
+
+    obis: str
+    role: str  # import | export
     unit: str
-    rate: Decimal
-    rate_unit: str
-    amount: Decimal  # rounded once, to the minor unit
-    period: str
+    total: Decimal
+    counts: Mapping[str, int]  # quality -> intervals
+    source: str  # "vee" | "registers" | "none"
+    boundaries: tuple[Boundary, ...]
     note: str = ""
-    readings: tuple[Boundary, ...] = ()
+
+
+@dataclass(frozen=True)
+class MeterUse:
+    meter_id: str
+    start_ms: int
+    end_ms: int
+    quantities: tuple[QuantityUse, ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    service_point: str
+    commodity: str
+    unit: str
+    start_ms: int
+    end_ms: int
+    tariffs: tuple[tuple[str, int, int], ...]  # (tariff id, start, end) in the section
+    meters: tuple[MeterUse, ...]
+    lines: tuple[ChargeLine, ...]
+    hourly: Mapping[str, tuple[Decimal | None, ...]]  # local date -> 24 hourly sums (import)
+    tou: Mapping[str, tuple[str, ...]]  # local date -> 24 TOU period names ("" = none)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def subtotal(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A line of an earlier, issued bill that changed since: the difference, and why."""
+
+    service_point: str
+    corrects_period: str
+    corrects_number: str
+    key: str
+    line: ChargeLine  # component "correction": quantity and amount are the differences
+    billed_quantity: Decimal
+    billed_amount: Decimal
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -126,165 +208,396 @@ class Bill:
     account_name: str
     period: str
     timezone: str
-    start: str  # local ISO 8601
-    end: str
-    tariff_id: str
+    start_ms: int
+    end_ms: int
     currency: str
-    lines: tuple[BillLine, ...]
-    total: Decimal
+    sections: tuple[Section, ...]
+    corrections: tuple[Correction, ...]
     to_date: bool
+    as_of_ms: int
+    number: str | None = None  # None: a draft, not issued
+    issued_ms: int | None = None
     notes: tuple[str, ...] = field(default=())
 
-
-def _kwh(point: ReadingPoint, meter_id: str, obis: str) -> Decimal:
-    try:
-        return convert(Decimal(point.value), point.unit, "kWh")
-    except UnitError as exc:
-        raise RatingError(f"meter {meter_id} {obis}: reading in {point.unit!r}: {exc}") from None
+    @property
+    def total(self) -> Decimal:
+        lines = sum((s.subtotal for s in self.sections), Decimal(0))
+        return lines + sum((c.line.amount for c in self.corrections), Decimal(0))
 
 
-def _resolution(*values: Decimal) -> Decimal:
-    exponent = min(int(v.as_tuple().exponent) for v in values)
-    return Decimal(1).scaleb(exponent)
+def line_key(line: ChargeLine) -> str:
+    """What identifies 'the same line' of a period when it is rated again."""
+    tier = "" if line.tier is None else str(line.tier)
+    parts = (line.component, line.label, line.tariff_id, line.tariff_version, line.period, tier)
+    return "|".join(parts)
 
 
-async def register_at(store: Store, meter_id: str, obis: str, instant_ms: int) -> Boundary:
-    """The register's value at ``instant_ms`` (see the module docstring)."""
-    found = await _register_at(store, meter_id, obis, instant_ms)
-    return replace(found, meter_id=meter_id, obis=obis)
+# rating one service point ------------------------------------------------------------------
 
 
-async def _register_at(store: Store, meter_id: str, obis: str, instant_ms: int) -> Boundary:
-    before = await store.reading_at_or_before(meter_id, obis, instant_ms)
-    after = await store.reading_at_or_after(meter_id, obis, instant_ms)
-    when = format_utc_ms(instant_ms)
-    if before is not None and before.captured_ms == instant_ms:
-        value = _kwh(before, meter_id, obis)
-        return Boundary(instant_ms, value, "exact", (before,), f"reading at {when}")
-    if before is not None and after is not None:
-        v0, v1 = _kwh(before, meter_id, obis), _kwh(after, meter_id, obis)
-        t0, t1 = before.captured_ms, after.captured_ms
-        with localcontext() as ctx:
-            ctx.prec = 50
-            exact = v0 + (v1 - v0) * Decimal(instant_ms - t0) / Decimal(t1 - t0)
-        resolution = _resolution(v0, v1)
-        value = exact.quantize(resolution, ROUND_HALF_UP)
-        explain = (
-            f"interpolated at {when}: {v0} + ({v1} - {v0}) x {instant_ms - t0} ms / "
-            f"{t1 - t0} ms = {exact.normalize()} -> {value} (register resolution {resolution}, "
-            "half-up)"
-        )
-        return Boundary(instant_ms, value, "interpolated", (before, after), explain)
-    if after is not None:
-        value = _kwh(after, meter_id, obis)
-        explain = f"no reading before {when}: first reading after it"
-        return Boundary(instant_ms, value, "first reading after", (after,), explain)
-    if before is not None:
-        value = _kwh(before, meter_id, obis)
-        explain = f"no reading after {when} yet: latest reading (to date)"
-        return Boundary(instant_ms, value, "latest reading (to date)", (before,), explain)
-    return Boundary(instant_ms, None, "no readings", (), f"no readings of {obis}")
-
-
-def _money(value: Decimal, minor_unit: int) -> Decimal:
-    return value.quantize(Decimal(1).scaleb(-minor_unit), ROUND_HALF_UP)
-
-
-async def _energy_line(
-    store: Store, account: Account, period: Period, meter_id: str, obis: str, export: bool
-) -> BillLine | None:
-    tariff = account.tariff
-    start = await register_at(store, meter_id, obis, period.start_ms)
-    end = await register_at(store, meter_id, obis, period.end_ms)
-    if start.value is None or end.value is None:
-        if export:
-            return None  # this meter does not export
-        quantity = Decimal(0)
-        note = f"no readings of {obis}"
-    else:
-        quantity = end.value - start.value
-        if quantity < 0:
-            raise RatingError(
-                f"meter {meter_id} {obis}: register went down from {start.value} to "
-                f"{end.value} kWh in {period.label} (meter replaced or rolled over?)"
+def _usage(rows: Sequence[Any], unit: str) -> list[UsageInterval]:
+    out = []
+    for row in rows:
+        value = Decimal(0) if row.value is None else convert(Decimal(row.value), row.unit, unit)
+        out.append(
+            UsageInterval(
+                _utc(row.start_ms), _utc(row.end_ms), value, unit, row.quality, row.method
             )
-        note = "to date" if end.method.endswith("(to date)") else ""
-    conflicts = await store.conflict_count(meter_id, period.start_ms, period.end_ms)
-    if conflicts:
-        note = (note + "; " if note else "") + f"{conflicts} conflicting readings in period"
-    if export:
-        rate = tariff.export_credit_per_kwh or Decimal(0)
-        amount = -_money(quantity * rate, tariff.minor_unit)
-        kind, what = "export_credit", "Export credit"
-    else:
-        rate = tariff.import_price_per_kwh
-        amount = _money(quantity * rate, tariff.minor_unit)
-        kind, what = "energy_import", "Energy import"
-    return BillLine(
-        kind=kind,
-        description=f"{what}, meter {meter_id} ({obis})",
-        meter_id=meter_id,
-        quantity=quantity,
-        unit="kWh",
-        rate=rate,
-        rate_unit=f"{tariff.currency}/kWh",
-        amount=amount,
-        period=period.label,
-        note=note,
-        readings=(start, end),
+        )
+    return out
+
+
+async def _quantity(
+    store: Any, meter_id: str, obis: str, role: str, unit: str, start_ms: int, end_ms: int
+) -> tuple[QuantityUse, list[UsageInterval]]:
+    rows = await store.vee.intervals(meter_id, obis, start_ms, end_ms)
+    first = await register_at(store, meter_id, obis, start_ms, unit)
+    last = await register_at(store, meter_id, obis, end_ms, unit)
+    boundaries = (first, last)
+    if rows:
+        try:
+            usage = _usage(rows, unit)
+        except UnitError as exc:
+            raise RatingError(f"meter {meter_id} {obis}: interval unit: {exc}") from None
+        counts: dict[str, int] = {}
+        for u in usage:
+            counts[u.quality] = counts.get(u.quality, 0) + 1
+        total = sum((u.quantity for u in usage), Decimal(0))
+        return QuantityUse(obis, role, unit, total, counts, "vee", boundaries), usage
+    if first.value is None or last.value is None:
+        note = f"no readings of {obis}" if role == "import" else ""
+        return QuantityUse(obis, role, unit, Decimal(0), {}, "none", (), note), []
+    total = last.value - first.value
+    if total < 0:
+        raise RatingError(
+            f"meter {meter_id} {obis}: register went down from {first.value} to {last.value}"
+            f" {unit} between {format_utc_ms(start_ms)} and {format_utc_ms(end_ms)}"
+            " (meter replaced or rolled over? record the swap with `vee swap`)"
+        )
+    to_date = last.method.endswith("(to date)")
+    interval = UsageInterval(
+        _utc(start_ms), _utc(end_ms), total, unit, "actual", "register difference"
+    )
+    note = "no VEE intervals: register difference" + (" (to date)" if to_date else "")
+    use = QuantityUse(obis, role, unit, total, {"actual": 1}, "registers", boundaries, note)
+    return use, [interval]
+
+
+def _tou_name(history: TariffHistory, moment: datetime) -> str:
+    """The TOU period a tariff puts ``moment`` (local) in, when a component can tell."""
+    version = history.version_at(moment.date())
+    if version is None:
+        return ""
+    for component in version.components:
+        schedule = getattr(component, "schedule", None)
+        name_at = getattr(schedule, "name_at", None)
+        if callable(name_at) and getattr(component, "kind", "") != "demand":
+            try:
+                return str(name_at(moment, version.holidays))
+            except Exception:
+                return ""
+    return ""
+
+
+def _grids(
+    usage: Sequence[UsageInterval],
+    point: ServicePoint,
+    tariffs: Sequence[tuple[TariffHistory, int, int]],
+    start_ms: int,
+    end_ms: int,
+    account: Account,
+) -> tuple[dict[str, tuple[Decimal | None, ...]], dict[str, tuple[str, ...]]]:
+    zone = account.timezone
+    sums: dict[str, list[Decimal | None]] = {}
+    day = datetime.fromtimestamp(start_ms / 1000, zone).date()
+    last = datetime.fromtimestamp((end_ms - 1) / 1000, zone).date()
+    tou: dict[str, tuple[str, ...]] = {}
+    while day <= last:
+        sums[day.isoformat()] = [None] * 24
+        names = []
+        for hour in range(24):
+            moment = datetime(day.year, day.month, day.day, hour, tzinfo=zone)
+            ms = _ms(moment)
+            history = next((h for h, lo, hi in tariffs if lo <= ms < hi), None)
+            names.append(_tou_name(history, moment) if history is not None else "")
+        tou[day.isoformat()] = tuple(names)
+        day += timedelta(days=1)
+    for u in usage:
+        if u.end - u.start > timedelta(hours=1):
+            continue  # a register difference over the range has no shape to draw
+        local = u.start.astimezone(zone)
+        row = sums.get(local.date().isoformat())
+        if row is None:
+            continue
+        row[local.hour] = (row[local.hour] or Decimal(0)) + u.quantity
+    del point
+    return {k: tuple(v) for k, v in sums.items()}, tou
+
+
+async def _section(
+    store: Any,
+    account: Account,
+    point: ServicePoint,
+    start_ms: int,
+    end_ms: int,
+    histories: Mapping[str, TariffHistory],
+    rate: RateFn,
+    previous_peaks: tuple[Decimal, ...],
+) -> Section | None:
+    lo, hi = max(start_ms, point.start_ms), min(end_ms, point.end_ms)
+    if lo >= hi:
+        return None
+    meters: list[MeterUse] = []
+    imports: list[UsageInterval] = []
+    exports: list[UsageInterval] = []
+    notes: list[str] = []
+    for span in point.meters_between(lo, hi):
+        uses = []
+        for obis, role in point.quantities:
+            use, usage = await _quantity(
+                store, span.meter_id, obis, role, point.unit, span.start_ms, span.end_ms
+            )
+            if role == "export" and use.source == "none":
+                continue  # this meter does not export
+            uses.append(use)
+            (imports if role == "import" else exports).extend(usage)
+            if use.note:
+                notes.append(f"meter {span.meter_id} {obis}: {use.note}")
+        meters.append(MeterUse(span.meter_id, span.start_ms, span.end_ms, tuple(uses)))
+    imports.sort(key=lambda u: u.start)
+    exports.sort(key=lambda u: u.start)
+    lines: list[ChargeLine] = []
+    used: list[tuple[TariffHistory, int, int]] = []
+    for tspan in point.tariffs_between(lo, hi):
+        history = histories.get(tspan.tariff_id)
+        if history is None:
+            raise RatingError(
+                f"account {account.id} service point {point.id}: no tariff {tspan.tariff_id!r}"
+            )
+        if history.unit and history.unit != point.unit:
+            raise RatingError(
+                f"account {account.id} service point {point.id} ({point.commodity}, "
+                f"{point.unit}): tariff {history.id} prices {history.unit}"
+            )
+        t0, t1 = _utc(tspan.start_ms), _utc(tspan.end_ms)
+        context = RatingContext(
+            previous_peaks=previous_peaks,
+            export=[u for u in exports if t0 <= u.start < t1],
+        )
+        usage = [u for u in imports if t0 <= u.start < t1]
+        lines.extend(rate(history, usage, t0, t1, account.timezone, context))
+        used.append((history, tspan.start_ms, tspan.end_ms))
+    hourly, tou = _grids(imports, point, used, lo, hi, account)
+    return Section(
+        point.id,
+        point.commodity,
+        point.unit,
+        lo,
+        hi,
+        tuple((h.id, a, b) for h, a, b in used),
+        tuple(meters),
+        tuple(lines),
+        hourly,
+        tou,
+        tuple(notes),
     )
 
 
-async def build_bill(store: Store, account: Account, period_text: str, now_ms: int) -> Bill:
+async def _sections(
+    store: Any,
+    account: Account,
+    start_ms: int,
+    end_ms: int,
+    histories: Mapping[str, TariffHistory],
+    rate: RateFn,
+) -> list[Section]:
+    sections = []
+    for point in account.service_points:
+        peaks = await _previous_peaks(store, point.id, start_ms)
+        section = await _section(store, account, point, start_ms, end_ms, histories, rate, peaks)
+        if section is not None:
+            sections.append(section)
+    return sections
+
+
+async def _previous_peaks(store: Any, point_id: str, before_ms: int) -> tuple[Decimal, ...]:
+    """The highest billed demand (kW) of each earlier issued period of the point, oldest first
+    (for ratchets)."""
+    rows = await store.bills.demand_peaks(point_id, before_ms)
+    return tuple(Decimal(v) for v in rows)
+
+
+# corrections -------------------------------------------------------------------------------
+
+
+async def _corrections(
+    store: Any,
+    account: Account,
+    period: Period,
+    histories: Mapping[str, TariffHistory],
+    rate: RateFn,
+) -> list[Correction]:
+    issued = [b for b in await store.bills.of_account(account.id) if b.start_ms < period.start_ms]
+    if not issued:
+        return []
+    all_lines = await store.bills.lines(b.number for b in await store.bills.of_account(account.id))
+    out: list[Correction] = []
+    for bill in issued:
+        reasons = await _changes(store, account, bill)
+        if not reasons:
+            continue
+        # what was billed for that period: its own lines plus corrections issued since
+        billed: dict[tuple[str, str], tuple[Decimal, Decimal, str, str]] = {}
+        for row in all_lines:
+            own = row.number == bill.number and row.corrects_period is None
+            later = row.corrects_period == bill.period and row.number != bill.number
+            if not (own or later):
+                continue
+            key = (row.service_point, row.line_key)
+            q, a, _u, label = billed.get(key, (Decimal(0), Decimal(0), row.unit, row.label))
+            label = row.label if own else label
+            billed[key] = (q + Decimal(row.quantity), a + Decimal(row.amount), row.unit, label)
+        sections = await _sections(store, account, bill.start_ms, bill.end_ms, histories, rate)
+        now: dict[tuple[str, str], ChargeLine] = {}
+        for section in sections:
+            for line in section.lines:
+                key = (section.service_point, line_key(line))
+                if key in now:  # same key twice in a section: add them up
+                    prev = now[key]
+                    line = replace(
+                        line,
+                        quantity=prev.quantity + line.quantity,
+                        amount=prev.amount + line.amount,
+                    )
+                now[key] = line
+        for key in sorted(set(billed) | set(now)):
+            old_q, old_a, unit, label = billed.get(key, (Decimal(0), Decimal(0), "", ""))
+            new = now.get(key)
+            new_q = new.quantity if new is not None else Decimal(0)
+            new_a = new.amount if new is not None else Decimal(0)
+            if new_q == old_q and new_a == old_a:
+                continue
+            point_id = key[0]
+            reason = reasons.get(point_id) or "re-rated: " + "; ".join(
+                sorted(set(reasons.values()))
+            )
+            base = new.label if new is not None else label
+            start = new.start if new is not None else _utc(bill.start_ms)
+            end = new.end if new is not None else _utc(bill.end_ms)
+            explanation = (
+                f"billed on {bill.number} for {bill.period}: {old_q} {unit or new.unit} = {old_a}",
+                f"rated again now: {new_q} {new.unit if new else unit} = {new_a}",
+                f"difference: {new_q - old_q} = {new_a - old_a} {bill.currency}",
+                f"reason: {reason}",
+            )
+            line = ChargeLine(
+                component="correction",
+                label=f"Correction {bill.period} (bill {bill.number}): {base}",
+                quantity=new_q - old_q,
+                unit=new.unit if new is not None else unit,
+                unit_price=new.unit_price if new is not None else Decimal(0),
+                amount=new_a - old_a,
+                currency=bill.currency,
+                start=start,
+                end=end,
+                actual_intervals=new.actual_intervals if new is not None else 0,
+                estimated_intervals=new.estimated_intervals if new is not None else 0,
+                explanation=explanation,
+                period=new.period if new is not None else "",
+                tier=new.tier if new is not None else None,
+                tariff_id=new.tariff_id if new is not None else "",
+                tariff_version=new.tariff_version if new is not None else "",
+            )
+            out.append(
+                Correction(point_id, bill.period, bill.number, key[1], line, old_q, old_a, reason)
+            )
+    return out
+
+
+async def _changes(store: Any, account: Account, bill: Any) -> dict[str, str]:
+    """Service point -> why its usage in the issued bill's period changed since the issue."""
+    reasons: dict[str, str] = {}
+    for point in account.service_points:
+        parts = []
+        for span in point.meters_between(bill.start_ms, bill.end_ms):
+            for obis, _role in point.quantities:
+                changes = await store.bills.interval_changes(
+                    span.meter_id, obis, span.start_ms, span.end_ms, bill.issued_ms
+                )
+                if changes:
+                    n = sum(c[2] for c in changes)
+                    quality, why, _count = changes[0]
+                    parts.append(
+                        f"{n} interval(s) of meter {span.meter_id} {obis} derived after bill "
+                        f"{bill.number} was issued ({format_utc_ms(bill.issued_ms)}), e.g. "
+                        f"{quality}: {why}"
+                    )
+        if parts:
+            reasons[point.id] = "late or corrected data: " + "; ".join(parts)
+    return reasons
+
+
+# the bill ----------------------------------------------------------------------------------
+
+
+async def build_bill(
+    store: Any,
+    account: Account,
+    period_text: str,
+    now_ms: int,
+    histories: Mapping[str, TariffHistory],
+    rate: RateFn | None = None,
+) -> Bill:
+    """A draft bill of ``account`` for ``period_text`` as at ``now_ms`` (not stored)."""
+    if rate is None:
+        from .engine import rate as engine_rate
+
+        rate = engine_rate
     period = parse_period(period_text, account)
-    tariff = account.tariff
     if period.start_ms > now_ms:
         raise RatingError(f"account {account.id}: period {period.label} has not started yet")
-    to_date = period.end_ms > now_ms
-    if to_date:
-        today = datetime.fromtimestamp(now_ms // 1000, account.timezone).date()
-        days = (today - period.first_day).days + 1
-        day_note = f"{days} of {period.days} days (to date)"
-    else:
-        days = period.days
-        day_note = ""
-    lines = [
-        BillLine(
-            kind="standing_charge",
-            description="Standing charge",
-            meter_id=None,
-            quantity=Decimal(days),
-            unit="days",
-            rate=tariff.standing_charge_per_day,
-            rate_unit=f"{tariff.currency}/day",
-            amount=_money(days * tariff.standing_charge_per_day, tariff.minor_unit),
-            period=period.label,
-            note=day_note,
+    end_ms = period.end_ms
+    to_date = end_ms > now_ms
+    if to_date:  # up to the end of today (local)
+        today = datetime.fromtimestamp(now_ms / 1000, account.timezone).date()
+        end_ms = min(end_ms, local_ms(today + timedelta(days=1), account.timezone))
+    sections = await _sections(store, account, period.start_ms, end_ms, histories, rate)
+    if not sections:
+        raise RatingError(
+            f"account {account.id}: no service point occupied in period {period.label}"
         )
-    ]
-    for meter_id in account.meters:
-        line = await _energy_line(store, account, period, meter_id, IMPORT_OBIS, export=False)
-        assert line is not None
-        lines.append(line)
-        if tariff.export_credit_per_kwh is not None:
-            line = await _energy_line(store, account, period, meter_id, EXPORT_OBIS, export=True)
-            if line is not None:
-                lines.append(line)
-    if any(line.note.startswith("to date") for line in lines):
+    currencies = {line.currency for s in sections for line in s.lines}
+    if len(currencies) > 1:
+        raise RatingError(
+            f"account {account.id}: tariffs in more than one currency"
+            f" ({', '.join(sorted(currencies))})"
+        )
+    currency = (
+        currencies.pop()
+        if currencies
+        else histories[sections[0].tariffs[0][0]].currency
+        if sections[0].tariffs
+        else ""
+    )
+    corrections = await _corrections(store, account, period, histories, rate)
+    notes = []
+    if to_date:
+        notes.append(
+            f"to date: {format_utc_ms(now_ms)} (the period ends {format_utc_ms(period.end_ms)})"
+        )
+    if any("(to date)" in n for s in sections for n in s.notes):
         to_date = True
-    local = account.timezone
-    start = datetime.fromtimestamp(period.start_ms // 1000, local).isoformat()
-    end = datetime.fromtimestamp(period.end_ms // 1000, local).isoformat()
     return Bill(
         account_id=account.id,
         account_name=account.name,
         period=period.label,
-        timezone=str(local.key),
-        start=start,
-        end=end,
-        tariff_id=tariff.id,
-        currency=tariff.currency,
-        lines=tuple(lines),
-        total=sum((line.amount for line in lines), Decimal(0)),
+        timezone=account.timezone.key,
+        start_ms=period.start_ms,
+        end_ms=period.end_ms,
+        currency=currency,
+        sections=tuple(sections),
+        corrections=tuple(corrections),
         to_date=to_date,
+        as_of_ms=now_ms,
+        notes=tuple(notes),
     )

@@ -1,4 +1,6 @@
-"""Bills computed from readings in a real SQLite file, against hand-computed amounts.
+"""Bills computed from register readings in a real SQLite file (VEE off: the register-difference
+fallback of ``collector.rating.bill``), against hand-computed amounts, with the first version's
+flat tariff form and account shorthand (both still load).
 
 November 2026 in Europe/Amsterdam has no DST change (it ended on 25 October): the month is
 2026-10-31T23:00Z .. 2026-11-30T23:00Z, 30 days.
@@ -39,6 +41,9 @@ meters = ["em-sdm-01"]
 """
 
 
+TARIFFS: dict = {}
+
+
 def setup(tmp_path: Path, readings: list[tuple[str, int, str]], tariff: str = TARIFF):
     (tmp_path / "tariffs").mkdir()
     (tmp_path / "tariffs" / "t.toml").write_text(tariff)
@@ -46,6 +51,8 @@ def setup(tmp_path: Path, readings: list[tuple[str, int, str]], tariff: str = TA
     tariffs = load_tariffs(tmp_path / "tariffs")
     account = load_accounts(tmp_path / "accounts.toml", tariffs)["acc-1"]
     db = tmp_path / "c.sqlite"
+    TARIFFS.clear()
+    TARIFFS.update(tariffs)
 
     async def seed():
         store = await open_store(db)
@@ -67,7 +74,7 @@ def bill_for(db: Path, account, now_ms: int, period: str = "2026-11"):
     async def go():
         store = await open_store(db)
         try:
-            return await build_bill(store, account, period, now_ms)
+            return await build_bill(store, account, period, now_ms, TARIFFS)
         finally:
             await store.close()
 
@@ -90,34 +97,49 @@ FULL_MONTH = [
 ]
 
 
+def lines_of(bill):
+    (section,) = bill.sections
+    return section.lines
+
+
+def uses_of(bill):
+    (section,) = bill.sections
+    (meter,) = section.meters
+    return {q.obis: q for q in meter.quantities}
+
+
 def test_full_month_bill_matches_hand_computed_amounts(tmp_path: Path) -> None:
     db, account = setup(tmp_path, FULL_MONTH)
     bill = bill_for(db, account, now_ms=T_END + 10 * 24 * HOUR)
-    standing, energy, export = bill.lines
+    standing, energy, export = lines_of(bill)
     # 30 days x 0.61234 = 18.3702 -> 18.37
     assert (standing.quantity, standing.amount) == (Decimal(30), Decimal("18.37"))
     # 1350.37 - 1000.01 = 350.36 kWh x 0.27815 = 97.452634 -> 97.45
-    assert energy.readings[0].value == Decimal("1000.01")
-    assert energy.readings[0].method == "interpolated"
-    assert energy.readings[1].method == "exact"
+    first, last = uses_of(bill)["1-0:1.8.0"].boundaries
+    assert first.value == Decimal("1000.01")
+    assert first.method == "interpolated"
+    assert last.method == "exact"
     assert (energy.quantity, energy.amount) == (Decimal("350.36"), Decimal("97.45"))
     # 260.2 - 200.5 = 59.7 kWh x 0.07 = 4.179 -> -4.18
     assert (export.quantity, export.amount) == (Decimal("59.7"), Decimal("-4.18"))
     assert bill.total == Decimal("111.64")  # 18.37 + 97.45 - 4.18
     assert not bill.to_date
-    assert bill.start == "2026-11-01T00:00:00+01:00" and bill.end == "2026-12-01T00:00:00+01:00"
+    assert (bill.start_ms, bill.end_ms) == (T0, T_END)
+    doc = json.loads(bill_to_json(bill))
+    assert doc["start"] == "2026-11-01T00:00:00+01:00" and doc["end"] == "2026-12-01T00:00:00+01:00"
 
 
 def test_interpolation_is_explained_and_the_readings_listed(tmp_path: Path) -> None:
     db, account = setup(tmp_path, FULL_MONTH)
     bill = bill_for(db, account, now_ms=T_END + 10 * 24 * HOUR)
-    text = render_text(bill)
-    assert "1000.005" in text and "-> 1000.01" in text
-    assert "2026-10-31T22:50:00.000Z: 1000.00 kWh" in text
     doc = json.loads(bill_to_json(bill))
     assert doc["total"] == "111.64"
     start = doc["lines"][1]["readings"][0]
-    assert start["value_kwh"] == "1000.01" and len(start["readings"]) == 2
+    assert start["value"] == "1000.01" and len(start["readings"]) == 2
+    assert "1000.005" in start["explain"] and "-> 1000.01" in start["explain"]
+    text = render_text(bill)
+    assert "reading em-sdm-01 2026-10-31T22:50:00.000Z: 1000.00 kWh" in text
+    assert "register difference" in text
 
 
 def test_without_a_reading_after_the_end_the_bill_is_to_date(tmp_path: Path) -> None:
@@ -129,10 +151,11 @@ def test_without_a_reading_after_the_end_the_bill_is_to_date(tmp_path: Path) -> 
     db, account = setup(tmp_path, readings)
     now = T0 + 20 * 24 * HOUR + 5 * HOUR  # 21 November, local
     bill = bill_for(db, account, now_ms=now)
-    standing, energy = bill.lines  # no export readings: no export line
+    standing, energy, _export = lines_of(bill)  # no export readings: a zero credit
     assert bill.to_date
-    assert energy.note == "to date"
-    assert energy.readings[1].method == "latest reading (to date)"
+    use = uses_of(bill)["1-0:1.8.0"]
+    assert use.boundaries[1].method == "latest reading (to date)"
+    assert "(to date)" in use.note
     assert energy.quantity == Decimal("120.50")  # 1120.51 - 1000.01
     assert energy.amount == Decimal("33.52")  # 120.50 x 0.27815 = 33.517075
     assert standing.quantity == Decimal(21)  # 1..21 November
@@ -143,8 +166,8 @@ def test_money_rounds_half_up_once_per_line(tmp_path: Path) -> None:
     tariff = TARIFF.replace("0.61234", "0.0155")  # 30 x 0.0155 = 0.465
     db, account = setup(tmp_path, FULL_MONTH, tariff)
     bill = bill_for(db, account, now_ms=T_END + 24 * HOUR)
-    assert bill.lines[0].amount == Decimal("0.47")  # half-even would give 0.46
-    assert bill.total == sum(line.amount for line in bill.lines)
+    assert lines_of(bill)[0].amount == Decimal("0.47")  # half-even would give 0.46
+    assert bill.total == sum(line.amount for line in lines_of(bill))
 
 
 def test_unknown_period_text_is_refused(tmp_path: Path) -> None:
@@ -181,4 +204,4 @@ def test_demo_accounts_load_and_bill_every_meter_of_the_demo_fleet_once() -> Non
     fleet += [d["meter"] for d in scenario.get("dlms", [])]
     assert meters == sorted(fleet)
     assert "em-dlms-01" in meters
-    assert tariffs["flat-2026"].import_price_per_kwh == Decimal("0.27815")
+    assert tariffs["flat-2026"].unit == "kWh"

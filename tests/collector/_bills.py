@@ -20,7 +20,7 @@ from collector.store import open_store
 from collector.vee import VeeEngine
 from protocols.obis import Obis
 
-from ._fixtures import T0, message, record, write_public_key
+from ._fixtures import T0, T_END, message, record, write_public_key
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -210,3 +210,59 @@ class Site:
 
 def lines_by_label(section: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {line["label"]: line for line in section["lines"]}
+
+
+# a site with one account of three commodities, November 2026 read every hour ----------------
+
+HOURS = 720 + 4  # readings from 2 h before the month to 2 h after it
+FIRST = T0 - 2 * HOUR
+AFTER = T_END + 10 * 24 * HOUR  # billed on 11 December
+
+CONVERGENT = """
+[[account]]
+id = "acc-1"
+name = "Jansen, Dorpsstraat 1"
+timezone = "Europe/Amsterdam"
+
+[[account.service_point]]
+id = "sp-e"
+commodity = "electricity"
+tariff = "e-tou"
+meters = ["em-1"]
+
+[[account.service_point]]
+id = "sp-g"
+commodity = "gas"
+tariff = "gas-flat"
+meters = ["gm-1"]
+
+[[account.service_point]]
+id = "sp-w"
+commodity = "water"
+tariff = "water-flat"
+meters = ["wm-1"]
+"""
+
+
+def constant(step: str) -> Callable[[int], Decimal]:
+    return lambda _h: Decimal(step)
+
+
+def electricity(first_ms: int = FIRST, hours: int = HOURS, start: str = "1000.000"):
+    """+0.5 kWh import and +0.1 kWh export every hour."""
+    return hourly(IMPORT, "kWh", first_ms, hours, Decimal(start), constant("0.5")) + hourly(
+        EXPORT, "kWh", first_ms, hours, Decimal("50.000"), constant("0.1")
+    )
+
+
+def convergent_site(root: Path) -> Site:
+    """Electricity (em-1: +0.5 kWh import, +0.1 kWh export an hour), gas (gm-1: +0.1 m3 an
+    hour) and water (wm-1: +0.005 m3 an hour) of account acc-1, all of November 2026."""
+    site = Site(root, CONVERGENT)
+    site.enrol(["em-1", "gm-1", "wm-1"])
+    site.feed("em-1", electricity(), AFTER)
+    gas = hourly(GAS_VOLUME, "m3", FIRST, HOURS, Decimal("500.000"), constant("0.1"))
+    site.feed("gm-1", gas, AFTER)
+    water = hourly(WATER_VOLUME, "m3", FIRST, HOURS, Decimal("20.000"), constant("0.005"))
+    site.feed("wm-1", water, AFTER)
+    return site

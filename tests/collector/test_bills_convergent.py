@@ -15,56 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ._bills import (
-    EXPORT,
-    GAS_VOLUME,
-    HOUR,
-    IMPORT,
-    WATER_VOLUME,
-    Site,
-    hourly,
-)
-from ._fixtures import T0, T_END
-
-HOURS = 720 + 4  # readings from 2 h before the month to 2 h after it
-FIRST = T0 - 2 * HOUR
-AFTER = T_END + 10 * 24 * HOUR  # billed on 11 December
-
-CONVERGENT = """
-[[account]]
-id = "acc-1"
-name = "Jansen, Dorpsstraat 1"
-timezone = "Europe/Amsterdam"
-
-[[account.service_point]]
-id = "sp-e"
-commodity = "electricity"
-tariff = "e-tou"
-meters = ["em-1"]
-
-[[account.service_point]]
-id = "sp-g"
-commodity = "gas"
-tariff = "gas-flat"
-meters = ["gm-1"]
-
-[[account.service_point]]
-id = "sp-w"
-commodity = "water"
-tariff = "water-flat"
-meters = ["wm-1"]
-"""
-
-
-def constant(step: str):
-    return lambda _h: Decimal(step)
-
-
-def electricity(first_ms: int = FIRST, hours: int = HOURS, start: str = "1000.000"):
-    """+0.5 kWh import and +0.1 kWh export every hour."""
-    return hourly(IMPORT, "kWh", first_ms, hours, Decimal(start), constant("0.5")) + hourly(
-        EXPORT, "kWh", first_ms, hours, Decimal("50.000"), constant("0.1")
-    )
+from ._bills import AFTER, FIRST, HOUR, Site, convergent_site, electricity
+from ._fixtures import T0
 
 
 def by(doc: dict, point: str) -> dict:
@@ -77,17 +29,7 @@ def amounts(section: dict) -> dict[tuple[str, str], str]:
 
 @pytest.fixture(scope="module")
 def convergent(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    site = Site(tmp_path_factory.mktemp("convergent"), CONVERGENT)
-    site.enrol(["em-1", "gm-1", "wm-1"])
-    site.feed("em-1", electricity(), AFTER)
-    site.feed(
-        "gm-1", hourly(GAS_VOLUME, "m3", FIRST, HOURS, Decimal("500.000"), constant("0.1")), AFTER
-    )
-    site.feed(
-        "wm-1",
-        hourly(WATER_VOLUME, "m3", FIRST, HOURS, Decimal("20.000"), constant("0.005")),
-        AFTER,
-    )
+    site = convergent_site(tmp_path_factory.mktemp("convergent"))
     doc, state = site.bill("acc-1", "2026-11", AFTER)
     assert state == "draft"
     return doc

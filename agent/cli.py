@@ -399,6 +399,8 @@ def _failure_hint(t: _Tried, bus: list[_Tried], silent: list[_Tried]) -> str:
     if isinstance(exc, IecReadError):
         return _IEC_HINTS.get(exc.kind, _IEC_HINTS["bad"])
     if isinstance(t.driver, DsmrMeter):
+        if "carry no M-Bus channel" in t.text:
+            return "the P1 port works but has no device on this channel: check channel"
         if "bad telegram" in t.text:
             return (
                 "telegrams arrive damaged: check version (its baud rate and parity: DSMR 4/5 "

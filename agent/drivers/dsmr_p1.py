@@ -73,6 +73,7 @@ class P1Port:
         self.telegrams = 0
         self.last_problem = ""  # the last bad telegram or port error, for messages
         self.last_good: float | None = None
+        self.channels: tuple[int, ...] = ()  # the meters in the last good telegram
         self.started: float | None = None
         self.busy_s = 0.0  # line time of the bytes received at the baud rate
         self._received_bytes = 0
@@ -145,6 +146,7 @@ class P1Port:
                 except dsmr.DsmrError as exc:
                     self.last_problem = f"telegram {self.telegrams}: {exc}"
                     continue
+                self.channels = tuple(r.channel for r in readings)
                 for reading in readings:
                     self.latest[reading.channel] = _Latest(reading, now, self.telegrams)
                 self._changed.set()
@@ -203,6 +205,16 @@ class DsmrMeter:
             if latest is None and waited < self.max_age:
                 await self.port.wait_telegram(self.max_age - waited)  # just started
                 latest = self.port.latest.get(self.channel)
+        port_fresh = (
+            self.port.last_good is not None
+            and time.monotonic() - self.port.last_good <= self.max_age
+        )
+        if latest is None and port_fresh and self.channel not in self.port.channels:
+            seen = ", ".join(str(c) for c in self.port.channels)
+            raise MeterReadError(
+                f"meter {self.meter_id}: {self.describe()}: the telegrams carry no M-Bus "
+                f"channel {self.channel} (channels in them: {seen}): check channel"
+            )
         if latest is None or time.monotonic() - latest.received > self.max_age:
             where = "" if self.channel == 0 else f" with channel {self.channel}"
             raise MeterReadError(

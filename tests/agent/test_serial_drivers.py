@@ -297,3 +297,41 @@ def test_dsmr5_electricity_and_gas_with_their_own_time_stamps(tmp_path: Path) ->
     assert g.meter_ms % 300_000 == 0  # type: ignore[attr-defined]
     assert again.unchanged and again.values == ()  # type: ignore[attr-defined]
     assert "meter e-1:" in quiet and "no good telegram within 2s" in quiet
+
+
+def test_dsmr_bad_telegrams_are_counted_and_skipped_and_a_missing_channel_is_named(
+    tmp_path: Path,
+) -> None:
+    async def main() -> tuple[int, int, object, str]:
+        link = tmp_path / "p1"
+        sim = sim_dsmr.P1Port(
+            link,
+            sim_dsmr.VERSIONS["5"],
+            _model("e-2", 3),
+            ClockSetting.system(),
+            every_s=Decimal("0.1"),
+        )
+        await sim.start()
+        settings = SerialSettings(str(link), 115200, 8, "N", 1, version="5", max_age_ns=2 * 10**9)
+        port = P1Port(settings)
+        try:
+            sim.command(["fault", "corrupt", "3"])  # the next three telegrams: bad CRC
+            meter = DsmrMeter("e-2", settings, port)
+            port.start()
+            while port.telegrams < 2:  # a good one after the bad ones
+                await port.wait_telegram(2.0)
+            outcome = await meter.read()
+            water = SerialSettings(
+                str(link), 115200, 8, "N", 1, channel=2, version="5", max_age_ns=2 * 10**9
+            )
+            with pytest.raises(MeterReadError) as exc:
+                await DsmrMeter("w-2", water, port).read()
+            return port.bad_telegrams, port.telegrams, outcome, str(exc.value)
+        finally:
+            await port.close()
+            await sim.stop()
+
+    bad, good, outcome, missing = _run(main)
+    assert bad >= 2 and good >= 2  # the first may be joined mid-way: garbage, not counted
+    assert outcome.values and outcome.errors == []  # type: ignore[attr-defined]
+    assert "meter w-2:" in missing and "the telegrams carry no M-Bus channel 2" in missing

@@ -226,6 +226,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         if first.serial is not None:
             kind = f" ({driver_name} {first.serial.setting})"
         print(f"connection {where}{kind}: {len(drivers)} meter(s), one transaction at a time")
+        rtu = [d for d in drivers if isinstance(d, RtuMeter)]
+        if rtu:
+            print(f"  {_rtu_budget(rtu, [by_id[d.meter_id] for d in rtu])}")
         for d in drivers:
             meter = by_id[d.meter_id]
             if isinstance(d, DlmsMeter):
@@ -254,6 +257,23 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     print(f"ok: {len(config.meters)} meter(s) on {len(groups)} connection(s)")
     return 0
+
+
+def _rtu_budget(meters: list[RtuMeter], configs: list[object]) -> str:
+    """A bus's cycle from frame sizes at its baud rate against its shortest interval, and
+    with one meter silent (one time-out): whether the bus can keep its period."""
+    line = meters[0].bus.line
+    cycle = sum(line.transaction(r.count).total for m in meters for r in m.plan)
+    interval_s = min(c.interval_ns for c in configs) / 1e9  # type: ignore[attr-defined]
+    worst = cycle + max(m.timeout for m in meters)
+    text = (
+        f"bus time per cycle at {line.baud} baud: {cycle * 1000:.0f} ms from frame sizes "
+        f"({sum(len(m.plan) for m in meters)} requests), {worst * 1000:.0f} ms with one meter "
+        f"silent; shortest interval {interval_s:g}s"
+    )
+    if worst > interval_s:
+        text += " -- WARNING: the bus cannot keep this period (slots will be skipped)"
+    return text
 
 
 def _describe_dlms(meter: DlmsMeter, interval_ns: int, timeout_ns: int) -> str:

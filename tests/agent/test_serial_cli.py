@@ -137,6 +137,8 @@ def test_check_read_prints_a_table_with_on_site_hints(
     out, err = capsys.readouterr()
     assert code == 1 and "2 meter(s) could not be read" in err
     assert "connection " in out and "(modbus-rtu 9600 8E1): 4 meter(s)" in out
+    assert "  bus time per cycle at 9600 baud: 550 ms from frame sizes (12 requests)" in out
+    assert "850 ms with one meter silent; shortest interval 900s" in out
     assert "(iec62056 300 7E1): 1 meter(s)" in out and "(dsmr-p1 115200 8N1): 1 meter(s)" in out
     table = out[out.index("\nmeter ") + 1 :]
     rows = {line.split()[0]: line for line in table.splitlines()[1:] if line.strip()}

@@ -86,3 +86,22 @@ def test_serial_key_errors_name_file_line_and_key(tmp_path: Path) -> None:
     assert "meters[3].channel: duplicate address: channel 1 on /dev/p2 is also meter 'g1'" in text
     assert "agent.toml:33: meters[4].address: at most 32 characters" in text
     assert "agent.toml:34: meters[4].max_baud: must be one of 300" in text
+
+
+def test_check_warns_when_a_bus_cannot_keep_its_period(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    meters = "".join(
+        f'[[meters]]\nid = "r{u}"\ndriver = "modbus-rtu"\nport = "/dev/ttyUSB9"\nunit = {u}\n'
+        f'profile = "eastron_sdm630"\nbaud = 1200\ninterval = "1s"\n\n'
+        for u in (1, 2, 3)
+    )
+    path = tmp_path / "agent.toml"
+    path.write_text(HEAD + meters)
+    assert main(["check", str(path)]) == 0  # a warning, not an error: the config is valid
+    out = capsys.readouterr().out
+    assert "connection /dev/ttyUSB9 (modbus-rtu 1200 8E1): 3 meter(s)" in out
+    assert "bus time per cycle at 1200 baud: 3300 ms from frame sizes (9 requests)" in out
+    assert "WARNING: the bus cannot keep this period (slots will be skipped)" in out

@@ -505,6 +505,15 @@ initial_export_kwh = "4410.7"
             )  # fmt: skip
             bills.append(text.rstrip())
         self.log("\n" + "\n\n".join(bills))
+        # the printable bills (HTML, usage heat map by day and hour) next to the report
+        html_dir = self.out / "bills"
+        self.run_command(
+            "collector", "bill", "--all", "--period", self.args.period,
+            "--config", str(collector_config), "--as-of", self.virtual_end.isoformat(),
+            "--format", "html", "--out", str(html_dir),
+        )  # fmt: skip
+        pages = sorted(html_dir.glob("*.html"))
+        self.log(f"\nprintable bills (HTML): {html_dir} ({len(pages)} pages)")
 
         report = self.out / "report.md"
         report.write_text(
@@ -532,6 +541,8 @@ initial_export_kwh = "4410.7"
                     "```",
                     "",
                     "## Bills",
+                    "",
+                    f"Printable (HTML): {', '.join(f'`bills/{p.name}`' for p in pages)}",
                     "",
                     "```",
                     "\n\n".join(bills),

@@ -179,7 +179,7 @@ class Section:
     tariffs: tuple[tuple[str, int, int], ...]  # (tariff id, start, end) in the section
     meters: tuple[MeterUse, ...]
     lines: tuple[ChargeLine, ...]
-    hourly: Mapping[str, tuple[Decimal | None, ...]]  # local date -> 24 hourly sums (import)
+    hourly: Mapping[str, tuple[Decimal | None, ...]]  # local date -> 24 hourly sums, for drawing
     tou: Mapping[str, tuple[str, ...]]  # local date -> 24 TOU period names ("" = none)
     notes: tuple[str, ...] = ()
 
@@ -322,16 +322,34 @@ def _grids(
             names.append(_tou_name(history, moment) if history is not None else "")
         tou[day.isoformat()] = tuple(names)
         day += timedelta(days=1)
+    hour = timedelta(hours=1)
     for u in usage:
-        if u.end - u.start > timedelta(hours=1):
+        span = u.end - u.start
+        if span > timedelta(days=1):
             continue  # a register difference over the range has no shape to draw
-        local = u.start.astimezone(zone)
-        row = sums.get(local.date().isoformat())
-        if row is None:
-            continue
-        row[local.hour] = (row[local.hour] or Decimal(0)) + u.quantity
+        if span <= hour:
+            parts = [(u.start, u.quantity)]
+        else:  # a gap's share over several hours: drawn spread over them by time
+            parts, moment = [], u.start
+            while moment < u.end:
+                step = min(u.end, moment.replace(minute=0, second=0, microsecond=0) + hour)
+                seconds = Decimal(int((step - moment).total_seconds()))
+                parts.append((moment, u.quantity * seconds / Decimal(int(span.total_seconds()))))
+                moment = step
+        for moment, share in parts:
+            local = moment.astimezone(zone)
+            row = sums.get(local.date().isoformat())
+            if row is not None:
+                row[local.hour] = (row[local.hour] or Decimal(0)) + share
     del point
-    return {k: tuple(v) for k, v in sums.items()}, tou
+    return {k: tuple(_drawn(v) for v in row) for k, row in sums.items()}, tou
+
+
+def _drawn(value: Decimal | None) -> Decimal | None:
+    """An hour's usage for drawing: exact, or to 6 decimals where a gap's share was spread."""
+    if value is None or int(value.as_tuple().exponent) >= -6:
+        return value
+    return value.quantize(Decimal("0.000001"), ROUND_HALF_UP)
 
 
 async def _section(

@@ -59,6 +59,8 @@ def test_demo_runs_a_month_and_prints_a_bill_per_account(tmp_path: Path) -> None
     assert text.count("Total ") == len(accounts)
     assert "[TO DATE]" not in text  # the whole month was captured
     assert (out / "report.md").exists()
+    pages = sorted(p.name for p in (out / "bills").glob("*.html"))
+    assert pages == sorted(f"{a['id']}-2026-11.html" for a in accounts)  # printable bills
     assert (out / "collector" / "collector.sqlite").exists()
     for name in ("sim", "agent", "collector"):
         assert (out / "logs" / f"{name}.log").exists()

@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"target >= {TARGET:,} intervals/s: {'meets' if per_s >= TARGET else 'BELOW'}")
     print_summary("rating", {"intervals_per_s": per_s, "target_intervals_per_s": TARGET,
+                             "cpu_intervals_per_s": int(intervals / cpu) if cpu else 0,
                              "accounts": args.accounts, "intervals": intervals,
                              "seconds": round(elapsed, 3)})  # fmt: skip
     return 0

@@ -233,6 +233,7 @@ def rate_table(
                     )
             if quantity == 0 and not any(mask[a : b + 1]):
                 continue
+            first, last = _span(mask[a : b + 1])
             price = table.prices[p][t]
             exact = quantity * price
             notes.append(f"{fmt(quantity)} {unit} x {fmt(price)} {price_unit} = {fmt(exact)}")
@@ -249,8 +250,8 @@ def rate_table(
                     notes_scale + notes,
                     period=table.periods[p],
                     tier=t + 1,
-                    start=usage[a].start,
-                    end=usage[b].end,
+                    start=usage[a + first].start if first >= 0 else usage[a].start,
+                    end=usage[a + last].end if first >= 0 else usage[b].end,
                     interval_counts=counts_in(a, b + 1, mask),
                 )
             )

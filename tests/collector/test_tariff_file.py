@@ -179,3 +179,34 @@ def test_holidays_file_and_finer_than_hour_rules(tmp_path: Path) -> None:
     # 07:30, 07:45, 08:00 are peak: 3 kWh x 0.3 = 0.90; the other 93 x 0.1 = 9.30
     assert (lines["peak"].quantity, lines["peak"].amount) == (D(3), D("0.90"))
     assert lines["off"].amount == D("9.30")
+
+
+def test_combination_on_the_shipped_tou_tariff_across_its_price_change() -> None:
+    t = load_tariff(REPO / "config" / "tariffs" / "tou-2026.toml")
+    # Mon 29 Jun .. Thu 2 Jul 2026, 1 kWh an hour; summer weekday peak is 07-21 = 14 h a day
+    start, end = day(2026, 6, 29), day(2026, 7, 3)
+    lines = rate(t, hourly(start, end, "1"), start, end, AMS)
+    got = [(x.tariff_version, x.label, x.quantity, x.amount) for x in lines]
+    old, new = "2026-01-01", "2026-07-01"
+    assert got == [
+        # 29-30 Jun: standing 2 x 0.61234 = 1.22468 -> 1.22; peak 28 kWh x 0.2850 = 7.98;
+        # offpeak 20 x 0.2110 = 4.22; no export; energy tax 48 x 0.1088 = 5.2224 -> 5.22;
+        # VAT 21% of (1.22 + 7.98 + 4.22 + 0.00 + 5.22 = 18.64) = 3.9144 -> 3.91
+        (old, "Standing charge", D(2), D("1.22")),
+        (old, "Energy, peak (Mon-Fri day)", D(28), D("7.98")),
+        (old, "Energy, offpeak (nights, weekends, holidays)", D(20), D("4.22")),
+        (old, "Export credit", D(0), D("0.00")),
+        (old, "Energy tax", D(48), D("5.22")),
+        (old, "VAT 21%", D("18.64"), D("3.91")),
+        # 1-2 Jul: standing 2 x 0.63101 = 1.26202 -> 1.26; peak 28 x 0.2790 = 7.812 -> 7.81;
+        # offpeak 20 x 0.2035 = 4.07; energy tax 5.22;
+        # VAT 21% of (1.26 + 7.81 + 4.07 + 0.00 + 5.22 = 18.36) = 3.8556 -> 3.86
+        (new, "Standing charge", D(2), D("1.26")),
+        (new, "Energy, peak (Mon-Fri day)", D(28), D("7.81")),
+        (new, "Energy, offpeak (nights, weekends, holidays)", D(20), D("4.07")),
+        (new, "Export credit", D(0), D("0.00")),
+        (new, "Energy tax", D(48), D("5.22")),
+        (new, "VAT 21%", D("18.36"), D("3.86")),
+    ]
+    # total = 18.64 + 3.91 + 18.36 + 3.86 = 44.77
+    assert sum(x.amount for x in lines) == D("44.77")

@@ -24,7 +24,7 @@ from decimal import Decimal
 
 from ...errors import RatingError
 from ...tomlfile import Section
-from ..model import ChargeLine, RatingJob
+from ..model import ChargeLine, RatingJob, UsageInterval
 from .common import ParseContext, fmt, make_line, positive
 from .schedule import Schedule, parse_schedule
 from .tou import parse_periods
@@ -54,17 +54,18 @@ class Demand:
         per_hour = Decimal(60) / Decimal(self.window)
         sums: dict[int, Decimal] = {}
         owner: dict[int, int] = {}
-        first_of: dict[int, object] = {}
+        first_of: dict[int, UsageInterval] = {}
+        keys_of: list[int] = []  # the window of each interval, in usage order
         for u in job.usage:
             if u.end - u.start > window:
                 raise RatingError(
                     f"tariff {job.tariff.id}: interval {u.start.isoformat()} is longer than "
                     f"the {self.window}-minute demand window"
                 )
-            offset = u.start.utcoffset() or timedelta(0)
             local = u.start.astimezone(job.tz)
-            phase = int((local.utcoffset() or offset).total_seconds()) % span
+            phase = int((local.utcoffset() or timedelta(0)).total_seconds()) % span
             key = (int(u.start.timestamp()) + phase) // span
+            keys_of.append(key)
             sums[key] = sums.get(key, Decimal(0)) + u.quantity
             if key not in owner:
                 first_of[key] = u
@@ -84,7 +85,7 @@ class Demand:
             when = None
             if keys:
                 top = max(keys, key=lambda k: sums[k])
-                when = first_of[top].start  # type: ignore[attr-defined]
+                when = first_of[top].start
                 notes.append(
                     f"highest {self.window}-minute window from {when.isoformat()}: "
                     f"{fmt(sums[top])} kWh x {fmt(per_hour)} = {fmt(peak)} kW"
@@ -100,7 +101,7 @@ class Demand:
                     notes.append(f"billed demand is the ratchet, {fmt(floor)} kW")
             exact = billed * self.prices[p]
             notes.append(f"{fmt(billed)} kW x {fmt(self.prices[p])} {cur}/kW = {fmt(exact)}")
-            selected = [u for u in job.usage if owner.get(_key(u, span, job)) == p]
+            selected = [u for u, k in zip(job.usage, keys_of, strict=True) if owner[k] == p]
             label = f"{self.label}, {self.period_labels[p]}" if name else self.label
             lines.append(
                 make_line(
@@ -117,12 +118,6 @@ class Demand:
                 )
             )
         return lines
-
-
-def _key(u: object, span: int, job: RatingJob) -> int:
-    start = u.start  # type: ignore[attr-defined]
-    phase = int((start.astimezone(job.tz).utcoffset() or timedelta(0)).total_seconds()) % span
-    return (int(start.timestamp()) + phase) // span
 
 
 def parse(sec: Section, ctx: ParseContext) -> Demand:
@@ -149,6 +144,8 @@ def parse(sec: Section, ctx: ParseContext) -> Demand:
         raise sec.error("ratchet", f"is a percentage 0..100, got {ratchet}")
     months = sec.int("ratchet_months", 11, 1, 120)
     label = sec.str("label", "Demand")
+    if ctx.unit != "kWh":
+        raise sec.error("type", f"a demand charge needs a kWh tariff (unit = {ctx.unit!r})")
     if "periods" in sec.data:
         if "price" in sec.data:
             raise sec.error("price", "give either price (whole period) or [periods], not both")

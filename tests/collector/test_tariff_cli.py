@@ -101,3 +101,14 @@ def test_rate_names_the_bad_line_of_the_usage_file(tmp_path: Path) -> None:
     done = run("--tariff", str(tmp_path / "t.toml"), "--usage", str(usage))
     assert done.returncode == 1
     assert f"{usage}:3: '2026-11-09T01:00:00' has no UTC offset" in done.stderr
+
+
+def test_rating_benchmark_runs_and_prints_its_summary() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.rating", "--accounts", "3", "--pool", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = next(line for line in done.stdout.splitlines() if line.startswith("SUMMARY "))
+    figures = json.loads(summary[len("SUMMARY ") :])
+    assert figures["bench"] == "rating" and figures["intervals"] == 3 * 2880

@@ -98,21 +98,10 @@ def _line_rows(lines: list[dict[str, Any]], cur: str, correction: bool = False) 
     rows = []
     for line in lines:
         how = "".join(f"<li>{escape(t)}</li>" for t in line["explanation"])
-        readings = "".join(
-            "<li>register {} {} [{}]: {}</li>".format(
-                escape(str(b["value"])),
-                escape(b.get("unit", "")),
-                escape(b["method"]),
-                escape(
-                    ", ".join(f"{r['meter']} {r['captured']} = {r['value']}" for r in b["readings"])
-                ),
-            )
-            for b in line["readings"]
-        )
         extra = f"<li>{escape(line['reason'])}</li>" if correction else ""
         rows.append(
             "<tr>"
-            f'<td>{escape(line["label"])}<ul class="how">{how}{readings}{extra}</ul></td>'
+            f'<td>{escape(line["label"])}<ul class="how">{how}{extra}</ul></td>'
             f'<td class="num">{escape(line["quantity"])} {escape(line["unit"])}</td>'
             f'<td class="num">{escape(line["unit_price"])}</td>'
             f'<td class="num">{escape(line["start"][:16])}<br>{escape(line["end"][:16])}</td>'
@@ -121,6 +110,23 @@ def _line_rows(lines: list[dict[str, Any]], cur: str, correction: bool = False) 
             "</tr>"
         )
     return rows
+
+
+def _registers(section: dict[str, Any]) -> str:
+    """The register readings at the section's ends, per meter and quantity (the evidence)."""
+    items = []
+    for meter in section["meters"]:
+        for q in meter["quantities"]:
+            for side, b in zip(("start", "end"), q["boundaries"], strict=False):
+                cited = ", ".join(
+                    f"{r['captured']} = {r['value']} {r['unit']}" for r in b["readings"]
+                )
+                items.append(
+                    f"<li>{escape(meter['meter'])} {escape(q['obis'])} at {side}: "
+                    f"{escape(str(b['value']))} {escape(q['unit'])} [{escape(b['method'])}]"
+                    f" from {escape(cited)}</li>"
+                )
+    return f'<ul class="how">{"".join(items)}</ul>' if items else ""
 
 
 _HEAD = (
@@ -159,6 +165,7 @@ def render_html(bill: Bill | dict[str, Any]) -> str:
         )
         tariffs = ", ".join(t["tariff"] for t in section["tariffs"])
         out.append(f'<p class="meta">{escape(meters)} &middot; tariff {escape(tariffs)}</p>')
+        out.append(_registers(section))
         out.append(_heatmap(section))
         out.append(f"<table>{_HEAD}")
         out.extend(_line_rows(section["lines"], cur))

@@ -54,6 +54,18 @@ def render_text(bill: Bill | dict[str, Any], explain: bool = True) -> str:
                     f"     {q['obis']} ({q['role']}): {q['total']} {q['unit']}"
                     f" from {q['source']} (intervals: {counts}){note}"
                 )
+                for side, boundary in zip(("start", "end"), q["boundaries"], strict=False):
+                    if not explain:
+                        break
+                    out.append(
+                        f"       register at {side} {boundary['value']} [{boundary['method']}]"
+                    )
+                    if boundary["method"] == "interpolated":
+                        out.append(f"         {boundary['explain']}")
+                    out.extend(
+                        f"         reading {r['meter']} {r['captured']}: {r['value']} {r['unit']}"
+                        for r in boundary["readings"]
+                    )
         for line in section["lines"]:
             out.append(f"{line['label']:<{width}} {line['amount']:>12} {cur}")
             out.append(
@@ -62,12 +74,6 @@ def render_text(bill: Bill | dict[str, Any], explain: bool = True) -> str:
             )
             if explain:
                 out.extend(f"      {text}" for text in line["explanation"])
-            for boundary in line["readings"] if explain else ():
-                out.append(f"      register {boundary['value']} [{boundary['method']}]")
-                for r in boundary["readings"]:
-                    out.append(
-                        f"        reading {r['meter']} {r['captured']}: {r['value']} {r['unit']}"
-                    )
         out.append(f"{'  subtotal':<{width}} {section['subtotal']:>12} {cur}")
         out.extend(f"   note: {note}" for note in section["notes"])
     if doc["corrections"]:

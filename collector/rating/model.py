@@ -77,7 +77,7 @@ class ChargeLine:
     period: str = ""  # the TOU period (or "" when the line is not one period's)
     tier: int | None = None  # 1-based tier the line prices, when it prices one
     tariff_id: str = ""
-    tariff_version: str = ""  # the version's effective_from (ISO date) behind the line
+    tariff_version: str = ""  # the version's effective_from (ISO date); "" for the flat form
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,8 +138,14 @@ def make_line(
         period=period,
         tier=tier,
         tariff_id=job.tariff.id,
-        tariff_version=job.version.effective_from.isoformat(),
+        tariff_version=_version_name(job),
     )
+
+
+def _version_name(job: RatingJob) -> str:
+    """The version's effective_from, "" for a version in effect since always (the flat form)."""
+    since = job.version.effective_from
+    return "" if since == date.min else since.isoformat()
 
 
 def _mode_name(job: RatingJob) -> str:

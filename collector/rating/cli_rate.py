@@ -141,7 +141,12 @@ def render_lines(doc: dict[str, Any], explain: bool = True) -> str:
         ivs = f"{line['actual_intervals']}/{line['estimated_intervals']}"
         rows.append((line["label"], quantity, price, f"{line['amount']} {line['currency']}", ivs))
     widths = [max(len(r[k]) for r in rows) for k in range(5)]
+    versions = {line["tariff_version"] for line in doc["lines"]}
+    shown = None
     for i, row in enumerate(rows):
+        if i > 0 and len(versions) > 1 and doc["lines"][i - 1]["tariff_version"] != shown:
+            shown = doc["lines"][i - 1]["tariff_version"]
+            out.append(f"-- tariff version from {shown}")
         out.append(
             "  ".join(
                 cell.ljust(widths[k]) if k == 0 else cell.rjust(widths[k])

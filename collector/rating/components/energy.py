@@ -70,12 +70,12 @@ def parse_tiers(sec: Section, key: str = "tiers") -> tuple[tuple[Decimal, ...], 
     return tuple(limits), prices
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
 def _grid(first: datetime, count: int, step: timedelta) -> list[datetime]:
     return [first + step * i for i in range(count)]
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
 def _slot_periods(
     schedule: Schedule,
     tz: ZoneInfo,

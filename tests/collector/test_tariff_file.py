@@ -210,3 +210,20 @@ def test_combination_on_the_shipped_tou_tariff_across_its_price_change() -> None
     ]
     # total = 18.64 + 3.91 + 18.36 + 3.86 = 44.77
     assert sum(x.amount for x in lines) == D("44.77")
+
+
+def test_prorated_tier_limit_is_exact_for_any_share_of_days(tmp_path: Path) -> None:
+    text = CHANGE.replace(
+        'type = "energy"\nprice = 0.20',
+        'type = "tiers"\ntiers = [{ upto = 30, price = 0.20 }, { price = 0.25 }]',
+    ).replace("2026-11-16", "2026-11-18")
+    path = tmp_path / "tiers17.toml"
+    path.write_text(text, encoding="utf-8")
+    start, end = day(2026, 11, 1), day(2026, 12, 1)
+    lines = rate(load_tariff(path), hourly(start, end, "0.1"), start, end, AMS)
+    tiers = [x for x in lines if x.component == "tier"]
+    # the old version covers 17 of 30 days: limit 30 x 17 / 30 = 17 kWh exactly (not
+    # 17.00000000000000000000000001); usage 17 x 2.4 = 40.8 kWh
+    # tier 1: 17 x 0.20 = 3.40; tier 2: 23.8 x 0.25 = 5.95
+    assert [(x.quantity, x.amount) for x in tiers] == [(D(17), D("3.40")), (D("23.8"), D("5.95"))]
+    assert "17 of the period's 30 days" in tiers[0].explanation[0]

@@ -105,11 +105,11 @@ def period_indexes(
     return indexes, tuple([i == p for i in indexes] for p in range(len(schedule.periods)))
 
 
-def _factor(job: RatingJob) -> Decimal:
-    """The share of the billing period's days this job covers (tier limits are per period)."""
-    whole = day_count(job.period_start, job.period_end, job.tz)
-    part = day_count(job.start, job.end, job.tz)
-    return Decimal(1) if whole == part or whole == 0 else Decimal(part) / Decimal(whole)
+def _share(job: RatingJob) -> tuple[int, int]:
+    """(days of this job, days of the billing period): tier limits are per period."""
+    return day_count(job.start, job.end, job.tz), day_count(
+        job.period_start, job.period_end, job.tz
+    )
 
 
 def _span(mask: list[bool]) -> tuple[int, int]:
@@ -137,8 +137,11 @@ def rate_table(
     currency = job.tariff.currency
     price_unit = f"{currency}/{unit}"
     tiers = len(table.limits) + 1
-    factor = _factor(job) if table.prorate and tiers > 1 else Decimal(1)
-    limits = tuple(limit * factor for limit in table.limits)
+    part, whole = _share(job) if table.prorate and tiers > 1 else (1, 1)
+    if part == whole or whole == 0:
+        part = whole = 1
+    # multiply before dividing: 30 kWh x 17 / 30 is exactly 17
+    limits = tuple(limit * part / whole for limit in table.limits)
     lines: list[ChargeLine] = []
 
     def counts_in(a: int, b: int, mask: list[bool]) -> tuple[int, int, int]:
@@ -163,8 +166,8 @@ def rate_table(
             f"{bad.start.isoformat()} has {bad.quantity} {unit}"
         )
     notes_scale = (
-        [f"tier limits prorated to this tariff version's share of the period: x {fmt(factor)}"]
-        if factor != 1
+        [f"tier limits prorated to this tariff version's {part} of the period's {whole} days"]
+        if part != whole
         else []
     )
     if tiers == 1 or table.mode == "volume":

@@ -275,23 +275,28 @@ def dlms_options(
     keys: str | None = None,
     base: Path = Path(),
 ) -> DlmsSimOptions:
-    """Checked options of one simulated DLMS meter (flags or a ``[[dlms]]`` table)."""
+    """Checked options of one simulated DLMS meter (flags or a ``[[dlms]]`` table); errors
+    name the flag (``where`` = "--") or the table key."""
+
+    def k(key: str) -> str:
+        return f"--{key.replace('_', '-')}" if where == "--" else f"{where}{key}"
+
     if transport not in TRANSPORTS:
-        raise ScenarioError(f"{where}transport {transport!r}: one of {', '.join(TRANSPORTS)}")
+        raise ScenarioError(f"{k('transport')} {transport!r}: one of {', '.join(TRANSPORTS)}")
     if auth not in AUTH_LEVELS:
-        raise ScenarioError(f"{where}auth {auth!r}: one of {', '.join(AUTH_LEVELS)}")
+        raise ScenarioError(f"{k('auth')} {auth!r}: one of {', '.join(AUTH_LEVELS)}")
     if pty_link and transport != "hdlc":
-        raise ScenarioError(f"{where}pty_link: a serial pty needs transport hdlc")
+        raise ScenarioError(f"{k('pty_link')}: a serial pty needs transport hdlc")
     if mode_e and not pty_link:
-        raise ScenarioError(f"{where}mode_e: the mode E start is for a serial pty (pty_link)")
+        raise ScenarioError(f"{k('mode_e')}: the mode E start is for a serial pty (pty_link)")
     if not 0 <= server_address <= 0x3FFF:
-        raise ScenarioError(f"{where}server_address {server_address}: must be 0..16383")
+        raise ScenarioError(f"{k('server_address')} {server_address}: must be 0..16383")
     if not 0 <= physical_address <= 0x3FFF:
-        raise ScenarioError(f"{where}physical_address {physical_address}: must be 0..16383")
+        raise ScenarioError(f"{k('physical_address')} {physical_address}: must be 0..16383")
     if auth == "lls" and not password:
-        raise ScenarioError(f"{where}auth lls needs a password")
+        raise ScenarioError(f"{k('auth')} lls needs a password")
     if auth == "hls" and not keys:
-        raise ScenarioError(f"{where}auth hls needs a keys file")
+        raise ScenarioError(f"{k('auth')} hls needs a keys file")
     return DlmsSimOptions(
         transport=transport,
         pty_link=Path(base, pty_link) if pty_link else None,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -220,3 +222,21 @@ def test_sim_run_serves_dlms_meters_of_a_scenario(tmp_path: Path) -> None:
         sim.kill(signal.SIGTERM)
     assert sorted(line.split()[-1] for line in lines) == ["meters=d-1", "meters=d-2"]
     assert sim.popen.returncode == 0, sim.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pty-link", "/tmp/never"], "--pty-link: a serial pty needs transport hdlc"),
+        (["--mode-e"], "--mode-e: the mode E start is for a serial pty (pty_link)"),
+        (["--auth", "lls"], "--auth lls needs a password"),
+        (["--physical-address", "20000", "--transport", "hdlc"], "--physical-address 20000"),
+    ],
+)
+def test_sim_dlms_flag_errors_name_the_flag_as_typed(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "meterlink", "sim", "dlms", "--port", "0", *args],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"sim: error: {message}" in result.stderr

@@ -14,7 +14,8 @@ FILE.json is one URDB rate (as the API's ``detail=full`` returns it), or an API 
 * ``flatdemandstructure`` + ``flatdemandmonths`` -> a ``demand`` charge priced by month;
 * ``demandratestructure`` + ``demandweekdayschedule``/``demandweekendschedule`` (+
   ``demandwindow``, ``demandratchetpercentage``) -> a TOU ``demand`` charge;
-* ``mincharge`` + ``minchargeunits`` -> a ``minimum`` charge;
+* ``mincharge`` + ``minchargeunits`` -> a ``minimum`` charge (older rates'
+  ``fixedmonthlycharge`` / ``minmonthlycharge`` are read as $/month fixed / minimum);
 * ``startdate``/``enddate`` -> the version's effective dates (UTC dates of the timestamps).
 
 What cannot be carried is listed (one line each, on stderr from the CLI): sell rates, tier
@@ -53,7 +54,7 @@ METADATA = {
 }  # fmt: skip
 CARRIED = {
     "fixedchargefirstmeter", "energyratestructure", "flatdemandstructure",
-    "demandratestructure", "mincharge",
+    "demandratestructure", "mincharge", "fixedmonthlycharge", "minmonthlycharge",
 }  # fmt: skip
 MONEY_UNITS = {"$/month", "$/day", "$/year"}
 
@@ -230,6 +231,11 @@ def convert_urdb(rate: dict[str, Any], tariff_id: str | None = None) -> UrdbImpo
     if rate.get("enddate"):
         version["effective_to"] = _day(rate["enddate"], "")
     charges: list[dict[str, Any]] = []
+    # older URDB versions: fixedmonthlycharge / minmonthlycharge ($/month)
+    for old, new, units in (("fixedmonthlycharge", "fixedchargefirstmeter", "fixedchargeunits"),
+                            ("minmonthlycharge", "mincharge", "minchargeunits")):  # fmt: skip
+        if rate.get(old) and not rate.get(new):
+            rate = {**rate, new: rate[old], units: "$/month"}
     if rate.get("fixedchargefirstmeter"):
         amount, per = _money_per(rate, "fixedchargefirstmeter", "fixedchargeunits", dropped)
         charges.append({"type": "standing", "label": "Fixed charge", "price": amount, "per": per})

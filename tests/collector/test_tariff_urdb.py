@@ -171,3 +171,22 @@ def test_import_urdb_command(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 1 and "none.json: cannot read URDB file" in bad.stderr
+
+
+def test_older_rates_fixed_and_minimum_monthly_charges() -> None:
+    rate_ = {
+        "label": "539f6a23ec4f024411ec8bf9",
+        "name": "Primary Service",
+        "fixedmonthlycharge": 275,
+        "minmonthlycharge": D("50.5"),
+        "energyratestructure": [[{"rate": D("0.0811")}]],
+        "energyweekdayschedule": [[0] * 24] * 12,
+        "energyweekendschedule": [[0] * 24] * 12,
+    }
+    result = convert_urdb(rate_)
+    assert result.dropped == []
+    assert result.charges == [
+        {"type": "standing", "label": "Fixed charge", "price": D(275), "per": "month"},
+        {"type": "energy", "label": "Energy", "price": D("0.0811")},
+        {"type": "minimum", "label": "Minimum charge top-up", "amount": D("50.5"), "per": "month"},
+    ]

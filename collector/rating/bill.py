@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from protocols.clock import format_utc_ms
 from protocols.units import UnitError, convert
@@ -237,13 +238,17 @@ def line_key(line: ChargeLine) -> str:
 
 def _usage(rows: Sequence[Any], unit: str) -> list[UsageInterval]:
     out = []
+    moments: dict[int, datetime] = {}  # an interval's end is the next one's start
     for row in rows:
-        value = Decimal(0) if row.value is None else convert(Decimal(row.value), row.unit, unit)
-        out.append(
-            UsageInterval(
-                _utc(row.start_ms), _utc(row.end_ms), value, unit, row.quality, row.method
-            )
-        )
+        if row.value is None:
+            value = Decimal(0)
+        elif row.unit == unit:
+            value = Decimal(row.value)
+        else:
+            value = convert(Decimal(row.value), row.unit, unit)
+        start = moments.pop(row.start_ms, None) or _utc(row.start_ms)
+        end = moments[row.end_ms] = _utc(row.end_ms)
+        out.append(UsageInterval(start, end, value, unit, row.quality, row.method))
     return out
 
 
@@ -299,6 +304,25 @@ def _tou_name(history: TariffHistory, moment: datetime) -> str:
     return ""
 
 
+_TOU_DAYS: dict[tuple[str, str, date, str], tuple[str, ...]] = {}
+
+
+def _tou_day(history: TariffHistory, day: date, zone: ZoneInfo) -> tuple[str, ...]:
+    """The TOU period of each local hour of ``day`` (cached per tariff file, day and zone:
+    a bill run draws the same days for every account on the same tariff)."""
+    key = (history.id, str(history.path), day, zone.key)
+    found = _TOU_DAYS.get(key)
+    if found is None:
+        if len(_TOU_DAYS) > 50_000:
+            _TOU_DAYS.clear()
+        found = tuple(
+            _tou_name(history, datetime(day.year, day.month, day.day, hour, tzinfo=zone))
+            for hour in range(24)
+        )
+        _TOU_DAYS[key] = found
+    return found
+
+
 def _grids(
     usage: Sequence[UsageInterval],
     point: ServicePoint,
@@ -314,13 +338,16 @@ def _grids(
     tou: dict[str, tuple[str, ...]] = {}
     while day <= last:
         sums[day.isoformat()] = [None] * 24
-        names = []
-        for hour in range(24):
-            moment = datetime(day.year, day.month, day.day, hour, tzinfo=zone)
-            ms = _ms(moment)
-            history = next((h for h, lo, hi in tariffs if lo <= ms < hi), None)
-            names.append(_tou_name(history, moment) if history is not None else "")
-        tou[day.isoformat()] = tuple(names)
+        if len(tariffs) == 1:  # the usual case: one tariff all period, a cached day
+            tou[day.isoformat()] = _tou_day(tariffs[0][0], day, zone)
+        else:
+            names = []
+            for hour in range(24):
+                moment = datetime(day.year, day.month, day.day, hour, tzinfo=zone)
+                ms = _ms(moment)
+                history = next((h for h, lo, hi in tariffs if lo <= ms < hi), None)
+                names.append(_tou_name(history, moment) if history is not None else "")
+            tou[day.isoformat()] = tuple(names)
         day += timedelta(days=1)
     hour = timedelta(hours=1)
     for u in usage:

@@ -6,12 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench system-deps venv clean
+.PHONY: demo test lint bench system-deps browser-deps venv clean
 
 demo: $(STAMP) system-deps
 	$(BIN)/meterlink demo $(DEMO_ARGS)
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -38,6 +38,16 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto >/dev/null; \
 	else \
 	  echo "meterlink needs the mosquitto broker. Install it with:  sudo apt-get install mosquitto" >&2; exit 1; \
+	fi
+
+# the dashboard's browser tests drive Debian's headless chromium through chromedriver (selenium)
+browser-deps:
+	@if command -v chromedriver >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; }; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium and chromium-driver (apt-get), for the dashboard's browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	else \
+	  echo "the dashboard's browser tests need chromium. Install it with:  sudo apt-get install chromium chromium-driver" >&2; exit 1; \
 	fi
 
 clean:

@@ -18,6 +18,17 @@ __all__ = ["render_html"]
 #: fill colours for TOU periods, in order of first appearance; "" (no TOU) is grey-blue
 _PALETTE = ("#d9534f", "#f0ad4e", "#5cb85c", "#5bc0de", "#9b59b6", "#8d6e63", "#3f51b5")
 _NO_TOU = "#4a7bb7"
+#: the usual period names keep their colour on every bill: peak red, shoulder amber, off-peak
+#: green, super off-peak blue
+_KNOWN = {
+    "peak": "#d9534f",
+    "onpeak": "#d9534f",
+    "shoulder": "#f0ad4e",
+    "midpeak": "#f0ad4e",
+    "offpeak": "#5cb85c",
+    "superoffpeak": "#5bc0de",
+    "night": "#5bc0de",
+}
 
 _CSS = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
@@ -51,7 +62,10 @@ def _heatmap(section: dict[str, Any]) -> str:
         for name in section["tou_by_hour"].get(d, []):
             if name and name not in periods:
                 periods.append(name)
-    colour = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(periods)}
+    colour = {name: _KNOWN.get(name.lower().replace("-", "").replace("_", "")) for name in periods}
+    spare = [c for c in _PALETTE if c not in colour.values()]
+    for i, name in enumerate(n for n in periods if colour[n] is None):
+        colour[name] = spare[i % len(spare)] if spare else _PALETTE[i % len(_PALETTE)]
     cell, left, top = 16, 80, 18
     width, height = left + 24 * cell + 4, top + len(days) * cell + 4
     unit = escape(section["unit"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import RatingError
+from ..errors import CollectorError, RatingError
 from .accounts import Account, load_accounts
 from .bill import build_bill
 from .document import bill_document, stored_lines
@@ -103,7 +103,7 @@ async def bill_run(
         account = billing.accounts[account_id]
         try:
             doc, state = await bill_account(store, billing, account, period, now_ms, issue)
-        except RatingError as exc:
+        except CollectorError as exc:  # bad data or config of this account: go on
             result.failures.append((account_id, str(exc)))
             if progress:
                 progress(i, len(ids), account_id, f"FAILED: {exc}")

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from protocols import iec62056_21
@@ -80,11 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the config and profiles, show the polling plan")
     check.add_argument("config", type=Path)
     check.add_argument("--clock")
-    check.add_argument(
+    reading = check.add_mutually_exclusive_group()
+    reading.add_argument(
         "--read",
         action="store_true",
-        help="also read every meter once (buses in parallel, the meters of a bus one after "
-        "the other) and print a table: meter, bus, result, values, time, hint",
+        help="read every meter once (the default): buses in parallel, the meters of a bus "
+        "one after the other; a table: meter, bus, result, values, time, hint",
+    )
+    reading.add_argument(
+        "--no-read",
+        action="store_true",
+        help="only validate the config and show the polling plan; touch no meter",
     )
 
     keys = sub.add_parser("keys", help="the gateway's signing key")
@@ -247,7 +253,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 f"{d.describe_plan()}"
             )
     failed = 0
-    if args.read:
+    if not args.no_read:
         failed = asyncio.run(_try_reads(list(groups.values()), _connections))
     if issues:
         print(f"{len(issues)} error(s)", file=sys.stderr)
@@ -343,6 +349,10 @@ async def _try_bus(drivers: list[object]) -> list[_Tried]:
         meter_id = str(getattr(driver, "meter_id", "?"))
         if hasattr(driver, "retries"):
             driver.retries = 0  # type: ignore[attr-defined]
+        if isinstance(driver, DlmsMeter):
+            # a check reads, it never writes: no clock set; and no load-profile backfill
+            driver.clock.settings = replace(driver.clock.settings, clock_set_ns=None)
+            driver.profile = None
         started = time.monotonic()
         bus = _bus_name(driver)
         try:
@@ -361,7 +371,7 @@ async def _try_bus(drivers: list[object]) -> list[_Tried]:
             drift = "?" if clock.drift_ms is None else f"{clock.drift_ms / 1000:+.3f}s"
             text += f"; clock drift {drift}"
             if clock.suspect:
-                text += f" (beyond clock_limit {drift})"
+                text += f" (beyond clock_limit {_duration(driver.settings.clock_limit_ns)})"
         tried = _Tried(meter_id, bus, True, len(values), took, text, driver=driver)
         tried.partial = list(getattr(outcome, "errors", []))
         odd = [
@@ -506,6 +516,22 @@ def _table(rows: list[_Tried]) -> str:
 
 
 def _read_hint(text: str, meter: DlmsMeter | None) -> str:
+    if "secrets file" in text:
+        return (
+            "fix the secrets file named above: mode 0600, and a [meters.ID] table with this "
+            "meter's password (lls) or authentication_key and encryption_key (hls-gmac)"
+        )
+    if "HLS authentication failed" in text:
+        return (
+            "the meter and the gateway do not share keys: check authentication_key and "
+            "encryption_key in the secrets file, client_address (management is 1) and "
+            "system_title"
+        )
+    if "no UA to SNRM" in text or "mode E sign-on" in text:
+        return (
+            "no HDLC answer: check physical_address (often 17, or derived from the serial "
+            "number), server_address, the baud rate and mode_e, and the line or optical head"
+        )
     if "association refused" in text:
         if "authentication" in text or (meter is not None and meter.settings.client_address != 16):
             return (

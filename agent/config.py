@@ -435,6 +435,8 @@ def _dlms_settings(sec: _Section, config_dir: Path) -> DlmsSettings | None:
 
     transport = choice("transport", DLMS_TRANSPORTS)
     serial = take("serial", str, "")
+    if serial and not serial.startswith("/"):
+        serial = str(config_dir / serial)  # like every serial driver: relative to the config
     if serial and transport != "hdlc":
         sec.fail("serial", 'a serial port needs transport = "hdlc"')
         ok = False

@@ -153,7 +153,7 @@ def test_check_command_lists_every_error_and_exits_non_zero(tmp_path, capsys) ->
 def test_check_command_prints_the_polling_plan(tmp_path, capsys) -> None:
     from agent.cli import main
 
-    assert main(["check", str(write(tmp_path, GOOD))]) == 0
+    assert main(["check", str(write(tmp_path, GOOD)), "--no-read"]) == 0
     out = capsys.readouterr().out
     assert "connection 127.0.0.1:5020: 2 meter(s)" in out
     assert "m1: unit 1 profile eastron_sdm630" in out and "read input 0x0000+" in out

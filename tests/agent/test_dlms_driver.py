@@ -271,3 +271,14 @@ def test_end_to_end_dlms_readings_stored_with_the_meter_clock(tmp_path: Path) ->
         f"DLMS e2e: {len(captures)} captures, {len(rows)} readings stored with clock source "
         f"METER; meter stamp - offset - slot (virtual s): {lags}"
     )
+
+
+def test_a_relative_dlms_serial_device_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[gateway]\nid = "gw"\n\n[[meters]]\nid = "d1"\ndriver = "dlms"\ntransport = "hdlc"\n'
+        'serial = "dev/ttyOPT"\n'
+    )
+    (meter,) = load_config(path).meters
+    assert meter.dlms is not None and meter.dlms.serial == str(tmp_path / "dev" / "ttyOPT")
+    assert meter.connection == ("dlms", str(tmp_path / "dev" / "ttyOPT"), 0)

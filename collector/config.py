@@ -15,13 +15,15 @@ from protocols.clock import ClockSetting, ClockSettingError
 from protocols.errors import EncodeError
 from protocols.record import check_id
 
-from .tomlfile import load_toml
+from .tomlfile import Section, load_toml
 from .vee.settings import VeeSettings, parse_vee
 
 __all__ = [
     "BillingConfig",
     "CollectorConfig",
     "Config",
+    "FleetConfig",
+    "HttpConfig",
     "MqttConfig",
     "load_config",
     "parse_duration_ms",
@@ -59,18 +61,40 @@ class BillingConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """[http]: the collector's web server (API, dashboard, /metrics); off when absent."""
+
+    users: Path  # the accounts and tokens file (mode 0600), see collector/web/auth.py
+    host: str = "127.0.0.1"
+    port: int = 8080
+    session_hours: int = 12  # lifetime of a dashboard login cookie
+    metrics_auth: bool = False  # /metrics needs a login too (default: open, aggregates only)
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """[fleet]: when a gateway counts as offline and a meter as stale."""
+
+    offline_after_ms: int = 600_000  # no message and no status for this long: offline
+    stale_after_ms: int = 7_200_000  # no good reading for this long: a stale meter
+    flush_interval_ms: int = 5_000  # fleet state written to the store this often
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     collector: CollectorConfig
     mqtt: MqttConfig
     billing: BillingConfig | None
     vee: VeeSettings = field(default_factory=VeeSettings)  # [vee]: off when absent
+    http: HttpConfig | None = None  # [http]: no web server when absent
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
 
 def load_config(path: Path | str) -> Config:
     path = Path(path).resolve()
     root = load_toml(path, "collector config")
-    root.check_keys({"collector", "mqtt", "billing", "vee"})
+    root.check_keys({"collector", "mqtt", "billing", "vee", "http", "fleet"})
 
     sec = root.table_of("collector")
     sec.check_keys({"database", "id", "batch_coalesce", "stats_interval", "clock", "max_future"})
@@ -113,7 +137,37 @@ def load_config(path: Path | str) -> Config:
         sec = root.table_of("billing")
         sec.check_keys({"accounts", "tariffs"})
         billing = BillingConfig(sec.path_of("accounts"), sec.path_of("tariffs"))
-    return Config(path, collector, mqtt, billing, parse_vee(root, parse_duration_ms))
+    config = Config(path, collector, mqtt, billing, parse_vee(root, parse_duration_ms))
+    return replace(config, http=_parse_http(root), fleet=_parse_fleet(root))
+
+
+def _parse_http(root: Section) -> HttpConfig | None:
+    if "http" not in root.data:
+        return None
+    sec = root.table_of("http")
+    sec.check_keys({"host", "port", "users", "session_hours", "metrics_auth"})
+    metrics_auth = sec.data.get("metrics_auth", False)
+    if not isinstance(metrics_auth, bool):
+        raise sec.error("metrics_auth", f"must be true or false, got {metrics_auth!r}")
+    return HttpConfig(
+        users=sec.path_of("users"),
+        host=sec.str("host", "127.0.0.1"),
+        port=sec.int("port", 8080, 0, 65535),
+        session_hours=sec.int("session_hours", 12, 1, 24 * 90),
+        metrics_auth=metrics_auth,
+    )
+
+
+def _parse_fleet(root: Section) -> FleetConfig:
+    sec = root.table_of("fleet", required=False)
+    sec.check_keys({"offline_after", "stale_after", "flush_interval"})
+    values = {}
+    for key, default in (("offline_after", "10m"), ("stale_after", "2h"), ("flush_interval", "5s")):
+        try:
+            values[key] = parse_duration_ms(sec.str(key, default))
+        except ValueError as exc:
+            raise sec.error(key, str(exc)) from None
+    return FleetConfig(values["offline_after"], values["stale_after"], values["flush_interval"])
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")

@@ -317,6 +317,23 @@ async def run_service(config: Config) -> int:
         if not config.collector.clock.is_system:
             log.info("clock: %s", config.collector.clock)
         service = CollectorService(config, ingestor)
-        return await service.run()
+        web_runner = await _start_web(config, store, fleet=None)
+        try:
+            return await service.run()
+        finally:
+            if web_runner is not None:
+                await web_runner.cleanup()
     finally:
         await store.close()
+
+
+async def _start_web(config: Config, store, fleet):  # -> aiohttp.web.AppRunner | None
+    """``[http]``: the API, dashboard and /metrics in this same loop (collector/web)."""
+    if config.http is None:
+        return None
+    from .web.app import make_app, start_http
+    from .web.auth import load_auth
+
+    auth = load_auth(config.http.users, config.http.session_hours)
+    app = make_app(store, config, fleet=fleet, auth=auth)
+    return await start_http(app, config.http.host, config.http.port)

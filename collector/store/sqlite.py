@@ -19,6 +19,8 @@ from pathlib import Path
 
 import aiosqlite
 
+from collector.fleet import sqlite as fleet_sqlite
+
 from . import bills_sqlite, vee_sqlite
 from .base import (
     CounterDelta,
@@ -32,7 +34,7 @@ from .base import (
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "open_store"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = [
     """CREATE TABLE meta (
@@ -134,6 +136,8 @@ _MIGRATIONS: dict[int, list[str]] = {
     3: vee_sqlite.MIGRATION,
     # bills: issued bills and their lines, never updated or deleted (triggers)
     4: bills_sqlite.MIGRATION,
+    # fleet state per gateway and meter (collector/fleet), kept across restarts
+    5: fleet_sqlite.MIGRATION,
 }
 
 _CHUNK = 500  # host parameters per IN (...) list; far below SQLite's limit
@@ -290,6 +294,11 @@ class SqliteStore:
     def bills(self) -> bills_sqlite.SqliteBills:
         """Issued bills: reads, and ``issue`` (numbering and storing in one transaction)."""
         return bills_sqlite.SqliteBills(self._db, self._write)
+
+    @property
+    def fleet(self) -> fleet_sqlite.SqliteFleet:
+        """Fleet state (collector/fleet) and the HTTP API's paginated reads."""
+        return fleet_sqlite.SqliteFleet(self._db, self._write)
 
     async def _rows(self, sql: str, params: tuple = ()) -> list:
         async with self._db.execute(sql, params) as cur:

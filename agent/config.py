@@ -121,6 +121,10 @@ class MqttConfig:
     ack_timeout_ns: int = 30 * 10**9
     session_expiry_s: int = 7 * 86400
     status_interval_ns: int = 60 * 10**9
+    # TLS to the broker (config/mosquitto/): the CA, and this gateway's client certificate
+    cafile: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
 
     @property
     def ack_timeout(self) -> float:
@@ -604,6 +608,22 @@ def _check_serial_buses(
         addresses.setdefault((device, what), f"meter {meter.id!r} ({sec.prefix})")
 
 
+def _tls_files(mq: _Section, config_dir: Path) -> dict[str, Path | None]:
+    """[mqtt] cafile, certfile, keyfile (relative to the config file): TLS with a client
+    certificate; certfile and keyfile need cafile, and each other."""
+    files: dict[str, Path | None] = {}
+    for name in ("cafile", "certfile", "keyfile"):
+        text = mq.get(name, str, "")
+        files[name] = (config_dir / text).resolve() if text else None
+        if text and not files[name].is_file():  # type: ignore[union-attr]
+            mq.fail(name, f"file not found: {files[name]}")
+    if (files["certfile"] is None) != (files["keyfile"] is None):
+        mq.fail("certfile", "certfile and keyfile go together")
+    if files["certfile"] is not None and files["cafile"] is None:
+        mq.fail("cafile", "a client certificate needs cafile (TLS)")
+    return files
+
+
 def load_config(path: str | Path, clock_override: str | None = None) -> AgentConfig:
     """Load and check a config file; raises ConfigError listing every problem found."""
     path = Path(path)
@@ -655,6 +675,7 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
         ack_timeout_ns=mq.duration("ack_timeout", "30s") or 30 * 10**9,
         session_expiry_s=(mq.duration("session_expiry", "7d") or 7 * 86400 * 10**9) // 10**9,
         status_interval_ns=mq.duration("status_interval", "60s") or 60 * 10**9,
+        **_tls_files(mq, config_dir),
     )
     mq.finish()
 

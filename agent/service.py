@@ -328,6 +328,9 @@ class AgentService:
             flush=True,
         )
         self.uplink.meter_status = self.meter_clocks
+        from .commands import CommandAgent  # remote commands (imports this module)
+
+        self.uplink.on_command = CommandAgent(self, key).on_message
         helpers = [
             asyncio.create_task(self._progress_log()),
             asyncio.create_task(self._clock_file()),

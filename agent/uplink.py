@@ -32,6 +32,7 @@ from paho.mqtt.properties import Properties
 
 from protocols.batch import Ack, encode_batch
 from protocols.clock import ClockSetting
+from protocols.commands import command_subscription
 from protocols.errors import DecodeError
 from protocols.status import GatewayStatus, LossEvent, MeterClockStatus
 from protocols.topics import ack_topic, events_topic, readings_topic, status_topic
@@ -106,6 +107,8 @@ class Uplink:
         self._status_mids: dict[int, asyncio.Future[int]] = {}
         # per-meter figures for the status message (the service sets it: DLMS clocks)
         self.meter_status: Callable[[], tuple[MeterClockStatus, ...]] = tuple
+        # remote commands (agent/commands.py): called on the event loop with topic, payload
+        self.on_command: Callable[[str, bytes], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -118,6 +121,12 @@ class Uplink:
             qos=1,
             retain=True,
         )
+        if config.cafile is not None:  # TLS with a client certificate (config/mosquitto/)
+            self.client.tls_set(
+                ca_certs=str(config.cafile),
+                certfile=str(config.certfile) if config.certfile else None,
+                keyfile=str(config.keyfile) if config.keyfile else None,
+            )
         self.client.reconnect_delay_set(min_delay=1, max_delay=15)
         self.client.on_connect = self._cb_connect
         self.client.on_disconnect = self._cb_disconnect
@@ -189,6 +198,7 @@ class Uplink:
             self._post(log.warning, "broker refused the connection: %s", reason_code)
             return
         client.subscribe(ack_topic(self.gateway_id), qos=1)
+        client.subscribe(command_subscription(self.gateway_id), qos=1)
         self._post(self._on_connected, bool(flags.session_present))
 
     def _cb_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
@@ -198,6 +208,10 @@ class Uplink:
         self._post(self._on_publish, mid, int(reason_code.value), str(reason_code))
 
     def _cb_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        if "/cmd/" in message.topic:
+            if self.on_command is not None:
+                self._post(self.on_command, message.topic, bytes(message.payload))
+            return
         self._post(self._on_ack_payload, message.topic, bytes(message.payload))
 
     # -- event-loop side ----------------------------------------------------------------

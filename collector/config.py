@@ -15,6 +15,7 @@ from protocols.clock import ClockSetting, ClockSettingError
 from protocols.errors import EncodeError
 from protocols.record import check_id
 
+from .commands.settings import CommandSettings, parse_commands
 from .tomlfile import Section, load_toml
 from .vee.settings import VeeSettings, parse_vee
 
@@ -52,6 +53,10 @@ class MqttConfig:
     group: str = "collectors"
     keepalive: int = 30
     session_expiry: int = 86_400  # seconds the broker keeps our session (and its queue)
+    # TLS with a client certificate (config/mosquitto/): the CA, our certificate and key
+    cafile: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -89,12 +94,13 @@ class Config:
     vee: VeeSettings = field(default_factory=VeeSettings)  # [vee]: off when absent
     http: HttpConfig | None = None  # [http]: no web server when absent
     fleet: FleetConfig = field(default_factory=FleetConfig)
+    commands: CommandSettings = field(default_factory=CommandSettings)  # [commands]
 
 
 def load_config(path: Path | str) -> Config:
     path = Path(path).resolve()
     root = load_toml(path, "collector config")
-    root.check_keys({"collector", "mqtt", "billing", "vee", "http", "fleet"})
+    root.check_keys({"collector", "mqtt", "billing", "vee", "http", "fleet", "commands"})
 
     sec = root.table_of("collector")
     sec.check_keys({"database", "id", "batch_coalesce", "stats_interval", "clock", "max_future"})
@@ -120,7 +126,9 @@ def load_config(path: Path | str) -> Config:
     collector = replace(collector, clock=clock, max_future_ms=max_future_ms)
 
     sec = root.table_of("mqtt", required=False)
-    sec.check_keys({"host", "port", "group", "keepalive", "session_expiry"})
+    sec.check_keys(
+        {"host", "port", "group", "keepalive", "session_expiry", "cafile", "certfile", "keyfile"}
+    )
     group = sec.str("group", "collectors")
     if any(c in group for c in "/+#$"):
         raise sec.error("group", f"shared-subscription group {group!r} may not hold / + # $")
@@ -130,6 +138,7 @@ def load_config(path: Path | str) -> Config:
         group=group,
         keepalive=sec.int("keepalive", 30, 5, 3600),
         session_expiry=sec.int("session_expiry", 86_400, 0, 2**32 - 1),
+        **{k: sec.path_of(k) if k in sec.data else None for k in ("cafile", "certfile", "keyfile")},
     )
 
     billing = None
@@ -138,6 +147,7 @@ def load_config(path: Path | str) -> Config:
         sec.check_keys({"accounts", "tariffs"})
         billing = BillingConfig(sec.path_of("accounts"), sec.path_of("tariffs"))
     config = Config(path, collector, mqtt, billing, parse_vee(root, parse_duration_ms))
+    config = replace(config, commands=parse_commands(root, parse_duration_ms))
     return replace(config, http=_parse_http(root), fleet=_parse_fleet(root))
 
 

@@ -21,6 +21,7 @@ import aiosqlite
 
 from collector.fleet import sqlite as fleet_sqlite
 
+from ..commands import store as commands_store
 from . import bills_sqlite, vee_sqlite
 from .base import (
     CounterDelta,
@@ -34,7 +35,7 @@ from .base import (
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "open_store"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = [
     """CREATE TABLE meta (
@@ -138,6 +139,8 @@ _MIGRATIONS: dict[int, list[str]] = {
     4: bills_sqlite.MIGRATION,
     # fleet state per gateway and meter (collector/fleet), kept across restarts
     5: fleet_sqlite.MIGRATION,
+    # remote commands and their replies, gateway keys retiring after a rotation
+    6: commands_store.MIGRATION,
 }
 
 _CHUNK = 500  # host parameters per IN (...) list; far below SQLite's limit
@@ -294,6 +297,11 @@ class SqliteStore:
     def bills(self) -> bills_sqlite.SqliteBills:
         """Issued bills: reads, and ``issue`` (numbering and storing in one transaction)."""
         return bills_sqlite.SqliteBills(self._db, self._write)
+
+    @property
+    def commands(self) -> commands_store.SqliteCommands:
+        """Remote commands, their replies, and rotated keys' retirements (collector/commands)."""
+        return commands_store.SqliteCommands(self._db, self._write)
 
     @property
     def fleet(self) -> fleet_sqlite.SqliteFleet:

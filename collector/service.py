@@ -31,7 +31,11 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from protocols.topics import PREFIX, ack_topic, shared_subscription
 
+from .commands.hook import attach as attach_commands
 from .config import Config
+from .fleet.metrics import FleetMetrics
+from .fleet.state import Fleet
+from .fleet.tracking import FleetKeeper, TrackedIngestor
 from .ingest import Incoming, Ingestor, IngestTotals, Outcome
 from .store import open_store
 from .vee import VeeEngine
@@ -308,26 +312,46 @@ def clock_ms_of(config: Config) -> Callable[[], int]:
 async def run_service(config: Config) -> int:
     store = await open_store(config.collector.database)
     try:
-        ingestor = Ingestor(
-            store,
-            clock_ms=clock_ms_of(config),
-            max_future_ms=config.collector.max_future_ms,
-            vee=VeeEngine(config.vee) if config.vee.enabled else None,
-        )
+        clock = config.collector.clock
+
+        def virtual_ms(wall_ms: int) -> int:
+            return clock.virtual_ns(wall_ms * 1_000_000) // 1_000_000
+
+        def real_ms(collector_ms: int) -> int:
+            return clock.real_ns(collector_ms * 1_000_000) // 1_000_000
+
+        # fleet state (collector/fleet): fed by each committed ingest transaction
+        fleet = Fleet(config.fleet.offline_after_ms, config.fleet.stale_after_ms, real_ms)
+        metrics = FleetMetrics(fleet)
+        keeper = FleetKeeper(store, fleet, config.fleet.flush_interval_ms)
+        await keeper.load()
+
+        def make_ingestor(tracked_store) -> Ingestor:
+            return Ingestor(
+                tracked_store,
+                clock_ms=clock_ms_of(config),
+                max_future_ms=config.collector.max_future_ms,
+                vee=VeeEngine(config.vee) if config.vee.enabled else None,
+            )
+
+        ingestor = TrackedIngestor(make_ingestor, store, fleet, virtual_ms, metrics)
         if not config.collector.clock.is_system:
             log.info("clock: %s", config.collector.clock)
-        service = CollectorService(config, ingestor)
-        web_runner = await _start_web(config, store, fleet=None)
+        service = CollectorService(config, ingestor)  # type: ignore[arg-type]
+        attach_commands(service, store)  # command replies, key retirements, MQTT TLS
+        web_runner = await _start_web(config, store, fleet, metrics, keeper)
+        keeper.start()
         try:
             return await service.run()
         finally:
             if web_runner is not None:
                 await web_runner.cleanup()
+            await keeper.stop()
     finally:
         await store.close()
 
 
-async def _start_web(config: Config, store, fleet):  # -> aiohttp.web.AppRunner | None
+async def _start_web(config: Config, store, fleet, metrics, keeper):  # -> AppRunner | None
     """``[http]``: the API, dashboard and /metrics in this same loop (collector/web)."""
     if config.http is None:
         return None
@@ -335,5 +359,5 @@ async def _start_web(config: Config, store, fleet):  # -> aiohttp.web.AppRunner 
     from .web.auth import load_auth
 
     auth = load_auth(config.http.users, config.http.session_hours)
-    app = make_app(store, config, fleet=fleet, auth=auth)
+    app = make_app(store, config, fleet=fleet, auth=auth, metrics=metrics, keeper=keeper)
     return await start_http(app, config.http.host, config.http.port)

@@ -75,10 +75,7 @@ class SqliteFleet:
                 " VALUES (?, ?, ?, ?) ON CONFLICT (meter_id) DO UPDATE SET"
                 " gateway_id = excluded.gateway_id, doc = excluded.doc,"
                 " updated_ms = excluded.updated_ms",
-                [
-                    (m, gw, json.dumps(doc, separators=(",", ":")), now_ms)
-                    for m, gw, doc in meters
-                ],
+                [(m, gw, json.dumps(doc, separators=(",", ":")), now_ms) for m, gw, doc in meters],
             )
 
     async def seq_ranges(self, gateway_ids: Iterable[str]) -> dict[str, list[list[int]]]:

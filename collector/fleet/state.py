@@ -15,7 +15,8 @@ applied when read (``state_at``), so no timer has to run for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
@@ -156,6 +157,9 @@ class MeterState:
     last_received_ms: int | None = None
     last_captured_ms: int | None = None
     last_good_ms: int | None = None  # capture time of the newest good capture
+    # that capture time on the wall clock (equal to it unless the collector runs on the
+    # fleet's accelerated virtual clock): staleness is judged on it, like offline silence
+    last_good_at_ms: int | None = None
     last_good: dict[str, list[str]] = field(default_factory=dict)  # obis -> [value, unit]
     last_error: str = ""
     last_error_ms: int | None = None
@@ -172,7 +176,9 @@ class MeterState:
         return str(rate.quantize(Decimal("0.0001"), rounding=ROUND_DOWN))
 
     def stale_at(self, now_ms: int, stale_after_ms: int) -> bool:
-        return self.last_good_ms is None or now_ms - self.last_good_ms > stale_after_ms
+        """No good capture within ``stale_after_ms`` of ``now_ms`` (wall clock)."""
+        at = self.last_good_at_ms if self.last_good_at_ms is not None else self.last_good_ms
+        return at is None or now_ms - at > stale_after_ms
 
     def view(self, now_ms: int, stale_after_ms: int) -> dict[str, Any]:
         return {
@@ -216,9 +222,14 @@ class Fleet:
         self,
         offline_after_ms: int = 600_000,
         stale_after_ms: int = 7_200_000,
+        real_ms: Callable[[int], int] | None = None,
     ) -> None:
+        """``real_ms(collector_ms)``: the wall-clock instant of an instant of the collector's
+        clock (the identity unless it runs on the fleet's virtual clock). Every "now" given
+        to this state is the wall clock (``now_ms()``)."""
         self.offline_after_ms = offline_after_ms
         self.stale_after_ms = stale_after_ms
+        self.real_ms: Callable[[int], int] = real_ms or (lambda ms: ms)
         self.gateways: dict[str, GatewayState] = {}
         self.meters: dict[str, MeterState] = {}
         self.dirty_gateways: set[str] = set()
@@ -274,15 +285,21 @@ class Fleet:
             self._sorted_meters = sorted(self.meters)
         return self._sorted_meters
 
+    @staticmethod
+    def now_ms() -> int:
+        """The wall clock, in Unix ms: what ``state_at`` / ``stale_at`` / views take."""
+        return time.time_ns() // 1_000_000
+
     def summary(self, now_ms: int) -> dict[str, Any]:
-        """Counts for the fleet overview and the metrics."""
+        """Counts for the fleet overview and the metrics (``now_ms``: wall clock)."""
         states = {"online": 0, "offline": 0, "unknown": 0}
         backlog = gaps = 0
         for gw in self.gateways.values():
             states[gw.state_at(now_ms, self.offline_after_ms)] += 1
             backlog += gw.backlog
             gaps += gw.missing if gw.seen else 0
-        stale = sum(1 for m in self.meters.values() if m.stale_at(now_ms, self.stale_after_ms))
+        stale_after = self.stale_after_ms
+        stale = sum(1 for m in self.meters.values() if m.stale_at(now_ms, stale_after))
         failing = sum(1 for m in self.meters.values() if m.last_error and m.records > m.good)
         return {
             "gateways": len(self.gateways),

@@ -60,6 +60,8 @@ class WebContext:
     fleet: Any  # collector.fleet.Fleet (or None when a test runs without one)
     auth: Auth
     started_ms: int
+    metrics: Any = None  # collector.fleet.metrics.FleetMetrics (None: /metrics answers 404)
+    keeper: Any = None  # collector.fleet.tracking.FleetKeeper (writes the fleet state)
 
 
 CTX = web.AppKey("meterlink_ctx", WebContext)
@@ -132,8 +134,10 @@ async def _access(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.info("%s %s refused: %s is %s", request.method, request.path, principal.name,
                  principal.role)  # fmt: skip
         return json_error(403, f"role {role} required; {principal.name!r} is {principal.role}")
-    if principal.via == "session" and request.method not in ("GET", "HEAD") and _cross_site(
-        request
+    if (
+        principal.via == "session"
+        and request.method not in ("GET", "HEAD")
+        and _cross_site(request)
     ):
         return json_error(403, "cross-site request refused")
     request[PRINCIPAL] = principal
@@ -213,10 +217,19 @@ def _has_route(app: web.Application, method: str, path: str) -> bool:
     return False
 
 
-def make_app(store: Any, config: Config, *, fleet: Any, auth: Auth) -> web.Application:
+def make_app(
+    store: Any,
+    config: Config,
+    *,
+    fleet: Any,
+    auth: Auth,
+    metrics: Any = None,
+    keeper: Any = None,
+) -> web.Application:
     """The web application; ``start_http`` serves it on ``[http] host:port``."""
     app = web.Application(middlewares=[_access], client_max_size=1 << 20)
-    app[CTX] = WebContext(store, config, fleet, auth, time.time_ns() // 1_000_000)
+    started = time.time_ns() // 1_000_000
+    app[CTX] = WebContext(store, config, fleet, auth, started, metrics, keeper)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/api/whoami", api_whoami)

@@ -10,6 +10,9 @@
     export --config CONFIG (--gateway GW | --meter M | --account A --period YYYY-MM)
            [--from ISO --to ISO] --out FILE
     vee report|accept|reject|edit|swap|intervals ... --config CONFIG   (collector/vee/cli.py)
+    command GATEWAY ping|read-now|backfill|set-clock|push-config|rotate-key ... --config CONFIG
+    commands|gateways --config CONFIG; rotate GATEWAY --public-key FILE; keys init
+                                                            (collector/commands/cli.py)
 
 Exit codes: 0 done, 1 runtime failure (database), 2 bad input (arguments, config, key file,
 account or period).
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from protocols.clock import ClockSettingError, format_utc_ms, parse_utc
 
+from .commands.cli import LIFECYCLE
 from .config import Config, load_config, with_clock
 from .errors import CollectorError, ConfigError, RatingError
 from .registry import enrol_gateway, revoke_key
@@ -103,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     from .vee.cli import add_parser as add_vee_parser
 
     add_vee_parser(sub)
+    from .commands.cli import add_parsers as add_command_parsers
+
+    add_command_parsers(sub)  # command, commands, gateways, rotate, keys
     return parser
 
 
@@ -136,6 +143,7 @@ def main(argv: list[str]) -> int:
             "quarantine": _quarantine,
             "export": _export,
             "vee": _vee,
+            **dict.fromkeys(LIFECYCLE, _lifecycle),
         }[args.command]
         return asyncio.run(command(config, args))
     except CollectorError as exc:
@@ -259,6 +267,12 @@ async def _quarantine(config: Config, args: argparse.Namespace) -> int:
     if not entries:
         print("quarantine is empty")
     return 0
+
+
+async def _lifecycle(config: Config, args: argparse.Namespace) -> int:
+    from .commands.cli import run
+
+    return await run(config, args)
 
 
 async def _vee(config: Config, args: argparse.Namespace) -> int:

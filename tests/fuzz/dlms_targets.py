@@ -15,7 +15,16 @@ from decimal import Decimal
 
 from protocols.dlms import DlmsDecodeError, DlmsEncodeError
 from protocols.dlms import apdu as A
-from protocols.dlms.axdr import Data, Tag, decode_data, encode_data
+from protocols.dlms.axdr import (
+    _FIXED_BYTES,
+    _INTEGERS,
+    Data,
+    Tag,
+    decode_data,
+    decode_length,
+    encode_data,
+    encode_length,
+)
 from protocols.dlms.cosem import CosemDateTime, ScalerUnit, exact_value
 from protocols.dlms.hdlc import (
     LLC_REQUEST,
@@ -113,7 +122,7 @@ def run_axdr(data: bytes) -> object:
         raw = encode_data(value)
         # a bit-string keeps whole bytes: 123 bits come back as 128, whose length may take
         # one byte more (the value is the same bytes; meterlink reads status bits only)
-        if len(raw) > end - offset and _plain(value):
+        if len(raw) > end - offset and not _has_bits(value):
             raise PromiseBroken(f"A-XDR re-encodes longer: {data[offset:end].hex()}")
         again, stop = decode_data(raw)
         if again != value or stop != len(raw):
@@ -125,22 +134,51 @@ def run_axdr(data: bytes) -> object:
     return values
 
 
-def _canonical(raw: bytes) -> bool:
-    """Bytes without any of the wire's alternative spellings (long-form lengths, booleans
-    other than 00/FF, bit-strings of a partial byte): those must re-encode identically."""
-    try:
-        value, _ = decode_data(raw)
-    except DlmsDecodeError:  # pragma: no cover - decoded just before
-        return False
-    return _plain(value) and b"\x80" not in raw and b"\x81" not in raw and b"\x82" not in raw
-
-
-def _plain(value: Data) -> bool:
-    if value.tag in (Tag.BOOLEAN, Tag.BIT_STRING):
-        return False
+def _has_bits(value: Data) -> bool:
     if value.tag in (Tag.ARRAY, Tag.STRUCTURE):
-        return all(_plain(v) for v in value.items)
-    return True
+        return any(_has_bits(v) for v in value.items)
+    return value.tag is Tag.BIT_STRING
+
+
+def _canonical(raw: bytes) -> bool:
+    """Bytes without any of the wire's alternative spellings (long-form lengths where one
+    byte would do, booleans other than 00/FF, bit-strings): those must re-encode
+    identically."""
+    try:
+        return _walk(raw, 0) == len(raw)
+    except _Alternative:
+        return False
+
+
+class _Alternative(Exception):
+    pass
+
+
+def _length(raw: bytes, offset: int) -> tuple[int, int]:
+    length, end = decode_length(raw, offset)
+    if end - offset != len(encode_length(length)):
+        raise _Alternative
+    return length, end
+
+
+def _walk(raw: bytes, offset: int) -> int:
+    tag = Tag(raw[offset])
+    offset += 1
+    if tag is Tag.NULL:
+        return offset
+    if tag in (Tag.BOOLEAN, Tag.BIT_STRING):
+        raise _Alternative
+    if tag in (Tag.ARRAY, Tag.STRUCTURE):
+        count, offset = _length(raw, offset)
+        for _ in range(count):
+            offset = _walk(raw, offset)
+        return offset
+    if tag in _INTEGERS:
+        return offset + _INTEGERS[tag][0]
+    if tag in _FIXED_BYTES:
+        return offset + _FIXED_BYTES[tag]
+    length, offset = _length(raw, offset)
+    return offset + length
 
 
 # -- COSEM date-time, scaler_unit -----------------------------------------------------------

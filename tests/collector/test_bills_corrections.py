@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from collector.errors import RatingError
+from collector.rating.html import render_html
+from collector.rating.render import render_text
 
 from ._bills import EXPORT, HOUR, IMPORT, Site, hourly
 from ._fixtures import T0, T_END
@@ -120,6 +122,10 @@ def test_late_data_after_the_issue_is_corrected_on_the_next_bill(site: Site) -> 
     assert "standing|" not in corrections  # unchanged lines are not repeated
     lines = sum(Decimal(s["subtotal"]) for s in dec["sections"])
     assert Decimal(dec["total"]) == lines + Decimal("2.04")  # 1.65 + 0.10 - 0.08 + 0.37
+    page = render_html(dec)
+    assert "Corrections of earlier bills" in page and "B0000001" in page
+    text = render_text(dec)
+    assert "== Corrections of earlier bills" in text and "Bill number B0000002" in text
     # the November bill is as issued; a later bill does not correct the same difference twice
     assert site.bill("acc-1", "2026-11", LATE_AT)[0] == nov
     jan, _ = site.bill("acc-1", "2027-01", LATE_AT + 30 * DAY)

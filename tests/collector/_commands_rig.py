@@ -77,7 +77,8 @@ class Rig:
     def start(self) -> Rig:
         sim = meterlink(
             "sim", "dlms", "--port", "0", "--meter-id", METER, "--clock-offset", str(OFFSET_S),
-            "--auth", "lls", "--password", PASSWORD, name="sim", cwd=self.root, log_path=self.root / "sim.log",
+            "--auth", "lls", "--password", PASSWORD,
+            name="sim", cwd=self.root, log_path=self.root / "sim.log",
         )  # fmt: skip
         self.procs.append(sim)
         line = sim.wait_line(lambda t: t.startswith("READY dlms"))

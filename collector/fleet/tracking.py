@@ -112,28 +112,29 @@ class TrackedIngestor:
                     gw.clock_offset_ms = status.at_ms - self.virtual_ms(status.received_ms)
             bad: set[tuple[str, int]] = set()
             captures: dict[tuple[str, int], dict[str, list[str]]] = {}
-            for r in rows.readings:
-                key = (r.meter_id, r.captured_ms)
-                if r.flags & BAD_READ:
+            # ingest's hot path writes plain tuples in ReadingRow / RecordRow field order
+            for meter_id, obis, captured_ms, value, unit, flags, *_rest in rows.readings:
+                key = (meter_id, captured_ms)
+                if flags & BAD_READ:
                     bad.add(key)
-                captures.setdefault(key, {})[r.obis] = [r.value, r.unit]
-            for rec in rows.records:
-                gw = fleet.gateway(rec.gateway_id)
+                captures.setdefault(key, {})[obis] = [value, unit]
+            for gateway_id, _seq, meter_id, captured_ms, _raw, received_ms in rows.records:
+                gw = fleet.gateway(gateway_id)
                 gw.records += 1
-                gw.last_seen_ms = max(gw.last_seen_ms or 0, rec.received_ms)
-                meter = fleet.meter(rec.meter_id, rec.gateway_id)
+                gw.last_seen_ms = max(gw.last_seen_ms or 0, received_ms)
+                meter = fleet.meter(meter_id, gateway_id)
                 meter.records += 1
-                meter.last_received_ms = rec.received_ms
-                meter.last_captured_ms = max(meter.last_captured_ms or 0, rec.captured_ms)
-                key = (rec.meter_id, rec.captured_ms)
+                meter.last_received_ms = received_ms
+                meter.last_captured_ms = max(meter.last_captured_ms or 0, captured_ms)
+                key = (meter_id, captured_ms)
                 if key in bad:
                     meter.last_error = "partial capture or meter error status (record flags)"
-                    meter.last_error_ms = rec.captured_ms
+                    meter.last_error_ms = captured_ms
                     continue
                 meter.good += 1
-                if meter.last_good_ms is None or rec.captured_ms >= meter.last_good_ms:
-                    meter.last_good_ms = rec.captured_ms
-                    meter.last_good_at_ms = fleet.real_ms(rec.captured_ms)
+                if meter.last_good_ms is None or captured_ms >= meter.last_good_ms:
+                    meter.last_good_ms = captured_ms
+                    meter.last_good_at_ms = fleet.real_ms(captured_ms)
                     meter.last_good = captures.get(key, meter.last_good)
             for q in rows.quarantine:
                 kind = q.kind or "other"

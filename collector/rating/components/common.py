@@ -121,7 +121,10 @@ def make_line(
     if exact != amount:
         notes.append(f"{fmt(exact)} rounded to {amount} ({_mode_name(job)})")
     if gap:
-        notes.append(f"{gap} interval(s) without data (gap) count as 0")
+        notes.append(
+            f"{gap} interval(s) in gaps: priced at the usage VEE gives them (the register's "
+            "change across the gap, not measured per interval; flagged for review)"
+        )
     return ChargeLine(
         component=component,
         label=label,

@@ -639,7 +639,7 @@ def load_config(path: str | Path, clock_override: str | None = None) -> AgentCon
     config_dir = path.resolve().parent
 
     for key in doc:
-        if key not in ("gateway", "mqtt", "buffer", "meters"):
+        if key not in ("gateway", "mqtt", "buffer", "meters", "metrics"):  # agent/metrics.py
             line = loader.locator.header_line(key) or loader.locator.key_line(key, None, key)
             loader.issues.append(ConfigIssue(path, line, key, "unknown table"))
 

@@ -24,13 +24,14 @@ from protocols.modbus import ModbusError, Profile, load_profile
 from protocols.status import MeterClockStatus
 
 from .buffer import Buffer
-from .config import AgentConfig, MeterConfig
+from .config import AgentConfig, ConfigError, MeterConfig
 from .drivers.dlms import DlmsMeter
 from .drivers.dsmr_p1 import DsmrMeter, P1Port
 from .drivers.iec62056 import Iec62056Meter, IecLine
 from .drivers.modbus_rtu import RtuBus, RtuMeter
 from .drivers.modbus_tcp import ModbusTcpConnection, ModbusTcpMeter
 from .keys import load_key
+from .metrics import load_metrics_settings, start_metrics
 from .scheduler import BusScheduler, ScheduledMeter
 from .uplink import Uplink
 from .writer import CaptureWriter
@@ -277,6 +278,12 @@ class AgentService:
 
     async def run(self) -> int:
         cfg = self.config
+        try:
+            metrics_settings = load_metrics_settings(cfg.path)  # [metrics]: agent/metrics.py
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log.error("%s; not started", issue)
+            return 2
         key = load_key(cfg.keys_dir)
         profiles, issues = load_profiles(cfg.meters)
         if issues:
@@ -317,6 +324,7 @@ class AgentService:
             )
             self.schedulers.append(sched)
             self._tasks.append(asyncio.create_task(sched.run(), name=f"bus {host}:{port}"))
+        metrics = start_metrics(self, metrics_settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -351,6 +359,8 @@ class AgentService:
         await asyncio.gather(*self._tasks, *helpers, return_exceptions=True)
         await self.writer.stop()
         await self.uplink.stop("shutdown")
+        if metrics is not None:
+            metrics.stop()
         for conn in self.connections:
             await conn.close()
         final = self.counters()

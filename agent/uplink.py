@@ -107,6 +107,8 @@ class Uplink:
         self._status_mids: dict[int, asyncio.Future[int]] = {}
         # per-meter figures for the status message (the service sets it: DLMS clocks)
         self.meter_status: Callable[[], tuple[MeterClockStatus, ...]] = tuple
+        # (kind, seconds): "publish" = to the broker's PUBACK, "ack" = to the head-end's ack
+        self.observe_latency: Callable[[str, float], None] = lambda kind, seconds: None
         # remote commands (agent/commands.py): called on the event loop with topic, payload
         self.on_command: Callable[[str, bytes], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -282,6 +284,7 @@ class Uplink:
             self._wake.set()
             return
         batch.pubacked = True
+        self.observe_latency("publish", time.monotonic() - batch.sent_at)
 
     def _on_ack_payload(self, topic: str, payload: bytes) -> None:
         try:
@@ -299,6 +302,8 @@ class Uplink:
         for seq in handled:
             self._held_back.pop(seq, None)
         batch = self.inflight.pop(ack.batch_id, None)
+        if batch is not None:
+            self.observe_latency("ack", time.monotonic() - batch.sent_at)
         if batch is not None:
             rest = batch.seqs - handled
             if rest:

@@ -103,9 +103,13 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, Ht
                 f'\n[http]\nport = {port}\nusers = "{users.name}"\n\n'
                 '[fleet]\noffline_after = "1h"\nflush_interval = "1s"\n'
             )
+        agent_metrics = free_port()
+        with fleet.agent_config.open("a") as f:
+            f.write(f"\n[metrics]\nport = {agent_metrics}\n")
         fleet.start_collector()
         fleet.start_agent()
         http = Http(port)
+        http.agent_metrics = agent_metrics  # type: ignore[attr-defined]
         # records of every meter have arrived and been acked
         wait_for(
             lambda: all(
@@ -291,11 +295,7 @@ def test_metrics_content(system: tuple[Fleet, Http]) -> None:
     status, headers, body = http.call("/metrics")  # open by default
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     text = body.decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = value
+    values = prometheus_values(text)
     assert float(values["meterlink_ingest_records_total"]) > 0
     assert float(values["meterlink_ingest_readings_total"]) > 0
     assert values['meterlink_gateways{state="online"}'] == "1.0"
@@ -306,6 +306,41 @@ def test_metrics_content(system: tuple[Fleet, Http]) -> None:
     assert "# TYPE meterlink_ingest_duplicates_total counter" in text
     assert "# TYPE meterlink_vee_findings gauge" in text
     assert fleet.gateway not in text  # no per-gateway series
+
+
+def prometheus_values(text: str) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = value
+    return values
+
+
+def test_agent_metrics_port(system: tuple[Fleet, Http]) -> None:
+    fleet, http = system
+    url = f"http://127.0.0.1:{http.agent_metrics}/metrics"  # type: ignore[attr-defined]
+
+    def scrape() -> dict[str, str]:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return prometheus_values(response.read().decode())
+
+    # acks arrive continuously: wait until both latencies have been observed
+    values = wait_for(
+        lambda: (
+            (v := scrape()).get('meterlink_agent_latency_seconds_count{kind="ack"}', "0.0") != "0.0"
+            and v
+        ),
+        timeout=30,
+    )
+    assert isinstance(values, dict)
+    for m in fleet.meters:
+        assert float(values[f'meterlink_agent_reads_total{{meter="{m["id"]}"}}']) >= 3
+        assert values[f'meterlink_agent_read_failures_total{{meter="{m["id"]}"}}'] == "0.0"
+    assert float(values['meterlink_agent_latency_seconds_count{kind="publish"}']) > 0
+    assert float(values["meterlink_agent_acked_records_total"]) > 0
+    assert "meterlink_agent_buffer_records" in values
+    assert values["meterlink_agent_connected"] == "1.0"
 
 
 def test_zz_state_survives_a_restart_then_the_gateway_goes_offline(

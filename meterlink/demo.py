@@ -8,6 +8,11 @@ logs and a report in the output folder. Every process it starts is stopped again
 
 The demo only orchestrates: it runs the real commands (``meterlink sim``, ``agent``,
 ``collector``) as child processes, exactly as an operator would.
+
+With ``--serve`` the collector also serves its web dashboard (``[http]``) and the fleet keeps
+running after the billing month (the agent is started again without an end), so a new user
+sees it live: the dashboard's address and an operator login (a fresh password, also written
+to ``dashboard-login.txt``, mode 0600) are printed, and Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ SCENARIO = REPO / "config" / "scenarios" / "demo.toml"
 ACCOUNTS = REPO / "config" / "accounts" / "demo.toml"
 TARIFFS = REPO / "config" / "tariffs"
 GATEWAY = "gw-demo-01"
+#: DLMS meters the demo adds to the scenario at run time (they need files of their own)
+RUNTIME_DLMS_METERS = ("em-dlms-02", "em-dlms-03")
 BILLING_TZ = "Europe/Amsterdam"
 
 
@@ -126,6 +133,8 @@ class Demo:
         span = (self.virtual_end - self.virtual_start).total_seconds()
         self.speed = Decimal(round(span / args.duration))
         self.clock: ClockSetting | None = None
+        self.dashboard_url = ""  # --serve: the collector's web address, once it listens
+        self.dashboard_password = ""
 
     # -- processes ---------------------------------------------------------------------
 
@@ -226,6 +235,9 @@ class Demo:
             notify=collector_ready,
         )
         collector_ready.wait_for("READY", timeout=30, alive=collector.alive)
+        if self.args.serve:
+            line = collector.wait_line(lambda t: "http: listening on http://" in t, 30)
+            self.dashboard_url = line[line.index("http://") :].split()[0].rstrip("/") + "/"
 
         agent_ready = NotifySocket()
         self.sockets.append(agent_ready)
@@ -245,8 +257,82 @@ class Demo:
         code = agent.popen.wait(timeout=120)
         if code != 0:
             self.log(f"  agent exited with {code}; see logs/agent.log")
+        if self.args.serve:
+            # the month's report as without --serve (the agent has drained), then live again
+            result = self.report(agent_config, collector_config)
+            return self.serve(agent_config, result)
         self.stop_all()
         return self.report(agent_config, collector_config)
+
+    # -- --serve -----------------------------------------------------------------------
+
+    def http_port(self) -> int:
+        """``--http-port`` if it is free on 127.0.0.1, else any free port (said so)."""
+        import socket
+
+        from .procs import free_port
+
+        wanted = self.args.http_port
+        if wanted == 0:
+            return free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", wanted))
+            except OSError:
+                port = free_port()
+                self.log(f"  port {wanted} is in use: the dashboard takes port {port}")
+                return port
+        return wanted
+
+    def write_dashboard_users(self, folder: Path) -> Path:
+        """A users file with one operator account and a fresh password (both 0600)."""
+        from collector.web.auth import hash_password
+
+        self.dashboard_password = secrets.token_urlsafe(12)
+        users = folder / "users.toml"
+        write_private(
+            users,
+            "# written by `meterlink demo --serve`: the dashboard's operator account\n"
+            f'[[user]]\nname = "operator"\nrole = "operator"\n'
+            f"password = {toml_str(hash_password(self.dashboard_password))}\n",
+        )
+        return users
+
+    def serve(self, agent_config: Path, result: int) -> int:
+        """Keep the fleet running (the agent again, with no end) until Ctrl-C."""
+        agent_ready = NotifySocket()
+        self.sockets.append(agent_ready)
+        agent = self.spawn(
+            "agent-live", "agent", "run", str(agent_config), "--clock", str(self.clock),
+            notify=agent_ready,
+        )  # fmt: skip
+        agent_ready.wait_for("READY", timeout=30, alive=agent.alive)
+        login = self.out / "dashboard-login.txt"
+        write_private(
+            login,
+            f"url = {self.dashboard_url}\nuser = operator\npassword = {self.dashboard_password}\n",
+        )
+        self.log(
+            f"\ndashboard: {self.dashboard_url}\n"
+            f"  log in as: operator / {self.dashboard_password}   (also in {login}, mode 0600)\n"
+            f"  the fleet keeps running on the demo's clock ({self.speed}x: a virtual day every "
+            f"{86400 / float(self.speed):.1f} s); logs in {self.out / 'logs'}\n"
+            "  press Ctrl-C to stop every process the demo started"
+        )
+        watched = [proc for proc in self.procs if proc.alive()]  # not the month's agent
+        try:
+            while True:
+                for proc in watched:
+                    if not proc.alive():
+                        self.log(
+                            f"  {proc.name} stopped unexpectedly ({proc.popen.returncode}); "
+                            f"see logs/{proc.name}.log"
+                        )
+                        return 1
+                time.sleep(1.0)  # watching child processes, not synchronising with them
+        except KeyboardInterrupt:
+            self.log("\nstopping every process the demo started")
+            return result
 
     def count_servers(self) -> int:
         import tomllib
@@ -447,6 +533,24 @@ initial_export_kwh = "4410.7"
                 '         "spike", "zero", "history"]',
             ]
         )
+        if self.args.serve:
+            users = self.write_dashboard_users(folder)
+            # offline after a few real seconds of silence: at the demo's speed the agent
+            # publishes many times a second
+            text += "\n".join(
+                [
+                    "",
+                    "",
+                    "[http]",
+                    'host = "127.0.0.1"',
+                    f"port = {self.http_port()}",
+                    f"users = {toml_str(users.name)}",
+                    "",
+                    "[fleet]",
+                    'offline_after = "30s"',
+                    'stale_after = "1m"',
+                ]
+            )
         path = folder / "collector.toml"
         path.write_text(text + "\n")
         return path
@@ -573,6 +677,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--setup-seconds", type=float, default=6.0,
         help="real seconds the clock stands still while the processes start (default 6)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--serve", action="store_true",
+        help="after the month, keep the fleet running and serve the web dashboard until Ctrl-C",
+    )  # fmt: skip
+    parser.add_argument(
+        "--http-port", type=int, default=8080,
+        help="--serve: the dashboard's port on 127.0.0.1 (default 8080; 0 = any free port)",
     )  # fmt: skip
     return parser.parse_args(argv)
 

@@ -19,6 +19,7 @@ import pytest
 from collector.errors import ConfigError, RatingError
 from collector.rating import bill_to_json, build_bill, load_accounts, load_tariffs, render_text
 from collector.store import IngestWrite, ReadingRow, open_store
+from meterlink.demo import RUNTIME_DLMS_METERS
 
 from ._fixtures import T0, T_END
 
@@ -202,6 +203,7 @@ def test_demo_accounts_load_and_bill_every_meter_of_the_demo_fleet_once() -> Non
     scenario = tomllib.loads((config / "scenarios" / "demo.toml").read_text())
     fleet = [u["meter"] for s in scenario["servers"] for u in s["units"]]
     fleet += [d["meter"] for d in scenario.get("dlms", [])]
+    fleet += RUNTIME_DLMS_METERS  # added by the demo with their secrets
     assert meters == sorted(fleet)
     assert "em-dlms-01" in meters
     assert tariffs["flat-2026"].unit == "kWh"

@@ -162,16 +162,20 @@ class SqliteCommands:
         return None if row is None else _row(row)
 
     async def list(
-        self, gateway_id: str | None = None, limit: int = 100, before_ms: int | None = None
+        self,
+        gateway_id: str | None = None,
+        limit: int = 100,
+        before: tuple[int, str] | None = None,
     ) -> list[CommandRow]:
-        """Newest first."""
-        where, params = [], []
+        """Newest first; ``before``: (issued_ms, id) of the last row of the previous page."""
+        where: list[str] = []
+        params: list[Any] = []
         if gateway_id is not None:
             where.append("gateway_id = ?")
             params.append(gateway_id)
-        if before_ms is not None:
-            where.append("issued_ms < ?")
-            params.append(before_ms)
+        if before is not None:
+            where.append("(issued_ms, id) < (?, ?)")
+            params += list(before)
         sql = f"SELECT {_COLUMNS} FROM commands"
         if where:
             sql += " WHERE " + " AND ".join(where)

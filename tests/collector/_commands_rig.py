@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.web.auth import new_token
 from meterlink.broker import Mosquitto
 from meterlink.notify import NotifySocket
 from meterlink.procs import Proc, free_port
@@ -19,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 GATEWAY = "gw-cmd"
 METER = "dl-cmd"
 OFFSET_S = 300  # the simulated meter's clock runs 5 minutes ahead
+OP_TOKEN, READ_TOKEN = new_token(), new_token()  # (token, sha256) for [http]
 PASSWORD = "lls-cmd-4711"  # set-clock needs an association with write access (LLS)
 
 
@@ -55,6 +57,7 @@ class Rig:
     broker: Mosquitto
     sim_host: str = ""
     sim_port: int = 0
+    http_port: int = 0  # > 0: the collector serves [http] (tokens OP_TOKEN, READ_TOKEN)
     procs: list[Proc] = field(default_factory=list)
     sockets: list[NotifySocket] = field(default_factory=list)
 
@@ -90,6 +93,15 @@ class Rig:
             f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker.port}\n\n'
             '[commands]\nexpiry = "2m"\nreply_timeout = "60s"\nkey_grace = "1h"\n'
         )
+        if self.http_port:
+            users = self.root / "collector" / "users.toml"
+            users.write_text(
+                f'[[token]]\nname = "ops"\nrole = "operator"\nsha256 = "{OP_TOKEN[1]}"\n\n'
+                f'[[token]]\nname = "viewer"\nrole = "read-only"\nsha256 = "{READ_TOKEN[1]}"\n'
+            )
+            os.chmod(users, 0o600)
+            with self.collector_toml.open("a") as f:
+                f.write(f'\n[http]\nport = {self.http_port}\nusers = "users.toml"\n')
         self.agent_toml.parent.mkdir()
         self.agent_toml.write_text(agent_toml(self.broker.port, [(METER, host, int(port))]))
         secrets = self.agent_toml.parent / "secrets.toml"
@@ -146,9 +158,9 @@ class Rig:
             con.close()
 
 
-def start_rig(root: Path) -> Rig:
+def start_rig(root: Path, http: bool = False) -> Rig:
     broker = Mosquitto(root / "broker").start()
-    rig = Rig(root, broker)
+    rig = Rig(root, broker, http_port=free_port() if http else 0)
     try:
         return rig.start()
     except BaseException:
@@ -164,5 +176,7 @@ def stop_rig(rig: Rig) -> None:
         rig.broker.stop()
 
 
-__all__ = ["GATEWAY", "METER", "OFFSET_S", "Rig", "agent_toml", "free_port", "one_shot",
-           "start_rig", "stop_rig"]  # fmt: skip
+__all__ = [
+    "GATEWAY", "METER", "OFFSET_S", "OP_TOKEN", "READ_TOKEN", "Rig", "agent_toml", "free_port",
+    "one_shot", "start_rig", "stop_rig",
+]  # fmt: skip

@@ -17,7 +17,7 @@ import time
 from .machine import SUMMARY_PREFIX, print_header
 
 BENCHES = ("wire_size", "capture", "ingest", "drain", "dlms_backfill", "dlms_read", "vee",
-           "rs485_bus", "requests_per_cycle", "rating")  # fmt: skip
+           "rs485_bus", "requests_per_cycle", "rating", "api")  # fmt: skip
 
 
 def run(name: str) -> dict | None:

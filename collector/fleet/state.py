@@ -58,7 +58,7 @@ def gaps_of(ranges: list[list[int]]) -> list[tuple[int, int]]:
     return gaps
 
 
-@dataclass
+@dataclass(slots=True)
 class GatewayState:
     gateway_id: str
     status: str = ""  # the last status message's state: "online" | "offline" | "" (none yet)
@@ -148,7 +148,7 @@ class GatewayState:
         return cls(gateway_id, **known)
 
 
-@dataclass
+@dataclass(slots=True)
 class MeterState:
     meter_id: str
     gateway_id: str = ""

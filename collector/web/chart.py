@@ -58,8 +58,10 @@ def line_chart(
     plot_w, plot_h = width - left - right, height - top - bottom
     title = escape(f"{label} ({unit})" if unit else label)
     head = (
-        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{title}">'
+        # scales to its box (the viewBox keeps the proportions), at most its drawn size
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="100%" '
+        f'style="max-width:{width}px" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{title}">'
     )
     if not points:
         return (

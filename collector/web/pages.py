@@ -15,12 +15,14 @@ the bill's own HTML (``collector.rating.html.render_html``), exactly as printed.
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
@@ -280,7 +282,7 @@ async def gateway(request: web.Request) -> web.Response:
         fleet.meters[m].view(now, fleet.stale_after_ms) for m in gw.meters if m in fleet.meters
     ]
     flag_counts = await ctx.store.fleet.flag_counts([m["meter_id"] for m in meters])
-    commands = await _commands_of(request, gateway_id)
+    commands = await _commands_of(ctx, gateway_id, now)
     return _page(
         request,
         "gateway.html",
@@ -291,7 +293,8 @@ async def gateway(request: web.Request) -> web.Response:
         flag_counts=flag_counts,
         now=now,
         commands=commands,
-        command_kinds=_command_kinds(),
+        command_kinds=_command_kinds(ctx),
+        sent=request.query.get("sent", ""),
     )
 
 
@@ -327,6 +330,11 @@ def _parse_instant(request: web.Request, name: str) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+def _obis_key(obis: str) -> tuple[int, ...]:
+    """``1-0:2.8.0`` before ``1-0:14.7.0``: OBIS codes in numeric order."""
+    return tuple(int(n) for n in re.findall(r"\d+", obis))
 
 
 def _input_value(ms: int) -> str:
@@ -368,17 +376,21 @@ async def meter(request: web.Request) -> web.Response:
             "points": len(points),
             "first": points[0].value,
             "last": points[-1].value,
-            "svg": Markup(line_chart(points, label=f"{meter_id} {obis}", unit=units[obis])),
+            "svg": Markup(
+                line_chart(points, label=f"{meter_id} {obis}", unit=units[obis], width=1100)
+            ),
         }
-        for obis, points in sorted(series.items())
+        for obis, points in sorted(series.items(), key=lambda item: _obis_key(item[0]))
     ]
+    view = state.view(now, fleet.stale_after_ms)
+    view["last_good"].sort(key=lambda v: _obis_key(v["obis"]))
     findings = await ctx.store.fleet.flags(meter_id, ["error", "warn"], 0, 50)
     counts = (await ctx.store.fleet.flag_counts([meter_id])).get(meter_id, {})
     return _page(
         request,
         "meter.html",
         section="meters",
-        m=state.view(now, fleet.stale_after_ms),
+        m=view,
         charts=charts,
         truncated=len(rows) >= CHART_ROWS,
         start=start,
@@ -547,15 +559,79 @@ async def draft_bill(request: web.Request) -> web.Response:
     return _customer_page(doc, note)
 
 
-# commands (shown when the commands module is there) -----------------------------------------
+# commands -----------------------------------------------------------------------------------
+
+#: what the dashboard can send (the others take files or ranges: the CLI and the API)
+DASHBOARD_ACTIONS = ("ping", "read-now", "set-clock")
+_NEEDS_METER = ("read-now", "set-clock")
+COMMANDS_SHOWN = 20
 
 
-def _command_kinds() -> list[str]:
-    return []
+def _command_key_path(ctx: WebContext) -> Path:
+    return ctx.config.commands.key_path(ctx.config.path)
 
 
-async def _commands_of(request: web.Request, gateway_id: str) -> list[dict[str, Any]]:
-    return []
+def _command_kinds(ctx: WebContext) -> list[str]:
+    """The actions offered on a gateway page: none without a head-end command key."""
+    return list(DASHBOARD_ACTIONS) if _command_key_path(ctx).exists() else []
+
+
+async def _commands_of(ctx: WebContext, gateway_id: str, now: int) -> list[dict[str, Any]]:
+    rows = await ctx.store.commands.list(gateway_id, limit=COMMANDS_SHOWN)
+    out = []
+    for row in rows:
+        reply = ""
+        if row.reply_status is not None:
+            reply = row.reply_message or ""
+            if row.reply_result:
+                reply += (" " if reply else "") + json.dumps(row.reply_result, sort_keys=True)
+        out.append(
+            {
+                "id": row.id,
+                "action": row.action,
+                "meter": row.args.get("meter", ""),
+                "issued_ms": row.issued_ms,
+                "issued_by": row.issued_by,
+                "state": row.state(now),
+                "reply": reply,
+                "reply_received_ms": row.reply_received_ms,
+            }
+        )
+    return out
+
+
+async def send_command_form(request: web.Request) -> web.StreamResponse:
+    """POST from a gateway page (operator role: the app's middleware checks it): sign and
+    publish the command without waiting; the page (refreshing itself) shows the reply when
+    the running collector has stored it."""
+    from collector.commands.client import send_command
+    from collector.commands.keys import load_command_key
+    from collector.errors import CollectorError
+
+    ctx = request.app[CTX]
+    gateway_id = request.match_info["gateway"]
+    form = await request.post()
+    action, meter_id = str(form.get("action", "")), str(form.get("meter", "")).strip()
+    if action not in DASHBOARD_ACTIONS:
+        raise _bad_request(request, f"action {action!r}: one of {', '.join(DASHBOARD_ACTIONS)}")
+    args: dict[str, Any] = {}
+    if action in _NEEDS_METER:
+        if not meter_id:
+            raise _bad_request(request, f"{action} needs a meter")
+        args["meter"] = meter_id
+    try:
+        key = load_command_key(_command_key_path(ctx))
+        row, _ = await send_command(
+            ctx.config, ctx.store, key, gateway_id, action, args,
+            issued_by=request[PRINCIPAL].name, wait_s=0,
+        )  # fmt: skip
+    except CollectorError as exc:
+        raise _error_exc(request, 409, "Command not sent", str(exc)) from None
+    # back to the gateway page, refreshing as it did (no #fragment: a page refreshing itself
+    # to a URL with one only scrolls, it does not reload)
+    refresh = str(form.get("refresh", ""))
+    again = f"&refresh={int(refresh)}" if refresh.isdigit() else ""
+    raise web.HTTPSeeOther(f"/gateways/{quote(gateway_id, safe='')}?sent={row.id}{again}")
 
 
 # registration -------------------------------------------------------------------------------
@@ -569,6 +645,7 @@ def register(app: web.Application) -> None:
     app.router.add_get("/", overview)
     app.router.add_get("/gateways", gateways)
     app.router.add_get("/gateways/{gateway}", gateway)
+    app.router.add_post("/gateways/{gateway}/commands", send_command_form)
     app.router.add_get("/meters", meters)
     app.router.add_get("/meters/{meter}", meter)
     app.router.add_get("/quarantine", quarantine)

@@ -174,21 +174,33 @@ class CommandAgent:
         action = command.action
         self.counters.by_action[action] = self.counters.by_action.get(action, 0) + 1
         log.info("command %s: %s %s", command.command_id, action, _args_text(command.args))
-        after: Callable[[], Awaitable[None]] | None = None
+        if action == "rotate-key":
+            # one rotation at a time, from the new key's files to the switch after the reply
+            async with self._exclusive:
+                await self._rotate(command)
+            return
         try:
-            if action == "rotate-key":
-                (status, message, result), after = await self._rotate_key()
-            else:
-                status, message, result = await self._run(command)
+            status, message, result = await self._run(command)
         except Refused as exc:
             status, message, result = "refused", str(exc), {}
         except Exception as exc:  # a handler's bug must not take the agent down
             log.exception("command %s (%s) failed", command.command_id, action)
             status, message, result = "error", f"{type(exc).__name__}: {exc}", {}
         log.info("command %s: %s %s", command.command_id, status, message)
-        sent = await self._reply(command, status, message, result)
-        if after is not None:
-            await after() if sent else self._discard_new_key()
+        await self._reply(command, status, message, result)
+
+    async def _rotate(self, command: Command) -> None:
+        try:
+            (status, message, result), switch = self._rotate_key()
+        except OSError as exc:
+            log.warning("command %s: rotate-key failed: %s", command.command_id, exc)
+            await self._reply(command, "error", f"new key not written: {exc}", {})
+            return
+        log.info("command %s: %s %s", command.command_id, status, message)
+        if await self._reply(command, status, message, result):
+            switch()
+        else:  # the head-end never heard of the new key: keep signing with the old one
+            self._discard_new_key()
 
     def _check(self, command: Command, gateway_id: str, topic_id: str) -> None:
         key = self.trusted.get(command.key_id)
@@ -577,37 +589,36 @@ class CommandAgent:
 
     # -- rotate-key ----------------------------------------------------------------------
 
-    async def _rotate_key(self) -> tuple[Answer, Callable[[], Awaitable[None]]]:
+    def _rotate_key(self) -> tuple[Answer, Callable[[], None]]:
         """Make the new key (files ``*.new``); the reply (signed with the old key) carries
         its public key; only once the broker took the reply does the gateway switch."""
-        async with self._exclusive:
-            keys_dir = self.config.keys_dir
-            new = Ed25519PrivateKey.generate()
-            priv_new = private_key_path(keys_dir).with_suffix(".key.new")
-            pub_new = public_key_path(keys_dir).with_suffix(".pub.new")
-            self._discard_new_key()
-            pem = new.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            pub_pem = new.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            _write_exclusive(priv_new, pem, 0o600)
-            _write_exclusive(pub_new, pub_pem, 0o644)
-            new_id = key_id(new.public_key())
-            old_id = self.key.key_id
+        keys_dir = self.config.keys_dir
+        new = Ed25519PrivateKey.generate()
+        priv_new = private_key_path(keys_dir).with_suffix(".key.new")
+        pub_new = public_key_path(keys_dir).with_suffix(".pub.new")
+        self._discard_new_key()
+        pem = new.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        pub_pem = new.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        _write_exclusive(priv_new, pem, 0o600)
+        _write_exclusive(pub_new, pub_pem, 0o644)
+        new_id = key_id(new.public_key())
+        old_id = self.key.key_id
 
-            async def switch() -> None:
-                buffer = self.service.buffer
-                assert buffer is not None
-                os.replace(pub_new, public_key_path(keys_dir))
-                os.replace(priv_new, private_key_path(keys_dir))
-                # the buffer signs under its lock: the next append uses the new key
-                buffer._key = new
-                self.key = GatewayKey(new, new.public_key(), new_id, private_key_path(keys_dir))
-                log.info("signing key rotated: %s -> %s", old_id, new_id)
+        def switch() -> None:
+            buffer = self.service.buffer
+            assert buffer is not None
+            os.replace(pub_new, public_key_path(keys_dir))
+            os.replace(priv_new, private_key_path(keys_dir))
+            # the buffer signs under its lock: the next append uses the new key
+            buffer._key = new
+            self.key = GatewayKey(new, new.public_key(), new_id, private_key_path(keys_dir))
+            log.info("signing key rotated: %s -> %s", old_id, new_id)
 
         answer: Answer = (
             "ok",

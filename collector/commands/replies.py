@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -21,6 +22,9 @@ from protocols.keys import KeyFormatError, public_key_from_pem
 
 from ..registry import key_id_of
 from ..store.base import GatewayKey
+
+if TYPE_CHECKING:
+    from ..store.sqlite import SqliteStore
 
 __all__ = ["ReplyOutcome", "retire_due", "take_reply"]
 
@@ -34,7 +38,9 @@ class ReplyOutcome:
     why: str = ""
 
 
-async def take_reply(store, topic: str, payload: bytes, now_ms: int, grace_ms: int) -> ReplyOutcome:  # type: ignore[no-untyped-def]
+async def take_reply(
+    store: SqliteStore, topic: str, payload: bytes, now_ms: int, grace_ms: int
+) -> ReplyOutcome:
     """Check and store one reply message (``store``: the SQLite store)."""
     try:
         gateway_id, command_id, is_reply = parse_command_topic(topic)
@@ -77,7 +83,9 @@ async def take_reply(store, topic: str, payload: bytes, now_ms: int, grace_ms: i
     return ReplyOutcome(reply, stored)
 
 
-async def _rotated(store, gateway_id: str, reply: Reply, now_ms: int, grace_ms: int) -> str:  # type: ignore[no-untyped-def]
+async def _rotated(
+    store: SqliteStore, gateway_id: str, reply: Reply, now_ms: int, grace_ms: int
+) -> str:
     """Enrol the new key of a rotate-key reply; the old one retires after the grace."""
     try:
         pem = reply.result.get("public_key", "")
@@ -103,7 +111,7 @@ async def _rotated(store, gateway_id: str, reply: Reply, now_ms: int, grace_ms: 
     return ""
 
 
-async def retire_due(store, now_ms: int) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+async def retire_due(store: SqliteStore, now_ms: int) -> list[tuple[str, str]]:
     """Revoke rotated-out keys whose grace period is over; returns (gateway, key id)."""
     done = []
     for gateway_id, key_id, retire_ms, _new, retired in await store.commands.retirements():

@@ -291,3 +291,36 @@ def test_collector_gateways_lists_keys_meters_and_status(rig: Rig, tmp_path: Pat
     assert code == 0
     assert f"{GATEWAY}: online" in out and METER in out
     assert "retiring until" in out and "active" in out
+
+
+def test_an_out_of_band_rotation_retires_the_old_key_when_its_grace_ends(
+    rig: Rig, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from collector.registry import key_id_of
+
+    files, ids = [], []
+    for i in range(3):
+        public = Ed25519PrivateKey.generate().public_key()
+        path = tmp_path / f"k{i}.pub"
+        path.write_bytes(
+            public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        files.append(str(path))
+        ids.append(key_id_of(public.public_bytes_raw()))
+    cfg = ("--config", str(rig.collector_toml))
+    for args in (
+        ("enrol", "gw-rot", "--public-key", files[0], "--meters", "m-rot"),
+        ("rotate", "gw-rot", "--public-key", files[1], "--grace", "1h"),
+        ("rotate", "gw-rot", "--public-key", files[2], "--grace", "1ms"),
+    ):
+        code, out = one_shot("collector", *args, *cfg, cwd=rig.root)
+        assert code == 0, out
+    (gateway,) = [g for g in json.loads(_gateways(rig)) if g["gateway"] == "gw-rot"]
+    statuses = {k["key_id"]: k["status"] for k in gateway["keys"]}
+    # k0: still in its hour of grace; k1: its 1 ms grace is over, revoked; k2: the key now
+    assert statuses == {ids[0]: "retiring", ids[1]: "revoked", ids[2]: "active"}
+    assert gateway["meters"] == ["m-rot"]

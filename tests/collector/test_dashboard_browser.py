@@ -20,7 +20,7 @@ import pytest
 
 from collector.web.auth import hash_password
 from meterlink.procs import Proc
-from protocols.topics import readings_topic
+from protocols.topics import PREFIX, readings_topic
 from tests.support.fleet import REPO, Fleet, meterlink
 
 from .browser import start_browser, wait_dom
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 OPERATOR, PASSWORD = "op-alice", "correct horse battery staple"
 OFFLINE_AFTER_S = 10  # [fleet] offline_after: silence longer than this is offline
 METER = "em-sdm-01"  # in config/scenarios/demo.toml and config/accounts/demo.toml (acc-1001)
+MARKUP = "<img src=x onerror=alert(1)>"  # no slash: one topic level
 ACCOUNT, ACCOUNT_NAME = "acc-1001", "De Vries, Prinsengracht 12 (PV)"
 
 
@@ -171,6 +172,8 @@ def test_the_quarantine_page_lists_a_hostile_message(driver, site: Site) -> None
     try:
         hostile.publish(readings_topic(gateway), b"\x00\x01 this is not a batch", qos=1)
         hostile.publish(readings_topic(gateway), b"", qos=1).wait_for_publish(10)
+        # markup in a topic (the gateway id level) is shown as text, never run as HTML
+        hostile.publish(f"{PREFIX}/{MARKUP}/readings", b"x", qos=1).wait_for_publish(10)
     finally:
         hostile.loop_stop()
         hostile.disconnect()
@@ -185,6 +188,13 @@ def test_the_quarantine_page_lists_a_hostile_message(driver, site: Site) -> None
     _log_in(driver, site, "/quarantine?refresh=1")
     rows = wait_dom(driver, listed, what="the hostile message in the quarantine")
     assert gateway in rows[0].text
+    shown = wait_dom(
+        driver,
+        lambda d: [r for r in _css(d, "#quarantine tr[data-kind]") if MARKUP in r.text],
+        what="the message with markup in its topic",
+    )
+    assert f"{PREFIX}/{MARKUP}/readings" in shown[0].text
+    assert not _css(driver, "#quarantine img")  # the markup stayed text
     assert int(driver.find_element("css selector", ".card .n").text) >= 1
 
 

@@ -28,8 +28,10 @@ def load(tmp_path: Path, text: str):
 
 
 def test_the_demo_accounts_load_with_a_service_point_per_meter() -> None:
-    accounts = load_accounts(REPO / "config/accounts/demo.toml", {"flat-2026", "basic-2026"})
-    assert sorted(accounts) == ["acc-1001", "acc-1002", "acc-1003", "acc-1004", "acc-1005"]
+    tariffs = {path.stem for path in (REPO / "config/tariffs").glob("*.toml")}
+    accounts = load_accounts(REPO / "config/accounts/demo.toml", tariffs)
+    assert sorted(accounts) == [f"acc-100{i}" for i in range(1, 8)]
+    assert accounts["acc-1006"].service_points[0].tariffs[0].tariff_id == "tou-2026"
     assert accounts["acc-1002"].meters == ("em-sdm-02", "em-em24-01")
     assert [p.commodity for p in accounts["acc-1004"].service_points] == ["electricity"] * 2
 

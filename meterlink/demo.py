@@ -300,6 +300,17 @@ class Demo:
 
     def serve(self, agent_config: Path, result: int) -> int:
         """Keep the fleet running (the agent again, with no end) until Ctrl-C."""
+        collector_config = self.out / "collector" / "collector.toml"
+        # the month's bills issued (the dashboard's bill list), and remote commands possible
+        # from the dashboard: a head-end command key, its public half installed on the gateway
+        self.run_command(
+            "collector", "bill", "--all", "--period", self.args.period, "--issue",
+            "--config", str(collector_config), "--as-of", self.virtual_end.isoformat(),
+        )  # fmt: skip
+        self.run_command("collector", "keys", "init", "--config", str(collector_config))
+        trusted = self.out / "agent" / "state" / "keys" / "headend-command.pub"
+        trusted.write_bytes((collector_config.parent / "command.pub").read_bytes())
+        self.log(f"\nissued the {self.args.period} bills; the gateway trusts the command key")
         agent_ready = NotifySocket()
         self.sockets.append(agent_ready)
         agent = self.spawn(

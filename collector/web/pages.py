@@ -538,8 +538,8 @@ async def draft_bill(request: web.Request) -> web.Response:
     billing = _billing(request)
     if billing is None:
         raise _not_found(request, "this collector has no [billing] accounts and tariffs")
-    account_id = request.match_info["account"]
-    period = request.query.get("period", "")
+    account_id = request.match_info.get("account") or request.query.get("account", "")
+    period = request.query.get("period", "").strip()
     try:
         account = billing.account(account_id)
         if not period:
@@ -650,5 +650,6 @@ def register(app: web.Application) -> None:
     app.router.add_get("/meters/{meter}", meter)
     app.router.add_get("/quarantine", quarantine)
     app.router.add_get("/bills", bills)
+    app.router.add_get("/bills/draft", draft_bill)  # the form: ?account=...&period=...
     app.router.add_get("/bills/draft/{account}", draft_bill)
     app.router.add_get("/bills/{number}", bill)

@@ -9,12 +9,13 @@ import re
 import signal
 import stat
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from meterlink.procs import Proc, wait_for
-from tests.integration.test_demo import alive, children_of
+from tests.integration.test_demo import REPO, alive, children_of
 
 from .browser import start_browser, wait_dom
 
@@ -57,6 +58,16 @@ def test_demo_serve_prints_a_working_login_and_keeps_the_fleet_live(tmp_path: Pa
         # the month's agent has stopped; the live one reconnects and the page refreshes
         wait_dom(driver, demo_gateway_online, timeout=30, what="gw-demo-01 online after the month")
         assert int(driver.find_element("id", "n-meters").text) >= 9
+        # the month's bills were issued: listed, and each opens as the customer's bill
+        accounts = tomllib.loads((REPO / "config/accounts/demo.toml").read_text())["account"]
+        driver.get(url.group(1) + "bills")
+        issued = driver.find_elements("css selector", "#issued tr[data-bill]")
+        assert len(issued) == len(accounts)
+        assert all("2026-11" in row.text for row in issued)
+        issued[0].find_element("tag name", "a").click()
+        wait_dom(driver, lambda d: "issued bill" in d.find_element("tag name", "body").text,
+                 what="an issued bill's page")  # fmt: skip
+        assert "Total" in driver.find_element("tag name", "body").text
 
         children = children_of(demo.popen.pid)
         assert len(children) >= 4  # mosquitto, simulators, collector, the live agent

@@ -182,6 +182,7 @@ def test_a_wrong_service_point_names_file_line_and_key(
 
 
 def test_a_bad_period_says_the_form() -> None:
-    accounts = load_accounts(REPO / "config/accounts/demo.toml", {"flat-2026", "basic-2026"})
+    tariffs = {path.stem for path in (REPO / "config/tariffs").glob("*.toml")}
+    accounts = load_accounts(REPO / "config/accounts/demo.toml", tariffs)
     with pytest.raises(RatingError, match="expected YYYY-MM"):
         parse_period("2026-13", accounts["acc-1001"])

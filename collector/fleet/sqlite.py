@@ -10,7 +10,7 @@ the last page of a million rows where OFFSET would not.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiosqlite
@@ -43,16 +43,19 @@ class SqliteFleet:
 
     # state ------------------------------------------------------------------------------
 
-    async def load(self) -> tuple[list[tuple[str, dict]], list[tuple[str, str, dict]]]:
-        gateways = [
-            (gw, json.loads(doc)) for gw, doc in await self._rows(
-                "SELECT gateway_id, doc FROM fleet_gateways")
-        ]  # fmt: skip
-        meters = [
-            (m, gw, json.loads(doc)) for m, gw, doc in await self._rows(
-                "SELECT meter_id, gateway_id, doc FROM fleet_meters")
-        ]  # fmt: skip
-        return gateways, meters
+    async def load_gateways(self) -> AsyncIterator[list[tuple[str, dict]]]:
+        """The stored gateway states, in chunks (100,000 documents never all at once)."""
+        async for rows in self._chunks("SELECT gateway_id, doc FROM fleet_gateways"):
+            yield [(gw, json.loads(doc)) for gw, doc in rows]
+
+    async def load_meters(self) -> AsyncIterator[list[tuple[str, str, dict]]]:
+        async for rows in self._chunks("SELECT meter_id, gateway_id, doc FROM fleet_meters"):
+            yield [(m, gw, json.loads(doc)) for m, gw, doc in rows]
+
+    async def _chunks(self, sql: str, size: int = 5000) -> AsyncIterator[list]:
+        async with self._db.execute(sql) as cur:
+            while rows := list(await cur.fetchmany(size)):
+                yield rows
 
     async def save(
         self,

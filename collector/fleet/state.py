@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_DOWN, Decimal
+from sys import intern
 from typing import Any
 
 from protocols.record import Quality
@@ -212,7 +213,11 @@ class MeterState:
     def from_doc(cls, meter_id: str, gateway_id: str, doc: dict[str, Any]) -> MeterState:
         known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
         known.pop("gateway_id", None)
-        return cls(meter_id, gateway_id, **known)
+        good = known.get("last_good")
+        if good:
+            # OBIS codes and units repeat across 100,000 meters: one string object each
+            known["last_good"] = {intern(k): [v[0], intern(v[1])] for k, v in good.items()}
+        return cls(meter_id, intern(gateway_id), **known)
 
 
 class Fleet:

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from sys import intern
 from typing import Any
 
 from protocols.errors import DecodeError
@@ -25,7 +26,7 @@ from protocols.status import GatewayStatus
 from protocols.topics import parse_topic
 
 from .metrics import FleetMetrics
-from .state import BAD_READ, MAX_ERROR, Fleet, add_ranges
+from .state import BAD_READ, MAX_ERROR, Fleet, GatewayState, MeterState, add_ranges
 
 __all__ = ["FleetKeeper", "TrackedIngestor"]
 
@@ -117,7 +118,7 @@ class TrackedIngestor:
                 key = (meter_id, captured_ms)
                 if flags & BAD_READ:
                     bad.add(key)
-                captures.setdefault(key, {})[obis] = [value, unit]
+                captures.setdefault(key, {})[intern(obis)] = [value, intern(unit)]
             for gateway_id, _seq, meter_id, captured_ms, _raw, received_ms in rows.records:
                 gw = fleet.gateway(gateway_id)
                 gw.records += 1
@@ -192,16 +193,16 @@ class FleetKeeper:
         self._task: asyncio.Task | None = None
 
     async def load(self) -> None:
-        gateways, meters = await self.store.fleet.load()
-        from .state import GatewayState, MeterState
-
-        for gateway_id, doc in gateways:
-            self.fleet.gateways[gateway_id] = GatewayState.from_doc(gateway_id, doc)
-        for meter_id, gateway_id, doc in meters:
-            self.fleet.meters[meter_id] = MeterState.from_doc(meter_id, gateway_id, doc)
+        known: set[str] = set()
+        async for chunk in self.store.fleet.load_gateways():
+            for gateway_id, doc in chunk:
+                self.fleet.gateways[gateway_id] = GatewayState.from_doc(gateway_id, doc)
+                known.add(gateway_id)
+        async for rows in self.store.fleet.load_meters():
+            for meter_id, gateway_id, doc in rows:
+                self.fleet.meters[meter_id] = MeterState.from_doc(meter_id, gateway_id, doc)
         await self.follow_registry()
         # a database from before the fleet tables: rebuild what the stored rows tell
-        known = {gw for gw, _ in gateways}
         new = [gw for gw in self.fleet.gateways if gw not in known]
         if new:
             ranges = await self.store.fleet.seq_ranges(new)

@@ -159,7 +159,7 @@ OPENAPI: dict[str, Any] = {
             "post": {
                 "summary": "Write the fleet state to the store now (role operator)",
                 "responses": {
-                    "200": {"description": "{\"flushed\": true}"},
+                    "200": {"description": '{"flushed": true}'},
                     "401": {"$ref": "#/components/responses/Unauthorized"},
                     "403": {"$ref": "#/components/responses/Forbidden"},
                 },

@@ -34,8 +34,9 @@ def _find(*names: str) -> str | None:
     return None
 
 
-def start_browser(width: int = 1280, height: int = 900):
-    """A headless chromium (selenium WebDriver); the caller quits it."""
+def start_browser(width: int = 1280, height: int = 900, javascript: bool = True):
+    """A headless chromium (selenium WebDriver); the caller quits it. ``javascript=False``:
+    scripts disabled, as a user who turned them off."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -56,6 +57,10 @@ def start_browser(width: int = 1280, height: int = 900):
         f"--window-size={width},{height}",
     ):
         options.add_argument(arg)
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2}
+        )
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(30)
     return driver

@@ -148,6 +148,32 @@ def test_login_then_the_overview_lists_the_gateway_online(driver, site: Site, tm
     driver.save_screenshot(str(shot))
     print(f"overview screenshot: {shot}")
 
+    driver.find_element("id", "logout").click()
+    wait_dom(driver, lambda d: _css(d, "#username"), what="the login page after logging out")
+    driver.get(site.url + "/gateways")
+    assert "/login" in driver.current_url  # the session is gone
+
+
+def test_pages_work_and_refresh_themselves_without_javascript(site: Site) -> None:
+    plain = start_browser(javascript=False)
+    try:
+        _log_in(plain, site, "/?refresh=1")
+        gateway = site.fleet.gateway
+        wait_dom(plain, lambda d: _gateway_state(d, gateway) == "online", what="the overview")
+        # scripts are off: the <noscript> content is part of the page (it is text otherwise)
+        assert plain.execute_script('return document.querySelectorAll("noscript meta").length')
+        first = plain.find_element("id", "as-of").text
+        # the <noscript> refresh reloads the page: its "as of" time moves on by itself
+        wait_dom(
+            plain,
+            lambda d: d.find_element("id", "as-of").text != first,
+            what="the page to refresh itself without JavaScript",
+        )
+        _log_in(plain, site, f"/meters/{METER}")
+        wait_dom(plain, lambda d: _css(d, "svg.chart circle.pt"), what="the chart", reload=True)
+    finally:
+        plain.quit()
+
 
 def test_a_meter_page_draws_its_readings_as_points_over_time(driver, site: Site) -> None:
     _log_in(driver, site, f"/meters/{METER}")
@@ -216,7 +242,8 @@ def test_a_bill_page_renders_the_customers_bill(driver, site: Site) -> None:
 
 def test_a_command_sent_from_the_gateway_page_shows_its_reply(driver, site: Site) -> None:
     gateway = site.fleet.gateway
-    _log_in(driver, site, f"/gateways/{gateway}?refresh=1")
+    # no auto-refresh while the form is filled in here (the test polls with reloads below)
+    _log_in(driver, site, f"/gateways/{gateway}?refresh=0")
     from selenium.webdriver.support.ui import Select
 
     Select(driver.find_element("id", "command-action")).select_by_value("read-now")
@@ -231,7 +258,9 @@ def test_a_command_sent_from_the_gateway_page_shows_its_reply(driver, site: Site
         return cells[0].text if cells and cells[0].text not in ("waiting", "") else None
 
     # the gateway runs it and replies over MQTT; the running collector stores the reply
-    state = wait_dom(driver, replied, timeout=30, what=f"the reply to command {command_id}")
+    state = wait_dom(
+        driver, replied, timeout=30, what=f"the reply to command {command_id}", reload=True
+    )
     assert state == "ok", driver.find_element("css selector", row).text
     assert driver.find_element("css selector", f"{row} .command-reply").text
     assert OPERATOR in driver.find_element("css selector", row).text  # who sent it

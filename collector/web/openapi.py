@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocols.commands import ACTIONS
+
 __all__ = ["OPENAPI"]
 
 
@@ -165,6 +167,59 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        # remote commands (collector/web/api_commands.py)
+        "/api/commands": _get(
+            "Commands sent, newest first",
+            "Command",
+            [_param("gateway", "query", "only this gateway's commands"), _LIMIT, _AFTER],
+            page=True,
+        ),
+        "/api/commands/{command_id}": _get(
+            "One command and its reply (state: waiting, replied, expired)",
+            "Command",
+            [_param("command_id", "path", "command id")],
+            not_found=True,
+        ),
+        "/api/gateways/{gateway_id}/commands": {
+            "post": {
+                "summary": "Sign, store and send a command to a gateway (role operator); wait"
+                " up to wait_s for its reply",
+                "parameters": [_param("gateway_id", "path", "gateway id")],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["action"],
+                                "properties": {
+                                    "action": {"enum": list(ACTIONS)},
+                                    "args": {
+                                        "type": "object",
+                                        "description": "meter; from / to (backfill); config,"
+                                        " trial_s (push-config)",
+                                    },
+                                    "wait_s": {"type": "number", "minimum": 0, "maximum": 60},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "sent and replied",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Command"}}
+                        },
+                    },
+                    "202": {"description": "sent, no reply yet (state: waiting)"},
+                    **_ERRORS,
+                    "404": {"$ref": "#/components/responses/NotFound"},
+                    "502": {"description": "could not be sent (broker)"},
+                    "503": {"description": "no head-end command key configured"},
+                },
+            }
+        },
         "/api/openapi.json": {
             "get": {
                 "summary": "This document (no login needed)",
@@ -318,6 +373,29 @@ OPENAPI: dict[str, Any] = {
                     "outcome": {"enum": ["error", "warn", "info"]},
                     "detail": {"type": "string"},
                     "detected_ms": {"type": "integer"},
+                },
+            },
+            "Command": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "gateway": {"type": "string"},
+                    "action": {"type": "string"},
+                    "args": {"type": "object"},
+                    "issued_ms": {"type": "integer"},
+                    "expires_ms": {"type": "integer"},
+                    "issued_by": {"type": "string"},
+                    "state": {"type": "string"},
+                    "reply": {
+                        "type": ["object", "null"],
+                        "properties": {
+                            "status": {"type": "string"},
+                            "message": {"type": "string"},
+                            "result": {},
+                            "at_ms": _MS,
+                            "received_ms": _MS,
+                        },
+                    },
                 },
             },
             "Bill": {

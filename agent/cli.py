@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 
 from protocols import iec62056_21
@@ -234,7 +236,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"connection {where}{kind}: {len(drivers)} meter(s), one transaction at a time")
         rtu = [d for d in drivers if isinstance(d, RtuMeter)]
         if rtu:
-            print(f"  {_rtu_budget(rtu, [by_id[d.meter_id] for d in rtu])}")
+            speed = config.gateway.clock.speed
+            print(f"  {_rtu_budget(rtu, [by_id[d.meter_id] for d in rtu], speed)}")
         for d in drivers:
             meter = by_id[d.meter_id]
             if isinstance(d, DlmsMeter):
@@ -265,17 +268,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rtu_budget(meters: list[RtuMeter], configs: list[object]) -> str:
-    """A bus's cycle from frame sizes at its baud rate against its shortest interval, and
-    with one meter silent (one time-out): whether the bus can keep its period."""
+def _rtu_budget(meters: list[RtuMeter], configs: list[object], speed: Decimal) -> str:
+    """A bus's cycle from frame sizes at its baud rate against its shortest interval in
+    real time (a virtual clock at ``speed`` shortens it), and with one meter silent (one
+    time-out): whether the bus can keep its period."""
     line = meters[0].bus.line
     cycle = sum(line.transaction(r.count).total for m in meters for r in m.plan)
-    interval_s = min(c.interval_ns for c in configs) / 1e9  # type: ignore[attr-defined]
+    interval_ns = min(c.interval_ns for c in configs)  # type: ignore[attr-defined]
+    interval_s = float(Decimal(interval_ns) / speed / 10**9)
     worst = cycle + max(m.timeout for m in meters)
     text = (
         f"bus time per cycle at {line.baud} baud: {cycle * 1000:.0f} ms from frame sizes "
         f"({sum(len(m.plan) for m in meters)} requests), {worst * 1000:.0f} ms with one meter "
         f"silent; shortest interval {interval_s:g}s"
+        + (f" real (clock at {speed}x)" if speed != 1 else "")
     )
     if worst > interval_s:
         text += " -- WARNING: the bus cannot keep this period (slots will be skipped)"
@@ -800,7 +806,8 @@ def _modbus_section(args: argparse.Namespace, tcp_port: int, f: FoundUnit) -> st
     if args.host:
         lines += ['driver = "modbus-tcp"', f'host = "{args.host}"', f"port = {tcp_port}"]
     else:
-        lines += ['driver = "modbus-rtu"', f'port = "{args.port}"', f"baud = {args.baud}"]
+        device = os.path.abspath(args.port)  # the config resolves relative paths from its folder
+        lines += ['driver = "modbus-rtu"', f'port = "{device}"', f"baud = {args.baud}"]
         lines += [f'parity = "{args.parity}"', f"stopbits = {args.stopbits}"]
     lines.append(f"unit = {f.unit}")
     if f.profile is not None:
@@ -872,7 +879,7 @@ def _scan_iec62056(args: argparse.Namespace) -> int:
         "[[meters]]",
         f'id = "{args.id or ident.ident or "iec-1"}"',
         'driver = "iec62056"',
-        f'serial = "{args.port}"',
+        f'serial = "{os.path.abspath(args.port)}"',
     ]
     if args.address:
         lines.append(f'address = "{args.address}"')

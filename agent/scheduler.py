@@ -32,6 +32,7 @@ from protocols.obis import Obis
 from protocols.record import ClockSource, Quality, Value
 
 from .buffer import Capture, ReadError
+from .repeats import Repeats
 
 __all__ = ["BusScheduler", "MeterDriver", "ScheduledMeter", "next_slot"]
 
@@ -82,6 +83,7 @@ class BusScheduler:
         self.sink = sink
         self.wall_ns = wall_ns
         self.overruns = 0
+        self.repeats = Repeats()  # thins repeated failure lines per meter
         self.cycles = 0  # polls of a set of due meters, one after the other
         self.last_cycle_s = 0.0  # real seconds the last cycle took
         self.max_cycle_s = 0.0
@@ -120,9 +122,10 @@ class BusScheduler:
             outcome = await meter.driver.read()
         except Exception as exc:  # a failing meter never stops the bus: counted, logged
             meter.errors += 1
-            log.warning(
-                "%s", exc if str(exc).startswith("meter ") else f"meter {meter.meter_id}: {exc!r}"
-            )
+            text = str(exc) if str(exc).startswith("meter ") else f"meter {meter.meter_id}: {exc!r}"
+            line = self.repeats.note(meter.meter_id, text)
+            if line is not None:
+                log.warning("%s", line)
             self.sink(ReadError(meter.meter_id, captured_ms, str(exc) or repr(exc)))
         else:
             if getattr(outcome, "unchanged", False):
@@ -133,11 +136,16 @@ class BusScheduler:
             flags = Quality.NONE
             values = outcome.values  # type: ignore[attr-defined]
             errors: list[str] = outcome.errors  # type: ignore[attr-defined]
+            if not errors:
+                failed = self.repeats.clear(meter.meter_id)
+                if failed:
+                    log.info("meter %s: read again after %d failure(s)", meter.meter_id, failed)
             if errors:
                 flags |= Quality.PARTIAL
                 meter.errors += 1
-                for text in errors:
-                    log.warning("%s (capture is partial)", text)
+                line = self.repeats.note(meter.meter_id, "; ".join(errors))
+                if line is not None:
+                    log.warning("%s (capture is partial)", line)
                 self.sink(ReadError(meter.meter_id, captured_ms, "; ".join(errors)))
             if meter.first:
                 flags |= Quality.RESTARTED

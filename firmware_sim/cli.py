@@ -550,8 +550,10 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="UNIT:KIND[:ARG]",
-        help="make a unit misbehave: garbage, slow:SECONDS[,SECONDS...], wrong-unit[:UNIT], "
-        "silent, mid-frame, exception:CODE (repeatable; see docs/simulator.md)",
+        help="make a unit misbehave (repeatable). TCP: garbage, slow:SECONDS[,SECONDS...], "
+        "wrong-unit[:UNIT], silent, mid-frame, exception:CODE; --rtu: silent, late:MS, corrupt, "
+        "truncated, wrong-unit[:UNIT], exception:CODE, garbage (docs/simulator.md, "
+        "docs/serial.md)",
     )
     dl = sub.add_parser("dlms", help="one DLMS/COSEM meter (TCP wrapper or HDLC)")
     dl.add_argument("--port", type=int, help="TCP port (0: any free port; not with --pty-link)")

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from agent.config import SerialSettings
+from agent.repeats import Repeats
 from agent.serial_port import SerialPort
 from protocols import dsmr
 from protocols.record import Quality, Value
@@ -72,6 +73,7 @@ class P1Port:
         self.latest: dict[int, _Latest] = {}
         self.telegrams = 0
         self.last_problem = ""  # the last bad telegram or port error, for messages
+        self.repeats = Repeats()  # thins the log of repeated bad telegrams
         self.last_good: float | None = None
         self.channels: tuple[int, ...] = ()  # the meters in the last good telegram
         self.started: float | None = None
@@ -135,7 +137,9 @@ class P1Port:
                 return
             if isinstance(event, dsmr.BadTelegram):
                 self.last_problem = f"bad telegram ({event.reason}): {event.message}"
-                log.warning("P1 %s: %s", self.device, self.last_problem)
+                line = self.repeats.note(event.reason, f"bad telegram ({event.reason})")
+                if line is not None:  # every one is counted; the log is thinned
+                    log.warning("P1 %s: %s; last: %s", self.device, line, event.message)
                 continue
             if isinstance(event, dsmr.TelegramReceived):
                 self.telegrams += 1

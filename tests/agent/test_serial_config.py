@@ -106,3 +106,26 @@ def test_check_warns_when_a_bus_cannot_keep_its_period(
     assert "connection /dev/ttyUSB9 (modbus-rtu 1200 8E1): 3 meter(s)" in out
     assert "bus time per cycle at 1200 baud: 3300 ms from frame sizes (9 requests)" in out
     assert "WARNING: the bus cannot keep this period (slots will be skipped)" in out
+
+
+def test_check_measures_a_bus_budget_against_the_real_period_of_a_fast_clock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """15 minutes of virtual time at 1800x are 0.5 s of real time: a bus that needs more
+    for its cycle is warned about, though 15 minutes would be plenty at 1x."""
+    from agent.cli import main
+
+    meters = "".join(
+        f'[[meters]]\nid = "r{u}"\ndriver = "modbus-rtu"\nport = "/dev/ttyUSB9"\nunit = {u}\n'
+        f'profile = "eastron_sdm630"\ninterval = "15m"\n\n'
+        for u in (1, 2, 3)
+    )
+    path = tmp_path / "agent.toml"
+    path.write_text(HEAD + meters)
+    assert main(["check", str(path), "--no-read"]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+    fast = "2026-01-01T00:00:00Z@0x1800"
+    assert main(["check", str(path), "--no-read", "--clock", fast]) == 0
+    out = capsys.readouterr().out
+    assert "shortest interval 0.5s real (clock at 1800x)" in out
+    assert "WARNING: the bus cannot keep this period (slots will be skipped)" in out

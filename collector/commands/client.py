@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import ssl
 import time
 from typing import Any
 
@@ -21,12 +22,12 @@ import paho.mqtt.client as mqtt
 from protocols.commands import ACTIONS, Command, command_topic, reply_topic
 
 from ..config import Config, MqttConfig
-from ..errors import CollectorError
+from ..errors import CollectorError, ConfigError
 from .keys import CommandKey
 from .replies import ReplyOutcome, retire_due, take_reply
 from .store import CommandRow
 
-__all__ = ["CommandError", "make_mqtt_client", "new_command_id", "send_command"]
+__all__ = ["CommandError", "make_mqtt_client", "new_command_id", "send_command", "set_tls"]
 
 
 class CommandError(CollectorError):
@@ -42,13 +43,29 @@ def make_mqtt_client(mqtt_cfg: MqttConfig, client_id: str) -> mqtt.Client:
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
     )
-    if mqtt_cfg.cafile is not None:
+    set_tls(client, mqtt_cfg)
+    return client
+
+
+def set_tls(client: mqtt.Client, mqtt_cfg: MqttConfig) -> None:
+    """``[mqtt]`` cafile / certfile / keyfile: TLS with a client certificate (none: plain)."""
+    if mqtt_cfg.cafile is None:
+        if mqtt_cfg.certfile is not None or mqtt_cfg.keyfile is not None:
+            raise ConfigError("[mqtt]: certfile and keyfile need cafile (TLS)")
+        return
+    if (mqtt_cfg.certfile is None) != (mqtt_cfg.keyfile is None):
+        raise ConfigError("[mqtt]: certfile and keyfile go together")
+    try:
         client.tls_set(
             ca_certs=str(mqtt_cfg.cafile),
             certfile=str(mqtt_cfg.certfile) if mqtt_cfg.certfile else None,
             keyfile=str(mqtt_cfg.keyfile) if mqtt_cfg.keyfile else None,
         )
-    return client
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"[mqtt] TLS files (cafile {mqtt_cfg.cafile}, certfile {mqtt_cfg.certfile}, "
+            f"keyfile {mqtt_cfg.keyfile}): {exc}"
+        ) from None
 
 
 async def send_command(

@@ -21,6 +21,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from protocols.commands import REPLY_SUBSCRIPTION
 
+from .client import set_tls
 from .replies import retire_due, take_reply
 
 __all__ = ["RETIRE_EVERY_S", "attach", "reply_subscription"]
@@ -38,12 +39,7 @@ def attach(service: Any, store: Any) -> None:
     config = service.config
     client = service.client
     mqtt_cfg = config.mqtt
-    if mqtt_cfg.cafile is not None:
-        client.tls_set(
-            ca_certs=str(mqtt_cfg.cafile),
-            certfile=str(mqtt_cfg.certfile) if mqtt_cfg.certfile else None,
-            keyfile=str(mqtt_cfg.keyfile) if mqtt_cfg.keyfile else None,
-        )
+    set_tls(client, mqtt_cfg)  # ConfigError naming the files when they are not usable
     on_connect, on_message = client.on_connect, client.on_message
     grace_ms = config.commands.key_grace_ms
     tasks: set[asyncio.Task[None]] = set()

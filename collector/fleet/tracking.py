@@ -111,14 +111,9 @@ class TrackedIngestor:
                 )
                 if status.at_ms is not None:
                     gw.clock_offset_ms = status.at_ms - self.virtual_ms(status.received_ms)
-            bad: set[tuple[str, int]] = set()
-            captures: dict[tuple[str, int], dict[str, list[str]]] = {}
             # ingest's hot path writes plain tuples in ReadingRow / RecordRow field order
-            for meter_id, obis, captured_ms, value, unit, flags, *_rest in rows.readings:
-                key = (meter_id, captured_ms)
-                if flags & BAD_READ:
-                    bad.add(key)
-                captures.setdefault(key, {})[intern(obis)] = [value, intern(unit)]
+            bad = {(r[0], r[2]) for r in rows.readings if r[5] & BAD_READ}
+            newest: dict[str, int] = {}  # meter -> capture time of its newest good record
             for gateway_id, _seq, meter_id, captured_ms, _raw, received_ms in rows.records:
                 gw = fleet.gateway(gateway_id)
                 gw.records += 1
@@ -127,8 +122,7 @@ class TrackedIngestor:
                 meter.records += 1
                 meter.last_received_ms = received_ms
                 meter.last_captured_ms = max(meter.last_captured_ms or 0, captured_ms)
-                key = (meter_id, captured_ms)
-                if key in bad:
+                if (meter_id, captured_ms) in bad:
                     meter.last_error = "partial capture or meter error status (record flags)"
                     meter.last_error_ms = captured_ms
                     continue
@@ -136,7 +130,14 @@ class TrackedIngestor:
                 if meter.last_good_ms is None or captured_ms >= meter.last_good_ms:
                     meter.last_good_ms = captured_ms
                     meter.last_good_at_ms = fleet.real_ms(captured_ms)
-                    meter.last_good = captures.get(key, meter.last_good)
+                    newest[meter_id] = captured_ms
+            if newest:
+                values: dict[str, dict[str, list[str]]] = {}
+                for meter_id, obis, captured_ms, value, unit, *_rest in rows.readings:
+                    if newest.get(meter_id) == captured_ms:
+                        values.setdefault(meter_id, {})[intern(obis)] = [value, intern(unit)]
+                for meter_id, good in values.items():
+                    fleet.meters[meter_id].last_good = good
             for q in rows.quarantine:
                 kind = q.kind or "other"
                 if q.gateway_id:

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from protocols.commands import Command, Reply, parse_command_topic, reply_topic
-from protocols.errors import DecodeError
+from protocols.errors import DecodeError, EncodeError
 from protocols.keys import KeyFormatError, public_key_from_pem
 from protocols.record import ClockSource
 
@@ -281,7 +281,15 @@ class CommandAgent:
             result,
             at_ms=self.config.gateway.clock.virtual_ns(time.time_ns()) // 1_000_000,
         )
-        payload = reply.sign(self.key.private)
+        try:
+            payload = reply.sign(self.key.private)
+        except EncodeError as exc:  # e.g. a read-now that brought weeks of profile entries
+            short = {"truncated": f"result too large for one reply ({exc})"}
+            if "captures" in result:  # the register capture (last) is the one asked for
+                short["captures"] = result["captures"][-1:]
+                short["capture_count"] = len(result["captures"])
+            reply = replace(reply, result=short)
+            payload = reply.sign(self.key.private)
         try:
             await uplink._publish_confirmed(
                 reply_topic(self.config.gateway.id, command.command_id), payload

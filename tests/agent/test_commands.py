@@ -169,3 +169,25 @@ def test_trusted_keys_are_every_headend_command_file(tmp_path: Path) -> None:
     (tmp_path / "headend-command-bad.pub").write_text("not a key")
     keys = load_trusted_keys(tmp_path)
     assert len(keys) == 2
+
+
+def test_a_reply_too_large_is_sent_truncated_with_the_register_capture(tmp_path: Path) -> None:
+    import asyncio
+
+    agent = _agent(tmp_path)
+    sent: list[tuple[str, bytes]] = []
+
+    async def publish(topic: str, payload: bytes) -> int:
+        sent.append((topic, payload))
+        return 0
+
+    # the uplink's publish is the only part replaced: it records what would go to the broker
+    agent.service.uplink = SimpleNamespace(_publish_confirmed=publish)  # type: ignore[attr-defined]
+    entry = {"captured_ms": 1, "values": [{"obis": "1-0:1.8.0", "value": "1" * 100}]}
+    result = {"captures": [entry] * 3000 + [{"captured_ms": 2, "values": []}], "errors": []}
+    ok = asyncio.run(agent._reply(_command("c-big"), "ok", "read", result))
+    assert ok
+    reply = Reply.parse(sent[0][1])
+    assert "too large" in reply.result["truncated"]
+    assert reply.result["captures"] == [{"captured_ms": 2, "values": []}]
+    assert reply.result["capture_count"] == 3001

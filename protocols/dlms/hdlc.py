@@ -473,6 +473,11 @@ class FrameReader:
                 self._drop(1, f"hdlc frame format {fmt:04X} at a flag: not a frame start")
                 continue
             if len(buf) < length + 2:
+                if self._header_checks(length):
+                    # a genuine frame with an information field (its header check sequence
+                    # holds): wait for all of it, even if its information holds bytes that
+                    # look like a whole frame (they are data, not a frame of the link)
+                    return None
                 # maybe a false start (noise that looks like a frame header): a whole
                 # frame at a later flag wins, else wait for more bytes
                 later = self._later_frame()
@@ -492,6 +497,20 @@ class FrameReader:
             # the closing flag may open the next frame: keep it
             self._cut(length + 1)
             return frame
+
+    def _header_checks(self, length: int) -> bool:
+        """Whether the frame starting the buffer has an information field and its HCS,
+        already received, matches the header (noise passes with probability 2^-16)."""
+        body = bytes(self._buffer[1 : 1 + min(length, 16)])  # format, addresses, control, HCS
+        try:
+            _, at = decode_address(body, 2)
+            _, at = decode_address(body, at)
+        except DlmsDecodeError:
+            return False  # not received yet, or not a frame
+        at += 1  # the control field
+        if length <= at + 2 or len(body) < at + 2:
+            return False  # no information field (a short frame), or no HCS yet
+        return _check(body[:at]) == body[at : at + 2]
 
     def _later_frame(self) -> int:
         """The offset of the first flag after the start that opens a whole, valid frame

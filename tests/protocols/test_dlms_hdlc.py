@@ -513,3 +513,19 @@ def test_reader_looks_at_each_false_frame_once_when_fed_byte_by_byte() -> None:
     assert frames == [decode_frame(SNRM)]
     assert (reader.dropped, reader.pending) == (whole.dropped, whole.pending)
     assert spy.call_count <= 2 * (noise + SNRM).count(0x7E)  # was 66,139 (now 603)
+
+
+def test_reader_keeps_a_frame_whose_information_holds_a_frame_when_fed_byte_by_byte() -> None:
+    # Found while writing the fuzz targets: an I-frame whose information holds the bytes of
+    # a whole valid frame (an octet-string value, say) was dropped when fed in pieces, and
+    # the embedded frame handed up instead. A start whose header check sequence holds is a
+    # genuine frame now: the reader waits for all of it (noise passes the HCS 1 in 65,536).
+    inner = encode_frame(HdlcFrame(FrameKind.RR, CLIENT, SERVER, nr=1))
+    outer = encode_frame(
+        HdlcFrame(FrameKind.I, CLIENT, SERVER, LLC_RESPONSE + b"\x09\x0d" + inner + b"\x00")
+    )
+    reader = FrameReader()
+    frames = []
+    for i in range(len(outer)):
+        frames += reader.feed(outer[i : i + 1])
+    assert frames == [decode_frame(outer)] and reader.dropped == 0

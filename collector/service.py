@@ -33,6 +33,7 @@ from protocols.topics import PREFIX, ack_topic, shared_subscription
 
 from .commands.hook import attach as attach_commands
 from .config import Config
+from .errors import ConfigError
 from .fleet.metrics import FleetMetrics
 from .fleet.state import Fleet
 from .fleet.tracking import FleetKeeper, TrackedIngestor
@@ -360,4 +361,8 @@ async def _start_web(config: Config, store, fleet, metrics, keeper):  # -> AppRu
 
     auth = load_auth(config.http.users, config.http.session_hours)
     app = make_app(store, config, fleet=fleet, auth=auth, metrics=metrics, keeper=keeper)
-    return await start_http(app, config.http.host, config.http.port)
+    try:
+        return await start_http(app, config.http.host, config.http.port)
+    except OSError as exc:
+        where = f"{config.http.host}:{config.http.port}"
+        raise ConfigError(f"{config.path}: [http] cannot listen on {where}: {exc}") from None

@@ -98,6 +98,8 @@ class TrackedIngestor:
         fleet = self.fleet
         for rows in written:
             for status in rows.statuses:
+                if status.gateway_id not in fleet.gateways:
+                    continue  # not enrolled: a topic anyone can publish to adds no gateway
                 gw = fleet.gateway(status.gateway_id)
                 gw.status, gw.reason = status.state, status.reason
                 gw.status_at_ms = status.at_ms
@@ -140,7 +142,10 @@ class TrackedIngestor:
                     fleet.meters[meter_id].last_good = good
             for q in rows.quarantine:
                 kind = q.kind or "other"
-                if q.gateway_id:
+                if q.gateway_id and q.gateway_id in fleet.gateways:
+                    # only enrolled gateways: a hostile message naming any id in its topic
+                    # must not add a gateway to the fleet view (it is counted in the
+                    # quarantine and the metrics all the same)
                     gw = fleet.gateway(q.gateway_id)
                     gw.rejected[kind] = gw.rejected.get(kind, 0) + 1
                 if q.meter_id and q.meter_id in fleet.meters:
@@ -155,8 +160,8 @@ class TrackedIngestor:
                 self.metrics.observe(rows)
         for outcome in outcomes:
             ack = outcome.ack
-            if ack is None or outcome.gateway_id is None:
-                continue
+            if ack is None or outcome.gateway_id not in fleet.gateways:
+                continue  # no ack, or not an enrolled gateway
             gw = fleet.gateway(outcome.gateway_id)
             gw.batches += 1
             if ack.handled:
@@ -174,7 +179,7 @@ class TrackedIngestor:
             status = GatewayStatus.from_bytes(message.payload)
         except DecodeError:
             return  # quarantined by ingest
-        if status.gateway_id != gateway_id:
+        if status.gateway_id != gateway_id or gateway_id not in self.fleet.gateways:
             return
         for clock in status.meters:
             meter = self.fleet.meter(clock.meter_id, gateway_id)

@@ -272,3 +272,39 @@ def test_agent_metrics_table(tmp_path: Path) -> None:
     config.write_text('[gateway]\nid = "gw-1"\n\n[metrics]\nport = 9101\nbind = "x"\n')
     with pytest.raises(AgentConfigError, match=r":6: metrics\.bind: unknown key"):
         load_metrics_settings(config)
+
+
+def test_messages_naming_a_gateway_never_enrolled_add_no_gateway_to_the_fleet(
+    tmp_path: Path,
+) -> None:
+    """Anyone who can publish can name any gateway id in a topic: such messages are
+    quarantined and counted, but the fleet view lists enrolled gateways only."""
+    key = Ed25519PrivateKey.generate()
+    stranger = "gw-other"
+
+    async def run() -> tuple[Fleet, FleetMetrics]:
+        store = await open_store(tmp_path / "c.sqlite")
+        try:
+            await enrol_gateway(store, GW, write_public_key(key, tmp_path / "gw.pem"), METERS, T0)
+            fleet = Fleet()
+            keeper = FleetKeeper(store, fleet)
+            await keeper.load()
+            metrics = FleetMetrics(fleet)
+            tracked = TrackedIngestor(Ingestor, store, fleet, lambda ms: ms, metrics)
+            status = GatewayStatus("gw-fake", state="online", at_ms=T0)
+            await tracked.ingest(
+                [
+                    message("gw-fake", 1, [record(key, "gw-fake", "em-1", 1, T0).raw]),
+                    message(GW, 2, [b"\x00garbage"], topic_gateway=stranger),
+                    Incoming(status_topic("gw-fake"), status.to_bytes(), T0 + 5_000),
+                ]
+            )
+            await keeper.stop()
+            return fleet, metrics
+        finally:
+            await store.close()
+
+    fleet, metrics = asyncio.run(run())
+    assert sorted(fleet.gateways) == [GW]
+    text = metrics.render().decode()
+    assert "meterlink_ingest_rejected_total" in text  # still counted

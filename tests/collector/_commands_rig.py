@@ -14,7 +14,7 @@ from pathlib import Path
 from collector.web.auth import new_token
 from meterlink.broker import Mosquitto
 from meterlink.notify import NotifySocket
-from meterlink.procs import Proc, free_port
+from meterlink.procs import Proc, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY = "gw-cmd"
@@ -127,6 +127,18 @@ class Rig:
                              log_path=self.root / f"{name}.log")  # fmt: skip
             self.procs.append(proc)
             sock.wait_for("READY", timeout=30, alive=proc.alive)
+        # The agent subscribes to its commands before it publishes its online status on the
+        # same connection: once the collector stored that status, a command reaches it (a
+        # gateway's first session does not exist before it connected once).
+        wait_for(
+            lambda: (
+                self.db.exists()
+                and self.query("SELECT state FROM gateway_status WHERE gateway_id = ?", (GATEWAY,))
+                == [("online",)]
+            ),
+            timeout=30,
+            what="the gateway online at the head-end",
+        )
         return self
 
     def stop(self) -> None:

@@ -254,18 +254,27 @@ def test_agent_and_collector_over_tls_store_readings_and_answer_a_command(
             sockets.append(sock)
             proc = meterlink(*args, name=name, env=sock.env)
             sock.wait_for("READY", timeout=30, alive=proc.alive)
+        import sqlite3
+
+        def query(sql: str) -> list[tuple]:
+            con = sqlite3.connect(f"file:{tmp_path / 'c.sqlite'}?mode=ro", uri=True)
+            try:
+                return con.execute(sql).fetchall()
+            finally:
+                con.close()
+
+        # the agent subscribed to its commands before it published "online" (same connection)
+        wait_for(
+            lambda: query("SELECT state FROM gateway_status") == [("online",)],
+            timeout=30,
+            what="gw-tls online at the head-end",
+        )
         out = once("collector", "command", "gw-tls", "read-now", "--meter", "dl-tls",
                    "--config", str(collector_toml))  # fmt: skip
         assert "reply: ok" in out
 
-        import sqlite3
-
         def stored() -> int:
-            con = sqlite3.connect(f"file:{tmp_path / 'c.sqlite'}?mode=ro", uri=True)
-            try:
-                return con.execute("SELECT count(*) FROM readings").fetchone()[0]
-            finally:
-                con.close()
+            return query("SELECT count(*) FROM readings")[0][0]
 
         wait_for(lambda: stored() >= 1, timeout=30, what="a reading stored over TLS")
     finally:

@@ -65,7 +65,7 @@ class WebContext:
 
 
 CTX = web.AppKey("meterlink_ctx", WebContext)
-PRINCIPAL = "meterlink_principal"
+PRINCIPAL = web.RequestKey("meterlink_principal", Principal)
 
 
 def public(handler: Handler) -> Handler:
@@ -126,7 +126,7 @@ async def _access(request: web.Request, handler: Handler) -> web.StreamResponse:
             return json_error(
                 401, "login required", **{"WWW-Authenticate": 'Bearer realm="meterlink"'}
             )
-        return web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
+        raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
     role = getattr(target, "meterlink_role", None)
     if role is None:
         role = READ_ONLY if request.method in ("GET", "HEAD", "OPTIONS") else OPERATOR
@@ -180,9 +180,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     principal = ctx.auth.login(name, password)
     if principal is None:
         log.warning("login refused for %r from %s", name, request.remote)
-        return web.HTTPSeeOther(f"/login?failed=1&next={quote(nxt, safe='')}")
+        raise web.HTTPSeeOther(f"/login?failed=1&next={quote(nxt, safe='')}")
     log.info("login: %s (%s) from %s", principal.name, principal.role, request.remote)
-    response = web.HTTPSeeOther(nxt)
+    response = web.Response(status=303, headers={"Location": nxt})
     response.set_cookie(
         COOKIE,
         ctx.auth.session_cookie(principal),

@@ -101,6 +101,20 @@ def main() -> int:
         rows.append(("rating, TOU + tiers (1 core)", f"{r['intervals_per_s']:,} intervals/s",
                      f">= {r['target_intervals_per_s']:,}",
                      verdict(r["intervals_per_s"], r["target_intervals_per_s"])))  # fmt: skip
+    d = results.get("dlms_read")
+    if d:
+        rows.append(("DLMS full read, TCP wrapper (clock + 6 reg.)",
+                     f"{d['median_ms']} ms median, p95 {d['p95_ms']} ms", "", ""))  # fmt: skip
+    d = results.get("dlms_backfill")
+    if d:
+        rows.append((f"DLMS {d['days']}-day 15-min profile backfill",
+                     f"{d['seconds']} s ({d['entries']:,} entries, {d['entries_per_s']:,}/s)",
+                     "", ""))  # fmt: skip
+    a = results.get("api")
+    if a:
+        rows.append((f"API fleet overview, {a['gateways']:,} gw / {a['meters']:,} meters",
+                     f"p95 {a['overview_p95_ms']} ms", f"<= {a['target_p95_ms']} ms",
+                     verdict(a["overview_p95_ms"], a["target_p95_ms"], False)))  # fmt: skip
     print()
     print(f"== summary ({time.perf_counter() - t0:.0f}s)")
     widths = [max(len(r[k]) for r in rows) if rows else 0 for k in range(4)]

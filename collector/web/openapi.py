@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocols.commands import ACTIONS
+from protocols.commands import ACTIONS, REPLY_STATUSES
 
 __all__ = ["OPENAPI"]
 
@@ -75,8 +75,9 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "meterlink collector API",
         "version": "1",
-        "description": "Fleet state, readings, VEE findings and bills of a meterlink head-end."
-        " See docs/api.md.",
+        "description": "Fleet state, readings, VEE findings, bills and remote commands of a"
+        " meterlink head-end. Values are exact decimal strings, times Unix ms UTC."
+        " See docs/api.md and docs/operations.md.",
     },
     "security": [{"bearer": []}, {"basic": []}, {"session": []}],
     "paths": {
@@ -108,6 +109,7 @@ OPENAPI: dict[str, Any] = {
                 _AFTER,
             ],
             page=True,
+            not_found=True,  # an unknown `gateway`
         ),
         "/api/meters/{meter_id}": _get(
             "One meter", "Meter", [_param("meter_id", "path", "meter id")], not_found=True
@@ -119,7 +121,7 @@ OPENAPI: dict[str, Any] = {
                 _param("meter_id", "path", "meter id"),
                 _param("from", "query", "Unix ms or ISO 8601 (default: the beginning)"),
                 _param("to", "query", "Unix ms or ISO 8601, exclusive (default: no end)"),
-                _param("obis", "query", "only this quantity, e.g. 1-0:1.8.0*255"),
+                _param("obis", "query", "only this quantity, as stored (exact), e.g. 1-0:1.8.0"),
                 _LIMIT,
                 _AFTER,
             ],
@@ -164,6 +166,7 @@ OPENAPI: dict[str, Any] = {
                     "200": {"description": '{"flushed": true}'},
                     "401": {"$ref": "#/components/responses/Unauthorized"},
                     "403": {"$ref": "#/components/responses/Forbidden"},
+                    "404": {"description": "this server keeps no fleet state"},
                 },
             }
         },
@@ -175,7 +178,7 @@ OPENAPI: dict[str, Any] = {
             page=True,
         ),
         "/api/commands/{command_id}": _get(
-            "One command and its reply (state: waiting, replied, expired)",
+            "One command and its reply (state: waiting, expired, or the reply's status)",
             "Command",
             [_param("command_id", "path", "command id")],
             not_found=True,
@@ -212,11 +215,28 @@ OPENAPI: dict[str, Any] = {
                             "application/json": {"schema": {"$ref": "#/components/schemas/Command"}}
                         },
                     },
-                    "202": {"description": "sent, no reply yet (state: waiting)"},
+                    "202": {
+                        "description": "sent, no reply within wait_s (state: waiting); GET"
+                        " /api/commands/{command_id} later",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Command"}}
+                        },
+                    },
                     **_ERRORS,
                     "404": {"$ref": "#/components/responses/NotFound"},
-                    "502": {"description": "could not be sent (broker)"},
-                    "503": {"description": "no head-end command key configured"},
+                    "502": {
+                        "description": "could not be sent (the broker cannot be reached)",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    },
+                    "503": {
+                        "description": "the head-end command key ([commands] key) is missing or"
+                        " unsafe (readable by group or others)",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    },
                 },
             }
         },
@@ -251,10 +271,10 @@ OPENAPI: dict[str, Any] = {
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
             for name, text in (
-                ("BadRequest", "a query parameter is wrong (the message names it)"),
+                ("BadRequest", "a query parameter or body field is wrong (the message names it)"),
                 ("Unauthorized", "no or wrong credentials"),
                 ("Forbidden", "the role does not allow this (read-only tried to write)"),
-                ("NotFound", "no such gateway, meter or bill"),
+                ("NotFound", "no such gateway, meter, bill or command"),
             )
         },
         "schemas": {
@@ -309,9 +329,18 @@ OPENAPI: dict[str, Any] = {
                     "rejected_total": {"type": "integer"},
                     "sequence_gaps": {"type": "integer"},
                     "missing_records": {"type": "integer"},
-                    "gap_ranges": {"type": "array", "items": {"type": "array"}},
+                    "gap_ranges": {
+                        "type": "array",
+                        "items": {"type": "array"},
+                        "description": "[first, last] missing seq ranges: the first 20 in a"
+                        " list, up to 200 for one gateway",
+                    },
                     "meters": {"type": "integer"},
-                    "meter_ids": {"type": "array", "items": {"type": "string"}},
+                    "meter_ids": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "one gateway only",
+                    },
                 },
             },
             "Meter": {
@@ -380,16 +409,23 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "id": {"type": "string"},
                     "gateway": {"type": "string"},
-                    "action": {"type": "string"},
-                    "args": {"type": "object"},
+                    "action": {"enum": list(ACTIONS)},
+                    "args": {
+                        "type": "object",
+                        "description": "as sent; a pushed config's text is shown as its size",
+                    },
                     "issued_ms": {"type": "integer"},
                     "expires_ms": {"type": "integer"},
-                    "issued_by": {"type": "string"},
-                    "state": {"type": "string"},
+                    "issued_by": {"type": "string", "description": 'cli or "api:<account>"'},
+                    "state": {
+                        "enum": ["waiting", "expired", *REPLY_STATUSES],
+                        "description": "waiting (no reply yet), expired (no reply before"
+                        " expires_ms), or the reply's status",
+                    },
                     "reply": {
                         "type": ["object", "null"],
                         "properties": {
-                            "status": {"type": "string"},
+                            "status": {"enum": list(REPLY_STATUSES)},
                             "message": {"type": "string"},
                             "result": {},
                             "at_ms": _MS,

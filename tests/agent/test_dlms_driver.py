@@ -5,7 +5,6 @@ meter's own clock (ClockSource.METER)."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -21,13 +20,12 @@ from agent.drivers.modbus_tcp import MeterReadError
 from agent.scheduler import BusScheduler, ScheduledMeter
 from firmware_sim.dlms import DLMS_OBJECTS, register_integer
 from firmware_sim.model import MeterModel
-from meterlink.broker import Mosquitto
-from meterlink.notify import NotifySocket
 from meterlink.procs import Proc, free_port, wait_for
 from protocols.clock import ClockSetting
 from protocols.obis import Obis, quantity_for
 from protocols.record import ClockSource, Quality, Value
 from protocols.units import convert, unit_by_code
+from tests.support.loopback import loopback, query
 
 REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -181,73 +179,37 @@ def test_end_to_end_dlms_readings_stored_with_the_meter_clock(tmp_path: Path) ->
     the meter's clock (5 minutes ahead of the gateway's), clock source METER."""
     speed = 3600
     clock = ClockSetting.accelerated(START, time.time_ns() + 2 * 10**9, Decimal(speed))
-    procs: list[Proc] = []
-    sockets: list[NotifySocket] = []
-    broker = Mosquitto(tmp_path / "broker").start()
-    try:
-        sim = _meterlink(
+    with loopback(tmp_path) as lb:
+        sim = lb.spawn(
             "sim", "dlms", "--port", "0", "--meter-id", "dl-e2e", "--clock", str(clock),
             "--clock-offset", str(OFFSET_S), name="sim", log_path=tmp_path / "sim.log",
         )  # fmt: skip
-        procs.append(sim)
         host, _, port = (
             sim.wait_line(lambda t: t.startswith("READY dlms")).split()[2].rpartition(":")
         )
-        (tmp_path / "collector").mkdir()
-        collector_toml = tmp_path / "collector" / "collector.toml"
-        collector_toml.write_text(
-            '[collector]\ndatabase = "collector.sqlite"\nid = "c-dlms"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup = "collectors"\n'
-        )
+        collector_toml = lb.collector_config("c-dlms")
         agent_toml = tmp_path / "agent" / "agent.toml"
         agent_toml.parent.mkdir()
         agent_toml.write_text(
             '[gateway]\nid = "gw-dlms"\nstate_dir = "state"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 5\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {lb.broker.port}\nbatch_max_records = 5\n\n'
             f'[[meters]]\nid = "dl-e2e"\ndriver = "dlms"\nhost = "{host}"\nport = {port}\n'
             'objects = ["1-0:1.8.0", "1-0:16.7.0", "1-0:32.7.0"]\n'
             'interval = "15m"\ntimeout = "2s"\nretries = 1\n'
             'clock_limit = "10m"\n'  # the 5-minute offset is within the limit: meter stamps
         )
-        for args in (
-            ("agent", "keys", "init", "--config", str(agent_toml)),
-            ("collector", "enrol", "gw-dlms", "--public-key",
-             str(agent_toml.parent / "state/keys/gateway.pub"), "--meters", "dl-e2e",
-             "--config", str(collector_toml)),
-        ):  # fmt: skip
-            one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
-            assert one_shot.popen.wait(timeout=60) == 0, one_shot.output
-        for name, args in (
-            ("collector", ("collector", "run", str(collector_toml), "--clock", str(clock))),
-            ("agent", ("agent", "run", str(agent_toml), "--clock", str(clock))),
-        ):
-            sock = NotifySocket()
-            sockets.append(sock)
-            proc = _meterlink(*args, name=name, cwd=tmp_path, env=sock.env,
-                              log_path=tmp_path / f"{name}.log")  # fmt: skip
-            procs.append(proc)
-            sock.wait_for("READY", timeout=30, alive=proc.alive)
-        db = tmp_path / "collector" / "collector.sqlite"
+        lb.enrol(agent_toml, collector_toml, "gw-dlms", ["dl-e2e"])
+        lb.start("collector", "collector", "run", str(collector_toml), "--clock", str(clock))
+        lb.start("agent", "agent", "run", str(agent_toml), "--clock", str(clock))
 
         def stored() -> list[tuple]:
-            if not db.exists():
-                return []
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-            try:
-                return con.execute(
-                    "SELECT meter_id, obis, captured_ms, value, unit, clock_source FROM readings"
-                    " ORDER BY captured_ms, obis"
-                ).fetchall()
-            finally:
-                con.close()
+            return query(
+                lb.collector_db,
+                "SELECT meter_id, obis, captured_ms, value, unit, clock_source FROM readings"
+                " ORDER BY captured_ms, obis",
+            )
 
         wait_for(lambda: len({r[2] for r in stored()}) >= 3, timeout=60, what="3 DLMS captures")
-    finally:
-        for proc in reversed(procs):
-            proc.stop(timeout=20)
-        broker.stop()
-        for sock in sockets:
-            sock.close()
     rows = stored()
     captures = sorted({r[2] for r in rows})
     assert len(captures) >= 3

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -33,14 +32,13 @@ from firmware_sim.dlms import (
     register_integer,
 )
 from firmware_sim.model import MeterModel
-from meterlink.broker import Mosquitto
-from meterlink.notify import NotifySocket
 from meterlink.procs import Proc, wait_for
 from protocols.clock import ClockSetting
 from protocols.dlms.hdlc import FrameKind, FrameReader, LinkState, ServerLink
 from protocols.obis import Obis, quantity_for
 from protocols.record import ClockSource
 from protocols.units import convert, unit_by_code
+from tests.support.loopback import loopback, query
 
 REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -383,25 +381,16 @@ def test_end_to_end_fleet_wrapper_and_hdlc_pty_readings_stored_exactly_once(
         '[[dlms]]\nmeter = "dl-w"\nport = 0\n'
         '[[dlms]]\nmeter = "dl-h"\ntransport = "hdlc"\npty_link = "ttyDLMS0"\nmode_e = true\n'
     )
-    procs: list[Proc] = []
-    sockets: list[NotifySocket] = []
-    broker = Mosquitto(tmp_path / "broker").start()
-    try:
-        sim = _meterlink(
+    with loopback(tmp_path) as lb:
+        sim = lb.spawn(
             "sim", "run", str(scenario), "--clock", str(clock), name="sim",
             log_path=tmp_path / "sim.log",
         )  # fmt: skip
-        procs.append(sim)
         ready = sim.wait_lines(lambda t: t.startswith("READY dlms"), 2)
         wrapper = next(line.split()[2] for line in ready if "transport=wrapper" in line)
         assert any(line.split()[2] == f"pty:{link}" for line in ready)
         host, _, port = wrapper.rpartition(":")
-        (tmp_path / "collector").mkdir()
-        collector_toml = tmp_path / "collector" / "collector.toml"
-        collector_toml.write_text(
-            '[collector]\ndatabase = "collector.sqlite"\nid = "c-hdlc"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup = "collectors"\n'
-        )
+        collector_toml = lb.collector_config("c-hdlc")
         agent_toml = tmp_path / "agent" / "agent.toml"
         agent_toml.parent.mkdir()
         common = (
@@ -410,7 +399,7 @@ def test_end_to_end_fleet_wrapper_and_hdlc_pty_readings_stored_exactly_once(
         )
         agent_toml.write_text(
             '[gateway]\nid = "gw-hdlc"\nstate_dir = "state"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 5\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {lb.broker.port}\nbatch_max_records = 5\n\n'
             f'[[meters]]\nid = "dl-w"\ndriver = "dlms"\nhost = "{host}"\nport = {port}\n'
             + common
             + '\n[[meters]]\nid = "dl-h"\ndriver = "dlms"\ntransport = "hdlc"\n'
@@ -418,37 +407,16 @@ def test_end_to_end_fleet_wrapper_and_hdlc_pty_readings_stored_exactly_once(
         )
         serial_meter = load_config(agent_toml).meters[1]
         assert serial_meter.dlms is not None and serial_meter.dlms.serial == str(link)
-        for args in (
-            ("agent", "keys", "init", "--config", str(agent_toml)),
-            ("collector", "enrol", "gw-hdlc", "--public-key",
-             str(agent_toml.parent / "state/keys/gateway.pub"), "--meters", "dl-w,dl-h",
-             "--config", str(collector_toml)),
-        ):  # fmt: skip
-            one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
-            assert one_shot.popen.wait(timeout=60) == 0, one_shot.output
-        for name, args in (
-            ("collector", ("collector", "run", str(collector_toml), "--clock", str(clock))),
-            ("agent", ("agent", "run", str(agent_toml), "--clock", str(clock))),
-        ):
-            sock = NotifySocket()
-            sockets.append(sock)
-            proc = _meterlink(*args, name=name, cwd=tmp_path, env=sock.env,
-                              log_path=tmp_path / f"{name}.log")  # fmt: skip
-            procs.append(proc)
-            sock.wait_for("READY", timeout=30, alive=proc.alive)
-        db = tmp_path / "collector" / "collector.sqlite"
+        lb.enrol(agent_toml, collector_toml, "gw-hdlc", ["dl-w", "dl-h"])
+        lb.start("collector", "collector", "run", str(collector_toml), "--clock", str(clock))
+        lb.start("agent", "agent", "run", str(agent_toml), "--clock", str(clock))
 
         def stored() -> list[tuple]:
-            if not db.exists():
-                return []
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-            try:
-                return con.execute(
-                    "SELECT meter_id, obis, captured_ms, value, unit, clock_source FROM readings"
-                    " ORDER BY meter_id, captured_ms, obis"
-                ).fetchall()
-            finally:
-                con.close()
+            return query(
+                lb.collector_db,
+                "SELECT meter_id, obis, captured_ms, value, unit, clock_source FROM readings"
+                " ORDER BY meter_id, captured_ms, obis",
+            )
 
         def captures(meter: str) -> int:
             return len({r[2] for r in stored() if r[0] == meter})
@@ -458,12 +426,6 @@ def test_end_to_end_fleet_wrapper_and_hdlc_pty_readings_stored_exactly_once(
             timeout=90,
             what="3 captures of each DLMS meter",
         )
-    finally:
-        for proc in reversed(procs):
-            proc.stop(timeout=20)
-        broker.stop()
-        for sock in sockets:
-            sock.close()
     rows = stored()
     keys = [(r[0], r[1], r[2]) for r in rows]
     assert len(keys) == len(set(keys))  # each reading stored once

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -34,12 +33,11 @@ from agent.drivers.modbus_tcp import MeterReadError
 from firmware_sim.dlms import DlmsMeterState, DlmsSimOptions, DlmsSimServer
 from firmware_sim.dlms.objects import DataObject
 from firmware_sim.model import MeterModel
-from meterlink.broker import Mosquitto
-from meterlink.notify import NotifySocket
 from meterlink.procs import Proc, wait_for
 from protocols.clock import ClockSetting
 from protocols.dlms.axdr import Data
 from protocols.obis import Obis
+from tests.support.loopback import loopback, query
 
 REPO = Path(__file__).resolve().parents[2]
 EK = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
@@ -288,23 +286,14 @@ def test_end_to_end_one_meter_with_a_wrong_key_others_stored_no_secret_logged(
         f'[[dlms]]\nmeter = "dl-good"\nauth = "hls"\nkeys = "{keys.name}"\n'
         f'[[dlms]]\nmeter = "dl-bad"\nauth = "hls"\nkeys = "{keys.name}"\n'
     )
-    procs: list[Proc] = []
-    sockets: list[NotifySocket] = []
-    broker = Mosquitto(tmp_path / "broker").start()
-    try:
-        sim = _meterlink("sim", "run", str(scenario), "--clock", str(clock), name="sim",
-                         log_path=tmp_path / "sim.log")  # fmt: skip
-        procs.append(sim)
+    with loopback(tmp_path) as lb:
+        sim = lb.spawn("sim", "run", str(scenario), "--clock", str(clock), name="sim",
+                       log_path=tmp_path / "sim.log")  # fmt: skip
         ports = {}
         for line in sim.wait_lines(lambda t: t.startswith("READY dlms"), 2):
             words = line.split()
             ports[words[-1].removeprefix("meters=")] = words[2].rpartition(":")[2]
-        (tmp_path / "collector").mkdir()
-        collector_toml = tmp_path / "collector" / "collector.toml"
-        collector_toml.write_text(
-            '[collector]\ndatabase = "collector.sqlite"\nid = "c-sec"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup = "collectors"\n'
-        )
+        collector_toml = lb.collector_config("c-sec")
         agent_dir = tmp_path / "agent"
         agent_dir.mkdir()
         _private(
@@ -325,49 +314,21 @@ def test_end_to_end_one_meter_with_a_wrong_key_others_stored_no_secret_logged(
         agent_toml = agent_dir / "agent.toml"
         agent_toml.write_text(
             '[gateway]\nid = "gw-sec"\nstate_dir = "state"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 5\n\n' + meters
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {lb.broker.port}\nbatch_max_records = 5\n\n'
+            + meters
         )
-        for args in (
-            ("agent", "keys", "init", "--config", str(agent_toml)),
-            ("collector", "enrol", "gw-sec", "--public-key",
-             str(agent_dir / "state/keys/gateway.pub"), "--meters", "dl-good,dl-bad",
-             "--config", str(collector_toml)),
-        ):  # fmt: skip
-            one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
-            assert one_shot.popen.wait(timeout=60) == 0, one_shot.output
-        for name, args in (
-            ("collector", ("collector", "run", str(collector_toml), "--clock", str(clock))),
-            ("agent", ("agent", "run", str(agent_toml), "--clock", str(clock),
-                       "--log-level", "debug")),
-        ):  # fmt: skip
-            sock = NotifySocket()
-            sockets.append(sock)
-            proc = _meterlink(*args, name=name, cwd=tmp_path, env=sock.env,
-                              log_path=tmp_path / f"{name}.log")  # fmt: skip
-            procs.append(proc)
-            sock.wait_for("READY", timeout=30, alive=proc.alive)
-        db = tmp_path / "collector" / "collector.sqlite"
+        lb.enrol(agent_toml, collector_toml, "gw-sec", ["dl-good", "dl-bad"])
+        lb.start("collector", "collector", "run", str(collector_toml), "--clock", str(clock))
+        agent = lb.start("agent", "agent", "run", str(agent_toml), "--clock", str(clock),
+                         "--log-level", "debug")  # fmt: skip
 
         def stored() -> list[tuple]:
-            if not db.exists():
-                return []
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-            try:
-                return con.execute("SELECT meter_id, captured_ms FROM readings").fetchall()
-            finally:
-                con.close()
+            return query(lb.collector_db, "SELECT meter_id, captured_ms FROM readings")
 
-        agent = procs[-1]
         wait_for(lambda: len({r[1] for r in stored()}) >= 2, timeout=60, what="2 captures")
         wait_for(
             lambda: "HLS authentication failed" in agent.output, timeout=30, what="dl-bad error"
         )
-    finally:
-        for proc in reversed(procs):
-            proc.stop(timeout=20)
-        broker.stop()
-        for sock in sockets:
-            sock.close()
     assert {meter_id for meter_id, _ms in stored()} == {"dl-good"}
     log = agent.output + (tmp_path / "agent.log").read_text(errors="replace")
     failures = [line for line in log.splitlines() if "HLS authentication failed" in line]

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,17 +30,15 @@ from agent.drivers.dlms import DlmsMeter, DlmsOutcome
 from agent.scheduler import BusScheduler, ScheduledMeter
 from firmware_sim.dlms import DlmsMeterState, DlmsSimOptions, DlmsSimServer
 from firmware_sim.model import MeterModel
-from meterlink.broker import Mosquitto
-from meterlink.notify import NotifySocket
-from meterlink.procs import Proc, wait_for
+from meterlink.procs import wait_for
 from protocols.clock import ClockSetting
 from protocols.errors import DecodeError
 from protocols.obis import Obis
 from protocols.record import ClockSource, Quality
 from protocols.status import GatewayStatus, MeterClockStatus
 from protocols.topics import status_topic
+from tests.support.loopback import loopback, meterlink_proc, query
 
-REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 1, tzinfo=UTC)
 START_NS = int(START.timestamp()) * 10**9
 START_MS = START_NS // 10**6
@@ -276,10 +273,6 @@ def test_an_lls_client_sets_a_drifting_clock_and_later_captures_are_not_flagged(
     assert meter.clock.sets == 1  # nothing more to correct
 
 
-def _meterlink(*args: str, name: str, cwd: Path = REPO, **kw: Any) -> Proc:
-    return Proc([sys.executable, "-m", "meterlink", *args], name, cwd=cwd, **kw)
-
-
 def _retained_status(port: int, gateway: str) -> GatewayStatus:
     """The gateway's retained status message, as the broker hands it to a new subscriber."""
     got: list[bytes] = []
@@ -314,28 +307,19 @@ def test_end_to_end_drift_flagged_corrected_and_reported(
     the meter's time unflagged. The drift shows in agent status and the status message."""
     speed = 120  # 2-minute slots are 1 s apart; 10 ms of round trip is 1.2 s of drift error
     clock = ClockSetting.accelerated(START, time.time_ns() + 2 * 10**9, Decimal(speed))
-    procs: list[Proc] = []
-    sockets: list[NotifySocket] = []
-    broker = Mosquitto(tmp_path / "broker").start()
-    try:
+    with loopback(tmp_path) as lb:
         sims = {}
         for meter_id, extra in (
             ("dl-far", ("--clock-offset", str(YEARS_MS // 1000))),
             ("dl-lls", ("--clock-offset", "300", "--auth", "lls", "--password", PASSWORD)),
         ):
-            sim = _meterlink(
+            sim = lb.spawn(
                 "sim", "dlms", "--port", "0", "--meter-id", meter_id, "--clock", str(clock),
                 *extra, name=meter_id, log_path=tmp_path / f"{meter_id}.log", stdin_pipe=True,
             )  # fmt: skip
-            procs.append(sim)
             line = sim.wait_line(lambda t: t.startswith("READY dlms"))
             sims[meter_id] = (sim, int(line.split()[2].rpartition(":")[2]))
-        (tmp_path / "collector").mkdir()
-        collector_toml = tmp_path / "collector" / "collector.toml"
-        collector_toml.write_text(
-            '[collector]\ndatabase = "collector.sqlite"\nid = "c-clock"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup = "collectors"\n'
-        )
+        collector_toml = lb.collector_config("c-clock")
         agent_dir = tmp_path / "agent"
         agent_dir.mkdir()
         secrets = agent_dir / "secrets.toml"
@@ -344,7 +328,7 @@ def test_end_to_end_drift_flagged_corrected_and_reported(
         agent_toml = agent_dir / "agent.toml"
         agent_toml.write_text(
             '[gateway]\nid = "gw-clock"\nstate_dir = "state"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nstatus_interval = "1s"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {lb.broker.port}\nstatus_interval = "1s"\n\n'
             f'[[meters]]\nid = "dl-far"\ndriver = "dlms"\nhost = "127.0.0.1"\n'
             f'port = {sims["dl-far"][1]}\nobjects = ["1-0:1.8.0"]\ninterval = "2m"\n'
             'timeout = "2s"\nretries = 1\nclock_set = "1m"\n\n'
@@ -353,40 +337,20 @@ def test_end_to_end_drift_flagged_corrected_and_reported(
             'timeout = "2s"\nretries = 1\nclock_set = "1m"\nauth = "lls"\n'
             'client_address = 17\nsecrets = "secrets.toml"\n'
         )
-        for args in (
-            ("agent", "keys", "init", "--config", str(agent_toml)),
-            ("collector", "enrol", "gw-clock", "--public-key",
-             str(agent_dir / "state/keys/gateway.pub"), "--meters", "dl-far,dl-lls",
-             "--config", str(collector_toml)),
-        ):  # fmt: skip
-            one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
-            assert one_shot.popen.wait(timeout=60) == 0, one_shot.output
-        for name, args in (
-            ("collector", ("collector", "run", str(collector_toml), "--clock", str(clock))),
-            ("agent", ("agent", "run", str(agent_toml), "--clock", str(clock))),
-        ):
-            sock = NotifySocket()
-            sockets.append(sock)
-            proc = _meterlink(*args, name=name, cwd=tmp_path, env=sock.env,
-                              log_path=tmp_path / f"{name}.log")  # fmt: skip
-            procs.append(proc)
-            sock.wait_for("READY", timeout=30, alive=proc.alive)
-        agent = procs[-1]
-        db = tmp_path / "collector" / "collector.sqlite"
+        lb.enrol(agent_toml, collector_toml, "gw-clock", ["dl-far", "dl-lls"])
+        lb.start("collector", "collector", "run", str(collector_toml), "--clock", str(clock))
+        agent = lb.start("agent", "agent", "run", str(agent_toml), "--clock", str(clock))
+        db = lb.collector_db
 
         def stored() -> list[tuple[Any, ...]]:
-            if not db.exists():
-                return []
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
             try:
-                return con.execute(
+                return query(
+                    db,
                     "SELECT meter_id, captured_ms, flags, clock_source FROM readings"
-                    " ORDER BY meter_id, captured_ms"
-                ).fetchall()
+                    " ORDER BY meter_id, captured_ms",
+                )
             except sqlite3.OperationalError:
                 return []  # the schema is not there yet
-            finally:
-                con.close()
 
         def count(meter_id: str) -> int:
             return sum(1 for r in stored() if r[0] == meter_id)
@@ -397,17 +361,11 @@ def test_end_to_end_drift_flagged_corrected_and_reported(
         sim_lls = sims["dl-lls"][0]
         sim_lls.send_line("clock-offset 0")  # the command answers: the sim is alive
         sim_lls.wait_line(lambda t: t.startswith("OK clock-offset"))
-        status = _meterlink("agent", "status", str(agent_toml), "--json", name="status")
+        status = meterlink_proc("agent", "status", str(agent_toml), "--json", name="status")
         assert status.popen.wait(timeout=60) == 0, status.output
         clocks = json.loads(status.output)["clocks"]
         assert agent.stop() == 0
-        retained = _retained_status(broker.port, "gw-clock")
-    finally:
-        for proc in reversed(procs):
-            proc.stop(timeout=20)
-        broker.stop()
-        for sock in sockets:
-            sock.close()
+        retained = _retained_status(lb.broker.port, "gw-clock")
     rows = stored()
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:  # the collector parsed the statuses carrying the clocks (none refused)

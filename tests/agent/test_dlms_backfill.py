@@ -27,8 +27,6 @@ from collector.registry import enrol_gateway
 from collector.store import open_store
 from firmware_sim.dlms import DLMS_OBJECTS, register_integer
 from firmware_sim.model import MeterModel
-from meterlink.broker import Mosquitto
-from meterlink.notify import NotifySocket
 from meterlink.procs import Proc, wait_for
 from protocols.clock import ClockSetting, format_utc_ms
 from protocols.dlms.profile import CaptureObject
@@ -36,6 +34,7 @@ from protocols.obis import Obis, quantity_for
 from protocols.record import ClockSource, Quality, Value, decode_record
 from protocols.units import convert, unit_by_code
 from tests.collector._fixtures import message, write_public_key
+from tests.support.loopback import loopback, query
 
 REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -92,63 +91,31 @@ def test_six_hour_agent_outage_is_backfilled_without_a_gap(tmp_path: Path) -> No
     speed = 3600
     clock = ClockSetting.accelerated(START, time.time_ns() + 2 * 10**9, Decimal(speed))
     meter = "dl-bf"
-    procs: list[Proc] = []
-    sockets: list[NotifySocket] = []
-    broker = Mosquitto(tmp_path / "broker").start()
     db = tmp_path / "collector" / "collector.sqlite"
 
-    def stored(sql: str) -> list[tuple]:
-        if not db.exists():
-            return []
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-
     def entries() -> list[tuple]:
-        return stored(
+        return query(
+            db,
             "SELECT captured_ms, obis, value, flags, clock_source FROM readings WHERE "
-            f"captured_ms % {PERIOD_MS} = 0 ORDER BY captured_ms, obis"
+            f"captured_ms % {PERIOD_MS} = 0 ORDER BY captured_ms, obis",
         )
 
-    def start(name: str, *args: str) -> Proc:
-        sock = NotifySocket()
-        sockets.append(sock)
-        proc = _meterlink(*args, name=name, cwd=tmp_path, env=sock.env,
-                          log_path=tmp_path / f"{name}.log")  # fmt: skip
-        procs.append(proc)
-        sock.wait_for("READY", timeout=30, alive=proc.alive)
-        return proc
-
-    try:
+    with loopback(tmp_path) as lb:
         sim, host, port = _sim(meter, clock, tmp_path)
-        procs.append(sim)
-        (tmp_path / "collector").mkdir()
-        collector_toml = tmp_path / "collector" / "collector.toml"
-        collector_toml.write_text(
-            '[collector]\ndatabase = "collector.sqlite"\nid = "c-bf"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup = "collectors"\n'
-        )
+        lb.procs.append(sim)
+        collector_toml = lb.collector_config("c-bf")
         agent_toml = tmp_path / "agent" / "agent.toml"
         agent_toml.parent.mkdir()
         agent_toml.write_text(
             '[gateway]\nid = "gw-bf"\nstate_dir = "state"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 50\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {lb.broker.port}\nbatch_max_records = 50\n\n'
             f'[[meters]]\nid = "{meter}"\ndriver = "dlms"\nhost = "{host}"\nport = {port}\n'
             'objects = ["1-0:1.8.0"]\ninterval = "15m"\ntimeout = "5s"\nretries = 1\n'
             'load_profile = "1-0:99.1.0"\nbackfill_limit = "2h"\nclock_limit = "1h"\n'
         )
-        for args in (
-            ("agent", "keys", "init", "--config", str(agent_toml)),
-            ("collector", "enrol", "gw-bf", "--public-key",
-             str(agent_toml.parent / "state/keys/gateway.pub"), "--meters", meter,
-             "--config", str(collector_toml)),
-        ):  # fmt: skip
-            one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
-            assert one_shot.popen.wait(timeout=60) == 0, one_shot.output
-        start("collector", "collector", "run", str(collector_toml), "--clock", str(clock))
-        agent = start("agent", "agent", "run", str(agent_toml), "--clock", str(clock))
+        lb.enrol(agent_toml, collector_toml, "gw-bf", [meter])
+        lb.start("collector", "collector", "run", str(collector_toml), "--clock", str(clock))
+        agent = lb.start("agent", "agent", "run", str(agent_toml), "--clock", str(clock))
         # the first backfill (2 hours) and two more quarter hours at the collector
         wait_for(lambda: len({r[0] for r in entries()}) >= 11, timeout=60, what="11 entries")
         agent.kill()  # SIGKILL: whatever was read and not committed is read again
@@ -166,7 +133,7 @@ def test_six_hour_agent_outage_is_backfilled_without_a_gap(tmp_path: Path) -> No
             timeout=60,
             what="6 virtual hours of agent outage",
         )
-        again = start("agent2", "agent", "run", str(agent_toml), "--clock", str(clock))
+        again = lb.start("agent2", "agent", "run", str(agent_toml), "--clock", str(clock))
         # an hour after the later of (6 h after the kill, the restart): the window's end
         ready_ms = clock.virtual_ns(time.time_ns()) // 10**6
         upto = (max(back_ms, ready_ms) + HOUR_MS) // PERIOD_MS * PERIOD_MS
@@ -182,12 +149,6 @@ def test_six_hour_agent_outage_is_backfilled_without_a_gap(tmp_path: Path) -> No
 
         wait_for(complete, timeout=90, what="every entry up to an hour after the restart")
         assert again.stop() == 0, again.output[-3000:]
-    finally:
-        for proc in reversed(procs):
-            proc.stop(timeout=20)
-        broker.stop()
-        for sock in sockets:
-            sock.close()
     times = window()
     rows = [r for r in entries() if r[0] <= upto]
     assert times[0] < killed_ms < back_ms < times[-1] == upto
@@ -195,7 +156,7 @@ def test_six_hour_agent_outage_is_backfilled_without_a_gap(tmp_path: Path) -> No
     assert len(missing) == 5  # 75 minutes without power: 5 quarter hours never captured
     wanted = [t for t in range(times[0], upto + 1, PERIOD_MS) if t not in missing]
     assert times == wanted  # no gap anywhere else, nothing invented in the outage
-    assert stored("SELECT count(*) FROM conflicts") == [(0,)]
+    assert query(db, "SELECT count(*) FROM conflicts") == [(0,)]
     first_after = min(t for t in times if t >= outage[1])
     by_time: dict[int, dict[str, tuple]] = {}
     for ms, obis, value, flags, source in rows:

@@ -7,8 +7,6 @@ keep their cycle."""
 from __future__ import annotations
 
 import json
-import sqlite3
-import sys
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -16,13 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from meterlink.broker import Mosquitto
-from meterlink.notify import NotifySocket
-from meterlink.procs import Proc, wait_for
+from meterlink.procs import wait_for
 from protocols.clock import ClockSetting
 from protocols.record import ClockSource
+from tests.support.loopback import loopback, meterlink_proc, query
 
-REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 2, tzinfo=UTC)
 START_MS = int(START.timestamp()) * 1000
 SPEED = 30  # a 1-minute slot every 2 real seconds
@@ -30,10 +26,6 @@ RTU = {1: "eastron_sdm630", 2: "carlo_gavazzi_em24_e1", 3: "eastron_sdm630",
        4: "carlo_gavazzi_em24_e1", 5: "eastron_sdm630"}  # fmt: skip
 WINDOW_MIN = 8  # virtual minutes polled
 INTERVAL_MS = 60_000
-
-
-def _meterlink(*args: str, name: str, cwd: Path = REPO, **kw: object) -> Proc:
-    return Proc([sys.executable, "-m", "meterlink", *args], name, cwd=cwd, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.integration
@@ -53,22 +45,13 @@ def test_serial_fleet_end_to_end_stored_once_and_an_unplugged_meter_costs_only_i
         "every = 0.5\n\n"
         '[[iec62056]]\npty_link = "ttyOPT"\nmeter = "iec-1"\naddress = "42"\nbaud = 9600\n'
     )
-    procs: list[Proc] = []
-    sockets: list[NotifySocket] = []
-    broker = Mosquitto(tmp_path / "broker").start()
-    try:
-        sim = _meterlink(
+    with loopback(tmp_path) as lb:
+        sim = lb.spawn(
             "sim", "run", str(scenario), "--clock", str(clock), name="sim",
             log_path=tmp_path / "sim.log", stdin_pipe=True,
         )  # fmt: skip
-        procs.append(sim)
         sim.wait_lines(lambda t: t.startswith("READY "), 3, timeout=60)
-        (tmp_path / "collector").mkdir()
-        collector_toml = tmp_path / "collector" / "collector.toml"
-        collector_toml.write_text(
-            '[collector]\ndatabase = "collector.sqlite"\nid = "c-serial"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup = "collectors"\n'
-        )
+        collector_toml = lb.collector_config("c-serial")
         agent_toml = tmp_path / "agent" / "agent.toml"
         agent_toml.parent.mkdir()
         meters = "".join(
@@ -87,46 +70,21 @@ def test_serial_fleet_end_to_end_stored_once_and_an_unplugged_meter_costs_only_i
         )
         agent_toml.write_text(
             '[gateway]\nid = "gw-serial"\nstate_dir = "state"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 20\n\n' + meters
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {lb.broker.port}\nbatch_max_records = 20\n\n'
+            + meters
         )
         ids = [f"rtu-{u}" for u in RTU] + ["p1-e", "p1-e-gas", "iec-1"]
-        for args in (
-            ("agent", "keys", "init", "--config", str(agent_toml)),
-            ("collector", "enrol", "gw-serial", "--public-key",
-             str(agent_toml.parent / "state/keys/gateway.pub"), "--meters", ",".join(ids),
-             "--config", str(collector_toml)),
-        ):  # fmt: skip
-            one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
-            assert one_shot.popen.wait(timeout=60) == 0, one_shot.output
+        lb.enrol(agent_toml, collector_toml, "gw-serial", ids)
         until_text = datetime.fromtimestamp(until / 1000, UTC).isoformat()
-        collector = None
-        for name, args in (
-            ("collector", ("collector", "run", str(collector_toml), "--clock", str(clock))),
-            ("agent", ("agent", "run", str(agent_toml), "--clock", str(clock),
-                       "--until", until_text, "--progress-json", "60")),
-        ):  # fmt: skip
-            sock = NotifySocket()
-            sockets.append(sock)
-            proc = _meterlink(*args, name=name, cwd=tmp_path, env=sock.env,
-                              log_path=tmp_path / f"{name}.log")  # fmt: skip
-            procs.append(proc)
-            sock.wait_for("READY", timeout=30, alive=proc.alive)
-            if name == "collector":
-                collector = proc
-            else:
-                agent = proc
-        db = tmp_path / "collector" / "collector.sqlite"
+        lb.start("collector", "collector", "run", str(collector_toml), "--clock", str(clock))
+        agent = lb.start("agent", "agent", "run", str(agent_toml), "--clock", str(clock),
+                         "--until", until_text, "--progress-json", "60")  # fmt: skip
 
         def stored() -> list[tuple]:
-            if not db.exists():
-                return []
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-            try:
-                return con.execute(
-                    "SELECT meter_id, obis, captured_ms, value, unit, clock_source FROM readings"
-                ).fetchall()
-            finally:
-                con.close()
+            return query(
+                lb.collector_db,
+                "SELECT meter_id, obis, captured_ms, value, unit, clock_source FROM readings",
+            )
 
         def captures(meter: str) -> set[int]:
             return {r[2] for r in stored() if r[0] == meter}
@@ -139,19 +97,12 @@ def test_serial_fleet_end_to_end_stored_once_and_an_unplugged_meter_costs_only_i
         assert agent.popen.wait(timeout=120) == 0, agent.output[-3000:]
         final = json.loads(next(li for li in agent.lines if li.startswith('{"final"')))
         wait_for(lambda: len(stored()) >= final["captured_readings"], timeout=30, what="all stored")
-        status = _meterlink("agent", "status", str(agent_toml), "--json", name="status",
-                            cwd=tmp_path)  # fmt: skip
+        status = meterlink_proc("agent", "status", str(agent_toml), "--json", name="status",
+                                cwd=tmp_path)  # fmt: skip
         assert status.popen.wait(timeout=60) == 0, status.output
         summary = json.loads(status.output[status.output.index("{") :])
-        text = _meterlink("agent", "status", str(agent_toml), name="status-text", cwd=tmp_path)
+        text = meterlink_proc("agent", "status", str(agent_toml), name="status-text", cwd=tmp_path)
         assert text.popen.wait(timeout=60) == 0, text.output
-    finally:
-        for proc in reversed(procs):
-            proc.stop(timeout=20)
-        broker.stop()
-        for sock in sockets:
-            sock.close()
-    del collector
     rows = stored()
     # exactly once: every reading the agent captured is stored, none twice
     keys = [(r[0], r[1], r[2]) for r in rows]
@@ -186,7 +137,7 @@ def test_serial_fleet_end_to_end_stored_once_and_an_unplugged_meter_costs_only_i
     buses = {b["name"]: b for b in summary["agent"]["buses"]}
     rtu_bus = next(b for name, b in buses.items() if "ttyRS485" in name)
     # the text form: broker, buses with cycle against period and utilisation
-    assert "agent: not running (last state " in text.output and f":{broker.port}" in text.output
+    assert "agent: not running (last state " in text.output and f":{lb.broker.port}" in text.output
     assert "oldest unacknowledged reading: none" in text.output
     bus_line = next(li for li in text.output.splitlines() if li.startswith("  modbus-rtu:/"))
     assert "5 meter(s), cycle " in bus_line and "keeps its period" in bus_line

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,14 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from meterlink.broker import Mosquitto
-from meterlink.notify import NotifySocket
-from meterlink.procs import Proc, wait_for
+from meterlink.procs import wait_for
 from protocols.clock import ClockSetting
+from tests.support.loopback import loopback, query
 
 from ._bills import TARIFFS
 
-REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 10, 31, 23, tzinfo=UTC)  # 1 November 00:00 Europe/Amsterdam
 SPEED = 2400  # 40 virtual minutes a real second
 WINDOW = timedelta(hours=10)  # virtual time polled: 15 real seconds
@@ -52,10 +49,6 @@ commodity = "water"
 tariff = "water-flat"
 meters = ["p1-water"]
 """
-
-
-def _meterlink(*args: str, name: str, cwd: Path, **kw: object) -> Proc:
-    return Proc([sys.executable, "-m", "meterlink", *args], name, cwd=cwd, **kw)  # type: ignore[arg-type]
 
 
 def _interval_sum(db: Path, meter: str, obis: str, start_ms: int, end_ms: int) -> Decimal:
@@ -87,29 +80,23 @@ def test_simulated_electricity_gas_and_water_end_in_one_convergent_bill(tmp_path
     for name, text in TARIFFS.items():
         (tmp_path / "collector" / "tariffs" / f"{name}.toml").write_text(text)
     (tmp_path / "collector" / "accounts.toml").write_text(ACCOUNTS)
-    procs: list[Proc] = []
-    sockets: list[NotifySocket] = []
-    broker = Mosquitto(tmp_path / "broker").start()
-    collector_toml = tmp_path / "collector" / "collector.toml"
-    try:
-        sim = _meterlink("sim", "run", str(scenario), "--clock", str(clock), name="sim",
-                         cwd=tmp_path, log_path=tmp_path / "sim.log")  # fmt: skip
-        procs.append(sim)
+    with loopback(tmp_path) as lb:
+        sim = lb.spawn("sim", "run", str(scenario), "--clock", str(clock), name="sim",
+                       cwd=tmp_path, log_path=tmp_path / "sim.log")  # fmt: skip
         sim.wait_lines(lambda t: t.startswith("READY "), 2, timeout=60)
-        collector_toml.write_text(
-            '[collector]\ndatabase = "collector.sqlite"\nid = "c-bills"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup = "collectors"\n\n'
+        collector_toml = lb.collector_config(
+            "c-bills",
             '[billing]\naccounts = "accounts.toml"\ntariffs = "tariffs"\n\n'
             # as in the demo: at this clock speed reads land minutes after their slots
             '[vee]\ntimezone = "Europe/Amsterdam"\ninterval = "1h"\nread_every = "15m"\n'
             'aligned = false\nclock_drift = "30m"\n'
-            'rules = ["units", "limits", "monotonic", "negative", "gaps"]\n'
+            'rules = ["units", "limits", "monotonic", "negative", "gaps"]\n',
         )
         agent_toml = tmp_path / "agent" / "agent.toml"
         agent_toml.parent.mkdir()
         agent_toml.write_text(
             '[gateway]\nid = "gw-bills"\nstate_dir = "state"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nbatch_max_records = 20\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {lb.broker.port}\nbatch_max_records = 20\n\n'
             f'[[meters]]\nid = "em-1"\ndriver = "modbus-rtu"\nport = "{tmp_path}/ttyRS485"\n'
             'baud = 38400\nparity = "E"\nunit = 1\nprofile = "eastron_sdm630"\n'
             'interval = "15m"\ntimeout = "300ms"\nretries = 1\n\n'
@@ -118,55 +105,25 @@ def test_simulated_electricity_gas_and_water_end_in_one_convergent_bill(tmp_path
             f'[[meters]]\nid = "p1-water"\ndriver = "dsmr-p1"\nserial = "{tmp_path}/ttyP1"\n'
             'channel = 2\ninterval = "15m"\n'
         )
-        ids = "em-1,p1-gas,p1-water"
-        for args in (
-            ("agent", "keys", "init", "--config", str(agent_toml)),
-            ("collector", "enrol", "gw-bills", "--public-key",
-             str(agent_toml.parent / "state/keys/gateway.pub"), "--meters", ids,
-             "--config", str(collector_toml)),
-        ):  # fmt: skip
-            one_shot = _meterlink(*args, name=args[0], cwd=tmp_path)
-            assert one_shot.popen.wait(timeout=60) == 0, one_shot.output
-        agent = None
-        for name, args in (
-            ("collector", ("collector", "run", str(collector_toml), "--clock", str(clock))),
-            ("agent", ("agent", "run", str(agent_toml), "--clock", str(clock),
-                       "--until", until.isoformat(), "--progress-json", "60")),
-        ):  # fmt: skip
-            sock = NotifySocket()
-            sockets.append(sock)
-            proc = _meterlink(*args, name=name, cwd=tmp_path, env=sock.env,
-                              log_path=tmp_path / f"{name}.log")  # fmt: skip
-            procs.append(proc)
-            sock.wait_for("READY", timeout=30, alive=proc.alive)
-            agent = proc
-        assert agent is not None
+        lb.enrol(agent_toml, collector_toml, "gw-bills", ["em-1", "p1-gas", "p1-water"])
+        lb.start("collector", "collector", "run", str(collector_toml), "--clock", str(clock))
+        agent = lb.start("agent", "agent", "run", str(agent_toml), "--clock", str(clock),
+                         "--until", until.isoformat(), "--progress-json", "60")  # fmt: skip
         assert agent.popen.wait(timeout=120) == 0, agent.output[-3000:]
         final = json.loads(next(li for li in agent.lines if li.startswith('{"final"')))
-        db = tmp_path / "collector" / "collector.sqlite"
+        db = lb.collector_db
 
         def stored() -> int:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-            try:
-                return con.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-            finally:
-                con.close()
+            return query(db, "SELECT COUNT(*) FROM readings")[0][0]
 
         wait_for(lambda: stored() >= final["captured_readings"], timeout=30, what="all stored")
-        bill = _meterlink(
+        bill = lb.spawn(
             "collector", "bill", "--account", "acc-e2e", "--period", "2026-11",
             "--config", str(collector_toml), "--as-of", until.isoformat(), "--format", "json",
             name="bill", cwd=tmp_path,
         )  # fmt: skip
-        procs.append(bill)
         assert bill.popen.wait(timeout=120) == 0, bill.output
         bill.stop()
-    finally:
-        for proc in reversed(procs):
-            proc.stop(timeout=20)
-        broker.stop()
-        for sock in sockets:
-            sock.close()
     doc = json.loads(bill.output)
     assert [s["commodity"] for s in doc["sections"]] == ["electricity", "gas", "water"]
     assert doc["to_date"] is True and doc["number"] is None

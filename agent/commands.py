@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from protocols.commands import Command, Reply, parse_command_topic, reply_topic
 from protocols.errors import DecodeError, EncodeError
-from protocols.keys import KeyFormatError, public_key_from_pem
+from protocols.keys import KeyFormatError, public_key_from_pem, write_exclusive
 from protocols.record import ClockSource
 
 from .buffer import Capture, ReadError
@@ -613,8 +613,8 @@ class CommandAgent:
         pub_pem = new.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        _write_exclusive(priv_new, pem, 0o600)
-        _write_exclusive(pub_new, pub_pem, 0o644)
+        write_exclusive(priv_new, pem, 0o600)
+        write_exclusive(pub_new, pub_pem, 0o644)
         new_id = key_id(new.public_key())
         old_id = self.key.key_id
 
@@ -646,15 +646,6 @@ class _EverySeen(dict):  # type: ignore[type-arg]
 
     def __contains__(self, key: object) -> bool:
         return True
-
-
-def _write_exclusive(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _timeout(args: dict[str, Any]) -> float:

@@ -1,20 +1,26 @@
 """The gateway's Ed25519 signing key: made once at install, mode 0600, never logged.
 
-The private key file is created with ``O_CREAT | O_EXCL`` and mode 0600 in the same system
-call, so there is no moment where it exists with looser permissions (a ``write`` followed by
-``chmod`` would leave one). Loading refuses a key that group or others may read.
+The private key file is created with its mode in the same system call and loading refuses a
+key that group or others may read (both in protocols/keys.py, shared with the head-end's
+command key).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from protocols.keys import (
+    KeyFormatError,
+    UnsafeFileMode,
+    private_key_from_pem,
+    read_private_file,
+    write_exclusive,
+)
 
 __all__ = [
     "GatewayKey",
@@ -59,18 +65,6 @@ class GatewayKey:
         return f"GatewayKey(key_id={self.key_id!r}, path={str(self.path)!r})"
 
 
-def _write_exclusive(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def create_key(keys_dir: Path, force: bool = False) -> GatewayKey:
     """Make a new key pair in ``keys_dir``; refuses to replace one unless ``force``."""
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -93,8 +87,8 @@ def create_key(keys_dir: Path, force: bool = False) -> GatewayKey:
     pub_pem = public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write_exclusive(priv_path, pem, 0o600)
-    _write_exclusive(pub_path, pub_pem, 0o644)
+    write_exclusive(priv_path, pem, 0o600)
+    write_exclusive(pub_path, pub_pem, 0o644)
     return GatewayKey(private, public, key_id(public), priv_path)
 
 
@@ -102,30 +96,22 @@ def load_key(keys_dir: Path) -> GatewayKey:
     """Load the private key; refuses a file that group or others can access."""
     priv_path = private_key_path(keys_dir)
     try:
-        fd = os.open(priv_path, os.O_RDONLY)
+        data = read_private_file(priv_path)
     except FileNotFoundError:
         raise KeyFileError(
             f"{priv_path}: no gateway key (create one with: meterlink agent keys init)"
         ) from None
     except OSError as exc:
         raise KeyFileError(f"{priv_path}: cannot open: {exc.strerror}") from None
+    except UnsafeFileMode as exc:
+        raise KeyFileError(
+            f"{priv_path}: mode {exc.mode:04o} lets group/others access the private key; "
+            f"refusing to use it (fix with: chmod 600 {priv_path}, and consider the key "
+            "compromised if others could read it)"
+        ) from None
     try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        if mode & 0o077:
-            raise KeyFileError(
-                f"{priv_path}: mode {mode:04o} lets group/others access the private key; "
-                f"refusing to use it (fix with: chmod 600 {priv_path}, and consider the key "
-                "compromised if others could read it)"
-            )
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read()
-    finally:
-        os.close(fd)
-    try:
-        private = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise KeyFileError(f"{priv_path}: not a PEM PKCS8 private key") from None
-    if not isinstance(private, Ed25519PrivateKey):
-        raise KeyFileError(f"{priv_path}: not an Ed25519 key")
+        private = private_key_from_pem(data)
+    except KeyFormatError as exc:
+        raise KeyFileError(f"{priv_path}: {exc}") from None
     public = private.public_key()
     return GatewayKey(private, public, key_id(public), priv_path)

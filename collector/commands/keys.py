@@ -2,19 +2,25 @@
 
 Gateways trust its public key (``{state_dir}/keys/headend-command.pub`` on each gateway) and
 run only commands it signed. Like the gateway's key (agent/keys.py) the private file is
-created with its mode in the same system call and refused when group or others may read it.
+created with its mode in the same system call and refused when group or others may read it
+(both in protocols/keys.py).
 """
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocols.keys import (
+    KeyFormatError,
+    UnsafeFileMode,
+    private_key_from_pem,
+    read_private_file,
+    write_exclusive,
+)
 from protocols.record import key_id_of
 
 from ..errors import CollectorError
@@ -58,12 +64,7 @@ def create_command_key(path: Path, force: bool = False) -> CommandKey:
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_exclusive(path, pem, 0o600)
     key = CommandKey(private, key_id_of(private.public_key()).hex(), path)
     public_path(path).write_bytes(key.public_pem)
     return key
@@ -71,7 +72,7 @@ def create_command_key(path: Path, force: bool = False) -> CommandKey:
 
 def load_command_key(path: Path) -> CommandKey:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        data = read_private_file(path)
     except FileNotFoundError:
         raise CommandKeyError(
             f"{path}: no command key (create one with: meterlink collector keys init "
@@ -79,21 +80,13 @@ def load_command_key(path: Path) -> CommandKey:
         ) from None
     except OSError as exc:
         raise CommandKeyError(f"{path}: cannot open: {exc.strerror}") from None
+    except UnsafeFileMode as exc:
+        raise CommandKeyError(
+            f"{path}: mode {exc.mode:04o} lets group/others read the command key; refusing to "
+            f"use it (chmod 600 {path}, and consider the key compromised)"
+        ) from None
     try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        if mode & 0o077:
-            raise CommandKeyError(
-                f"{path}: mode {mode:04o} lets group/others read the command key; refusing to "
-                f"use it (chmod 600 {path}, and consider the key compromised)"
-            )
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read()
-    finally:
-        os.close(fd)
-    try:
-        private = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise CommandKeyError(f"{path}: not a PEM PKCS8 private key") from None
-    if not isinstance(private, Ed25519PrivateKey):
-        raise CommandKeyError(f"{path}: not an Ed25519 key")
+        private = private_key_from_pem(data)
+    except KeyFormatError as exc:
+        raise CommandKeyError(f"{path}: {exc}") from None
     return CommandKey(private, key_id_of(private.public_key()).hex(), path)

@@ -31,37 +31,21 @@ from agent.buffer import Buffer, Capture
 from agent.config import DlmsSettings
 from agent.drivers.dlms.profile import ProfileReader
 from agent.drivers.dlms.session import DlmsSession
-from agent.drivers.dlms.transport import WrapperTransport
 from meterlink.procs import Proc
 from protocols.clock import ClockSetting
 from protocols.obis import Obis
 from protocols.record import ClockSource
 
+from .dlms_wire import CountingTransport
 from .machine import print_header, print_summary, rss_kb
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 PROFILE = Obis.parse("1-0:99.1.0")
-WRAPPER_HEADER = 8
-
-
-class CountingTransport(WrapperTransport):
-    """The agent's TCP wrapper transport, counting what crosses the wire."""
-
-    sent = 0
-    received = 0
-    requests = 0
-
-    async def request(self, apdu: bytes, what: str) -> bytes:
-        answer = await super().request(apdu, what)
-        CountingTransport.sent += len(apdu) + WRAPPER_HEADER
-        CountingTransport.received += len(answer) + WRAPPER_HEADER
-        CountingTransport.requests += 1
-        return answer
 
 
 async def one_run(host: str, port: int, days: int, buffer_path: Path) -> dict[str, float]:
     settings = DlmsSettings(load_profile=PROFILE, backfill_limit_ns=days * 86_400 * 10**9)
-    CountingTransport.sent = CountingTransport.received = CountingTransport.requests = 0
+    CountingTransport.reset()
     t0 = time.perf_counter()
     transport = CountingTransport(host, port, 16, 1, timeout=30)
     session = DlmsSession(transport, settings, "bench-dlms")

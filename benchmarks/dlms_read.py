@@ -23,27 +23,10 @@ import time
 from agent.config import DlmsSettings
 from agent.drivers.dlms import DlmsMeter
 from agent.drivers.dlms import meter as meter_module
-from agent.drivers.dlms.transport import WrapperTransport
 from meterlink.procs import Proc
 
+from .dlms_wire import CountingTransport
 from .machine import print_header, print_summary, rss_kb
-
-WRAPPER_HEADER = 8
-
-
-class CountingTransport(WrapperTransport):
-    """The agent's TCP wrapper transport, counting what crosses the wire."""
-
-    sent = 0
-    received = 0
-    requests = 0
-
-    async def request(self, apdu: bytes, what: str) -> bytes:
-        answer = await super().request(apdu, what)
-        CountingTransport.sent += len(apdu) + WRAPPER_HEADER
-        CountingTransport.received += len(answer) + WRAPPER_HEADER
-        CountingTransport.requests += 1
-        return answer
 
 
 def counting_transport(settings: DlmsSettings, host: str, port: int, timeout: float) -> object:
@@ -54,7 +37,7 @@ async def read_many(host: str, port: int, reads: int, warmup: int) -> tuple[list
     meter = DlmsMeter("bench-dlms", DlmsSettings(), host, port, timeout=10, retries=0)
     for _ in range(warmup):
         await meter.read()
-    CountingTransport.sent = CountingTransport.received = CountingTransport.requests = 0
+    CountingTransport.reset()
     times = []
     values = 0
     for _ in range(reads):

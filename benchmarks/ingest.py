@@ -33,7 +33,7 @@ from protocols.topics import ack_topic, readings_topic
 
 from .headend import HeadEnd
 from .machine import cpu_seconds, pin_self, print_header, print_summary, split_cores
-from .records import meter_ids, signed_records
+from .records import add_record_arguments, meter_ids, signed_records
 
 GATEWAY = "gw-bench-01"
 TARGET = 50_000  # readings/s, from the issue
@@ -137,10 +137,7 @@ async def in_process(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--records", type=int, default=20_000)
-    parser.add_argument("--values", type=int, default=10, help="values per record (1-20)")
-    parser.add_argument("--batch", type=int, default=200, help="records per MQTT message")
-    parser.add_argument("--meters", type=int, default=100)
+    add_record_arguments(parser, "records per MQTT message")
     parser.add_argument("--coalesce", type=int, default=50, help="in-process: batches per tx")
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process run")
     parser.add_argument("--timeout", type=float, default=90.0)

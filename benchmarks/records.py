@@ -8,6 +8,7 @@ builds the same bytes; energy registers only grow, like a meter's.
 
 from __future__ import annotations
 
+import argparse
 import random
 from dataclasses import dataclass
 from decimal import Decimal
@@ -160,3 +161,12 @@ def signed_records(
         )  # fmt: skip
         out.append(sign_record(record, key).raw)
     return out
+
+
+def add_record_arguments(parser: argparse.ArgumentParser, batch_help: str) -> None:
+    """``--records --values --batch --meters``: the signed records the ingest and VEE
+    benchmarks send, and how many go in one batch."""
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--values", type=int, default=10, help="values per record (1-20)")
+    parser.add_argument("--batch", type=int, default=200, help=batch_help)
+    parser.add_argument("--meters", type=int, default=100)

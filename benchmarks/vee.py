@@ -24,13 +24,11 @@ from collector.ingest import Incoming, Ingestor
 from collector.registry import enrol_gateway
 from collector.store import open_store
 from collector.vee import VeeEngine, VeeSettings
-from protocols.batch import encode_batch
 from protocols.topics import readings_topic
 
+from .ingest import GATEWAY, build_batches
 from .machine import cpu_seconds, pin_self, print_header, print_summary, split_cores
-from .records import SLOT_MS, START_MS, meter_ids, signed_records
-
-GATEWAY = "gw-bench-01"
+from .records import SLOT_MS, START_MS, add_record_arguments, meter_ids, signed_records
 
 
 def write_public_key(key: Ed25519PrivateKey, path: Path) -> Path:
@@ -69,10 +67,7 @@ async def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--records", type=int, default=20_000)
-    parser.add_argument("--values", type=int, default=10, help="values per record (1-20)")
-    parser.add_argument("--batch", type=int, default=200, help="records per message")
-    parser.add_argument("--meters", type=int, default=100)
+    add_record_arguments(parser, "records per message")
     parser.add_argument("--coalesce", type=int, default=50, help="messages per transaction")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best counts")
     args = parser.parse_args(argv)
@@ -89,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     key = Ed25519PrivateKey.generate()
     meters = meter_ids(args.meters)
     raws = signed_records(key, GATEWAY, meters, args.records, args.values)
-    payloads = [
-        encode_batch(GATEWAY, n + 1, raws[i : i + args.batch])
-        for n, i in enumerate(range(0, len(raws), args.batch))
-    ]
+    payloads = [payload for _id, payload in build_batches(raws, args.batch)]
     end_ms = START_MS + (args.records // args.meters + 1) * SLOT_MS
     readings = args.records * args.values
     with tempfile.TemporaryDirectory(prefix="ml-bench-vee-") as tmp:

@@ -28,11 +28,11 @@ from protocols import iec62056_21
 from protocols.dlms.hdlc import FrameReader, HdlcParameters, LinkState, ServerLink
 from protocols.errors import DecodeError
 
-from ..modbus_server import ListenError, check_bindable
 from ..pty import PtyLine
 from .objects import DlmsMeterState
 from .options import DlmsSimOptions
 from .session import SERVER_MAX_RECEIVE_PDU, ServerSession
+from .tcp import TcpListener
 
 __all__ = [
     "IDLE_TIMEOUT_S",
@@ -172,63 +172,24 @@ class HdlcTcpServer:
         idle_timeout: float = IDLE_TIMEOUT_S,
     ) -> None:
         self.meter = meter
-        self.host = host
-        self._port = port
         self.options = options
-        self.idle_timeout = idle_timeout
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.connections = 0
+        self.listener = TcpListener(
+            host, port, idle_timeout, lambda: HdlcEndpoint(self.meter, self.options).feed
+        )
+
+    @property
+    def host(self) -> str:
+        return self.listener.host
 
     @property
     def port(self) -> int:
-        if self._server is None or not self._server.sockets:
-            return self._port
-        return int(self._server.sockets[0].getsockname()[1])
+        return self.listener.port
 
     async def start(self) -> None:
-        check_bindable(self.host, self._port)
-        try:
-            self._server = await asyncio.start_server(self._serve, self.host, self._port)
-        except OSError as exc:
-            raise ListenError(
-                exc.errno, f"cannot listen on {self.host}:{self._port}: {exc.strerror}"
-            ) from None
+        await self.listener.start()
 
     async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self._server.wait_closed()
-        self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        self.connections += 1
-        endpoint = HdlcEndpoint(self.meter, self.options)
-        try:
-            while True:
-                async with asyncio.timeout(self.idle_timeout):
-                    chunk = await reader.read(4096)
-                if not chunk:
-                    return
-                for frame in endpoint.feed(chunk):
-                    writer.write(frame)
-                await writer.drain()
-        except (TimeoutError, OSError):
-            return
-        finally:
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            writer.close()
+        await self.listener.stop()
 
 
 class HdlcPtyServer:

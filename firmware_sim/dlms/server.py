@@ -8,19 +8,17 @@ that connection only; a connection idle for 120 s is closed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from protocols.dlms import DlmsDecodeError
 from protocols.dlms.wrapper import WrapperReader, encode_frame
 
-from ..modbus_server import ListenError, check_bindable
 from .hdlc import HdlcPtyServer, HdlcTcpServer
 from .objects import DlmsMeterState
 from .options import DlmsSimOptions
 from .security import security_for
 from .session import SERVER_MAX_RECEIVE_PDU, ServerSession
+from .tcp import ChunkHandler, TcpListener
 
 __all__ = ["IDLE_TIMEOUT_S", "DlmsSimServer"]
 
@@ -46,11 +44,8 @@ class DlmsSimServer:
         self._port = port
         self.options = options or DlmsSimOptions()
         self.idle_timeout = idle_timeout
-        self._server: asyncio.Server | None = None
+        self._listener: TcpListener | None = None
         self._hdlc: HdlcTcpServer | HdlcPtyServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.connections = 0
 
     @property
     def server_address(self) -> int:
@@ -60,9 +55,9 @@ class DlmsSimServer:
     def port(self) -> int:
         if isinstance(self._hdlc, HdlcTcpServer):
             return self._hdlc.port
-        if self._server is None or not self._server.sockets:
+        if self._listener is None:
             return self._port
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._listener.port
 
     async def start(self) -> None:
         # an unusable HLS keys file stops the meter here, before READY (KeyFileError)
@@ -76,26 +71,17 @@ class DlmsSimServer:
                 )
             await self._hdlc.start()
             return
-        check_bindable(self.host, self._port)
-        try:
-            self._server = await asyncio.start_server(self._serve, self.host, self._port)
-        except OSError as exc:
-            raise ListenError(
-                exc.errno, f"cannot listen on {self.host}:{self._port}: {exc.strerror}"
-            ) from None
+        listener = TcpListener(self.host, self._port, self.idle_timeout, self._connection)
+        await listener.start()
+        self._listener = listener
 
     async def stop(self) -> None:
         if self._hdlc is not None:
             await self._hdlc.stop()
             self._hdlc = None
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.close()  # the session's read ends (EOF), its task returns
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-            self._server = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
 
     async def __aenter__(self) -> DlmsSimServer:
         await self.start()
@@ -119,36 +105,25 @@ class DlmsSimServer:
             f"auth={opts.auth} meters={self.meter.model.meter_id}"
         )
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        self.connections += 1
+    def _connection(self) -> ChunkHandler:
+        """A wrapper connection's handler: its own association and frame reader."""
         session = ServerSession(self.meter, self.options)
         frames = WrapperReader(max_apdu=SERVER_MAX_RECEIVE_PDU)
-        try:
-            while True:
-                async with asyncio.timeout(self.idle_timeout):
-                    chunk = await reader.read(4096)
-                if not chunk:
-                    return
-                try:
-                    received = frames.feed(chunk)
-                except DlmsDecodeError as exc:
-                    self.meter.errors += 1
-                    log.info("dlms %s: closing: %s", self.meter.model.meter_id, exc)
-                    return
-                for frame in received:
-                    if frame.destination != self.server_address:
-                        continue  # for another logical device: discarded
-                    reply = session.answer(frame.source, frame.apdu)
-                    if reply is not None:
-                        writer.write(encode_frame(frame.destination, frame.source, reply))
-                await writer.drain()
-        except (TimeoutError, OSError):
-            return
-        finally:
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            writer.close()
+
+        def handle(chunk: bytes) -> list[bytes] | None:
+            try:
+                received = frames.feed(chunk)
+            except DlmsDecodeError as exc:
+                self.meter.errors += 1
+                log.info("dlms %s: closing: %s", self.meter.model.meter_id, exc)
+                return None
+            out = []
+            for frame in received:
+                if frame.destination != self.server_address:
+                    continue  # for another logical device: discarded
+                reply = session.answer(frame.source, frame.apdu)
+                if reply is not None:
+                    out.append(encode_frame(frame.destination, frame.source, reply))
+            return out
+
+        return handle

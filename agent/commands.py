@@ -400,7 +400,7 @@ class CommandAgent:
         result = {"drift_before_ms": before, "drift_after_ms": clock.drift_ms}
         if clock.sets > sets:
             return "ok", f"meter {driver.meter_id}: clock set (drift was {before} ms)", result
-        return "error", f"meter {driver.meter_id}: clock {clock.set_error}", result
+        return "error", f"meter {driver.meter_id}: {clock.set_error}", result
 
     async def backfill(self, args: dict[str, Any]) -> Answer:
         driver, lock = self._dlms(

@@ -373,7 +373,7 @@ class Demo:
 
     @staticmethod
     def latest_progress(agent: Proc) -> dict:
-        for line in reversed(agent.lines[-50:]):
+        for line in reversed(agent.lines[-2000:]):  # warnings may come between the lines
             if line.startswith("{") and '"captured_records"' in line:
                 try:
                     return json.loads(line)

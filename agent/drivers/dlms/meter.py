@@ -138,6 +138,13 @@ class DlmsMeter:
                     reasons.append(str(exc))
                 await session.close()
                 continue
+            except BaseException:
+                # cancelled (the agent stopping, a pushed config taking over) or a bug: the
+                # port or connection is closed all the same (a serial port stays locked
+                # otherwise), without the release: the stream may be mid-answer
+                session.broken = True
+                await session.close()
+                raise
             await session.close()
             return outcome
         self.failures += 1

@@ -191,6 +191,11 @@ _POINT_SQL = (
 )
 
 
+async def _rows(db: aiosqlite.Connection, sql: str, params: Iterable = ()) -> list:
+    async with db.execute(sql, tuple(params)) as cur:
+        return list(await cur.fetchall())
+
+
 class SqliteVeeTx:
     """The VEE queries inside an open write transaction (ingest's, or an operator's)."""
 
@@ -198,38 +203,38 @@ class SqliteVeeTx:
         self._db = db
 
     async def _rows(self, sql: str, params: Iterable) -> list:
-        async with self._db.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+        return await _rows(self._db, sql, params)
+
+    async def _points(self, condition: str, params: tuple) -> list[PointRow]:
+        rows = await _rows(self._db, _POINT_SQL + condition, params)
+        return [PointRow(*r[:7], bool(r[7])) for r in rows]
 
     async def points_between(
         self, meter_id: str, obis: str, after_ms: int, upto_ms: int
     ) -> list[PointRow]:
         """Readings in (after, upto], oldest first."""
-        rows = await self._rows(
-            _POINT_SQL + " AND r.captured_ms > ? AND r.captured_ms <= ? ORDER BY r.captured_ms",
+        return await self._points(
+            " AND r.captured_ms > ? AND r.captured_ms <= ? ORDER BY r.captured_ms",
             (meter_id, obis, after_ms, upto_ms),
         )
-        return [PointRow(*r[:7], bool(r[7])) for r in rows]
 
     async def points_before(
         self, meter_id: str, obis: str, before_ms: int, limit: int
     ) -> list[PointRow]:
         """Up to ``limit`` readings at or before ``before_ms``, newest first."""
-        rows = await self._rows(
-            _POINT_SQL + " AND r.captured_ms <= ? ORDER BY r.captured_ms DESC LIMIT ?",
+        return await self._points(
+            " AND r.captured_ms <= ? ORDER BY r.captured_ms DESC LIMIT ?",
             (meter_id, obis, before_ms, limit),
         )
-        return [PointRow(*r[:7], bool(r[7])) for r in rows]
 
     async def points_after(
         self, meter_id: str, obis: str, after_ms: int, limit: int
     ) -> list[PointRow]:
         """Up to ``limit`` readings after ``after_ms``, oldest first."""
-        rows = await self._rows(
-            _POINT_SQL + " AND r.captured_ms > ? ORDER BY r.captured_ms LIMIT ?",
+        return await self._points(
+            " AND r.captured_ms > ? ORDER BY r.captured_ms LIMIT ?",
             (meter_id, obis, after_ms, limit),
         )
-        return [PointRow(*r[:7], bool(r[7])) for r in rows]
 
     async def current_intervals(
         self, meter_id: str, obis: str, from_ms: int, to_ms: int
@@ -343,8 +348,7 @@ class SqliteVeeReads:
         self._db = db
 
     async def _rows(self, sql: str, params: Iterable = ()) -> list:
-        async with self._db.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+        return await _rows(self._db, sql, params)
 
     async def intervals(
         self, meter_id: str, obis: str, start_ms: int, end_ms: int, history: bool = False
@@ -448,11 +452,6 @@ class SqliteVeeReads:
             )
             out.append((gateway_id, first, last, int(held[0][0])))
         return out
-
-
-async def _rows(db: aiosqlite.Connection, sql: str, params: Iterable = ()) -> list:
-    async with db.execute(sql, tuple(params)) as cur:
-        return list(await cur.fetchall())
 
 
 class SqliteVeeOperatorTx(SqliteVeeTx):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import sys
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,9 +33,8 @@ from protocols.obis import Obis, quantity_for
 from protocols.record import ClockSource, Quality, Value, decode_record
 from protocols.units import convert, unit_by_code
 from tests.collector._fixtures import message, write_public_key
-from tests.support.loopback import loopback, query
+from tests.support.loopback import loopback, meterlink_proc, query
 
-REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 1, tzinfo=UTC)
 START_MS = int(START.timestamp()) * 1000
 ORIGIN = "2026-10-01T00:00:00Z"  # the model's origin: registers well above zero
@@ -49,12 +47,8 @@ ENERGY = [Obis.parse(c) for c in ("1-0:1.8.0", "1-0:2.8.0", "1-0:3.8.0", "1-0:4.
 STANDING = ClockSetting.accelerated(START, 4_000_000_000 * 10**9, Decimal(1))
 
 
-def _meterlink(*args: str, name: str, cwd: Path = REPO, **kw: object) -> Proc:
-    return Proc([sys.executable, "-m", "meterlink", *args], name, cwd=cwd, **kw)  # type: ignore[arg-type]
-
-
 def _sim(meter: str, clock: ClockSetting, tmp_path: Path) -> tuple[Proc, str, int]:
-    sim = _meterlink(
+    sim = meterlink_proc(
         "sim", "dlms", "--port", "0", "--meter-id", meter, "--seed", "5", "--origin", ORIGIN,
         "--clock", str(clock), "--clock-offset", str(OFFSET_S), "--deviation", "-60",
         "--profile-period", "15m", name="sim", log_path=tmp_path / "sim.log", stdin_pipe=True,

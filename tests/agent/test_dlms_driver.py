@@ -5,7 +5,6 @@ meter's own clock (ClockSource.METER)."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,14 +19,13 @@ from agent.drivers.modbus_tcp import MeterReadError
 from agent.scheduler import BusScheduler, ScheduledMeter
 from firmware_sim.dlms import DLMS_OBJECTS, register_integer
 from firmware_sim.model import MeterModel
-from meterlink.procs import Proc, free_port, wait_for
+from meterlink.procs import free_port, wait_for
 from protocols.clock import ClockSetting
 from protocols.obis import Obis, quantity_for
 from protocols.record import ClockSource, Quality, Value
 from protocols.units import convert, unit_by_code
-from tests.support.loopback import loopback, query
+from tests.support.loopback import loopback, meterlink_proc, query
 
-REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 1, tzinfo=UTC)
 START_MS = int(START.timestamp()) * 1000
 OFFSET_S = 300  # the meter's clock runs 5 minutes ahead
@@ -36,13 +34,9 @@ OFFSET_S = 300  # the meter's clock runs 5 minutes ahead
 STANDING = ClockSetting.accelerated(START, 4_000_000_000 * 10**9, Decimal(1))
 
 
-def _meterlink(*args: str, name: str, cwd: Path = REPO, **kw: object) -> Proc:
-    return Proc([sys.executable, "-m", "meterlink", *args], name, cwd=cwd, **kw)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def dlms_sim() -> object:
-    sim = _meterlink(
+    sim = meterlink_proc(
         "sim", "dlms", "--port", "0", "--meter-id", "dl-7", "--seed", "7",
         "--clock", str(STANDING), "--clock-offset", str(OFFSET_S), "--deviation", "-60",
         name="sim",

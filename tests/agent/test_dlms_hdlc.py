@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -38,9 +37,8 @@ from protocols.dlms.hdlc import FrameKind, FrameReader, LinkState, ServerLink
 from protocols.obis import Obis, quantity_for
 from protocols.record import ClockSource
 from protocols.units import convert, unit_by_code
-from tests.support.loopback import loopback, query
+from tests.support.loopback import loopback, meterlink_proc, query
 
-REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 1, tzinfo=UTC)
 START_MS = int(START.timestamp()) * 1000
 # a clock that stands at START until its anchor in 2096: values and meter clock are fixed
@@ -48,12 +46,8 @@ STANDING = ClockSetting.accelerated(START, 4_000_000_000 * 10**9, Decimal(1))
 OBJECTS = (Obis.parse("1-0:1.8.0"), Obis.parse("1-0:16.7.0"), Obis.parse("1-0:32.7.0"))
 
 
-def _meterlink(*args: str, name: str, cwd: Path = REPO, **kw: object) -> Proc:
-    return Proc([sys.executable, "-m", "meterlink", *args], name, cwd=cwd, **kw)  # type: ignore[arg-type]
-
-
 def _sim(*extra: str) -> Proc:
-    return _meterlink(
+    return meterlink_proc(
         "sim", "dlms", "--transport", "hdlc", "--meter-id", "dl-h", "--seed", "7",
         "--clock", str(STANDING), *extra, name="sim",
     )  # fmt: skip

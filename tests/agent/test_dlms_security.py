@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -33,23 +32,18 @@ from agent.drivers.modbus_tcp import MeterReadError
 from firmware_sim.dlms import DlmsMeterState, DlmsSimOptions, DlmsSimServer
 from firmware_sim.dlms.objects import DataObject
 from firmware_sim.model import MeterModel
-from meterlink.procs import Proc, wait_for
+from meterlink.procs import wait_for
 from protocols.clock import ClockSetting
 from protocols.dlms.axdr import Data
 from protocols.obis import Obis
-from tests.support.loopback import loopback, query
+from tests.support.loopback import loopback, meterlink_proc, query
 
-REPO = Path(__file__).resolve().parents[2]
 EK = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
 AK = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 WRONG = bytes.fromhex("ffeeddccbbaa99887766554433221100")
 PASSWORD = "lls-pass-0815"
 METER_TITLE = "4d4c4b5345430001"
 OBJECTS = (Obis.parse("1-0:1.8.0"), Obis.parse("1-0:32.7.0"))
-
-
-def _meterlink(*args: str, name: str, cwd: Path = REPO, **kw: object) -> Proc:
-    return Proc([sys.executable, "-m", "meterlink", *args], name, cwd=cwd, **kw)  # type: ignore[arg-type]
 
 
 def _private(path: Path, text: str) -> Path:
@@ -77,7 +71,7 @@ def _secrets(directory: Path, ek: bytes = EK, password: str = PASSWORD) -> Path:
 @pytest.fixture
 def secure_sim(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """``sim dlms`` with all three levels: public (16), LLS (17), HLS-GMAC (1)."""
-    sim = _meterlink(
+    sim = meterlink_proc(
         "sim", "dlms", "--port", "0", "--meter-id", "dl-s", "--auth", "hls",
         "--password", PASSWORD, "--keys", str(_meter_keys(tmp_path)), name="sim",
     )  # fmt: skip
@@ -158,7 +152,7 @@ def test_invocation_counter_never_goes_backwards(
 def test_lls_and_hls_over_hdlc(tmp_path: Path) -> None:
     """Over HDLC the public association that reads the counter takes the link in turn:
     the HLS link is closed for it and opened again."""
-    sim = _meterlink(
+    sim = meterlink_proc(
         "sim", "dlms", "--port", "0", "--meter-id", "dl-s", "--transport", "hdlc",
         "--auth", "hls", "--password", PASSWORD, "--keys", str(_meter_keys(tmp_path)),
         name="sim",

@@ -40,6 +40,8 @@ from protocols.dlms.apdu import AccessResult
 from protocols.dlms.axdr import Data, Tag
 from protocols.obis import Obis
 
+from .plain import PlainObject
+
 if TYPE_CHECKING:
     from .objects import CosemObject, DlmsMeterState
 
@@ -141,16 +143,12 @@ def _conformance() -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class AssociationObject:
+class AssociationObject(PlainObject):
     obis: Obis = OBIS_ASSOCIATION
     class_id: int = CLASS_ASSOCIATION_LN
     version: int = 1
 
-    def get(
-        self, meter: DlmsMeterState, attribute: int, selector: Data | None
-    ) -> Data | AccessResult:
-        if selector is not None:
-            return AccessResult.OTHER_REASON
+    def read(self, meter: DlmsMeterState, attribute: int) -> Data | AccessResult:
         if attribute == 2:
             return object_list(list(meter.objects.values()))
         if attribute == 5:
@@ -167,6 +165,3 @@ class AssociationObject:
         if attribute == 8:
             return Data(Tag.ENUM, 2)  # associated
         return AccessResult.OBJECT_UNAVAILABLE
-
-    def set(self, meter: DlmsMeterState, attribute: int, value: Data) -> AccessResult:
-        return AccessResult.READ_WRITE_DENIED

@@ -32,6 +32,7 @@ from protocols.dlms.cosem import CosemDateTime
 from protocols.obis import Obis
 
 from .objects import COMMANDS
+from .plain import PlainObject
 
 if TYPE_CHECKING:
     from .objects import DlmsMeterState
@@ -44,16 +45,12 @@ MAX_DRIFT_PPM = 10**6  # one second per second: beyond that it is not a clock
 
 
 @dataclass(frozen=True, slots=True)
-class ClockObject:
+class ClockObject(PlainObject):
     obis: Obis = OBIS_CLOCK
     class_id: int = CLASS_CLOCK
     version: int = 0
 
-    def get(
-        self, meter: DlmsMeterState, attribute: int, selector: Data | None
-    ) -> Data | AccessResult:
-        if selector is not None:
-            return AccessResult.OTHER_REASON
+    def read(self, meter: DlmsMeterState, attribute: int) -> Data | AccessResult:
         if attribute == 2:
             stamp = CosemDateTime.from_unix_ms(
                 meter.meter_clock_ms(meter.virtual_ns()), meter.deviation, meter.clock_status

@@ -17,6 +17,8 @@ from protocols.dlms.axdr import Data, Tag
 from protocols.dlms.cosem import CosemDateTime, ScalerUnit
 from protocols.obis import Obis
 
+from .plain import PlainObject
+
 if TYPE_CHECKING:
     from .objects import DlmsMeterState
 
@@ -31,7 +33,7 @@ UNIT_W = 27
 
 
 @dataclass(frozen=True, slots=True)
-class MaxDemandObject:
+class MaxDemandObject(PlainObject):
     obis: Obis = OBIS_MAX_DEMAND
     class_id: int = CLASS_EXTENDED_REGISTER
     version: int = 0
@@ -55,11 +57,7 @@ class MaxDemandObject:
             end += DEMAND_WINDOW_MS
         return best
 
-    def get(
-        self, meter: DlmsMeterState, attribute: int, selector: Data | None
-    ) -> Data | AccessResult:
-        if selector is not None:
-            return AccessResult.OTHER_REASON
+    def read(self, meter: DlmsMeterState, attribute: int) -> Data | AccessResult:
         if attribute == 3:
             return ScalerUnit(0, UNIT_W).to_data()
         if attribute == 4:
@@ -72,26 +70,16 @@ class MaxDemandObject:
         stamp = CosemDateTime.from_unix_ms(at_ms, meter.deviation, meter.clock_status)
         return Data.octet_string(stamp.to_bytes())
 
-    def set(self, meter: DlmsMeterState, attribute: int, value: Data) -> AccessResult:
-        return AccessResult.READ_WRITE_DENIED
-
 
 @dataclass(frozen=True, slots=True)
-class PowerFailuresObject:
+class PowerFailuresObject(PlainObject):
     obis: Obis = OBIS_POWER_FAILURES
     class_id: int = 1
     version: int = 0
 
-    def get(
-        self, meter: DlmsMeterState, attribute: int, selector: Data | None
-    ) -> Data | AccessResult:
-        if selector is not None:
-            return AccessResult.OTHER_REASON
+    def read(self, meter: DlmsMeterState, attribute: int) -> Data | AccessResult:
         if attribute != 2:
             return AccessResult.OBJECT_UNAVAILABLE
         profile = next((o for o in meter.objects.values() if hasattr(o, "outages")), None)
         count = len(profile.outages) if profile is not None else 0  # type: ignore[attr-defined]
         return Data(Tag.LONG_UNSIGNED, min(count, 0xFFFF))
-
-    def set(self, meter: DlmsMeterState, attribute: int, value: Data) -> AccessResult:
-        return AccessResult.READ_WRITE_DENIED

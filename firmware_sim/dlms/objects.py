@@ -37,6 +37,7 @@ from protocols.obis import Obis, quantity_for
 from protocols.units import convert, unit_by_code
 
 from ..model import MeterModel
+from .plain import PlainObject
 
 __all__ = [
     "CLASS_DATA",
@@ -74,7 +75,7 @@ class CosemObject(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class RegisterObject:
+class RegisterObject(PlainObject):
     obis: Obis
     tag: Tag  # A-XDR type of the value
     scaler: int
@@ -82,11 +83,7 @@ class RegisterObject:
     class_id: int = CLASS_REGISTER
     version: int = 0
 
-    def get(
-        self, meter: DlmsMeterState, attribute: int, selector: Data | None
-    ) -> Data | AccessResult:
-        if selector is not None:
-            return AccessResult.OTHER_REASON
+    def read(self, meter: DlmsMeterState, attribute: int) -> Data | AccessResult:
         if attribute == 2:
             value = meter.model.values_at(meter.virtual_ns()).get(self.obis, Decimal(0))
             return Data(self.tag, register_integer(self, value))
@@ -94,12 +91,9 @@ class RegisterObject:
             return ScalerUnit(self.scaler, self.unit_code).to_data()
         return AccessResult.OBJECT_UNAVAILABLE
 
-    def set(self, meter: DlmsMeterState, attribute: int, value: Data) -> AccessResult:
-        return AccessResult.READ_WRITE_DENIED
-
 
 @dataclass(frozen=True, slots=True)
-class DataObject:
+class DataObject(PlainObject):
     """A Data object (class 1) with a fixed value."""
 
     obis: Obis
@@ -107,15 +101,8 @@ class DataObject:
     class_id: int = CLASS_DATA
     version: int = 0
 
-    def get(
-        self, meter: DlmsMeterState, attribute: int, selector: Data | None
-    ) -> Data | AccessResult:
-        if selector is not None:
-            return AccessResult.OTHER_REASON
+    def read(self, meter: DlmsMeterState, attribute: int) -> Data | AccessResult:
         return self.value if attribute == 2 else AccessResult.OBJECT_UNAVAILABLE
-
-    def set(self, meter: DlmsMeterState, attribute: int, value: Data) -> AccessResult:
-        return AccessResult.READ_WRITE_DENIED
 
 
 def _reg(code: str, tag: Tag, scaler: int, unit_code: int) -> RegisterObject:

@@ -49,6 +49,7 @@ from protocols.obis import Obis
 
 from .clock import CLASS_CLOCK, OBIS_CLOCK
 from .objects import CLASS_DATA, CLASS_REGISTER, COMMANDS, DLMS_OBJECTS, register_integer
+from .plain import PlainObject
 
 if TYPE_CHECKING:
     from .objects import DlmsMeterState
@@ -223,7 +224,7 @@ def _clock_whole() -> CaptureObject:
     return CaptureObject(CLASS_CLOCK, OBIS_CLOCK, 2, 0)
 
 
-class AmrStatusObject:
+class AmrStatusObject(PlainObject):
     """0.0.96.10.1.255 (Data, unsigned): the status of the newest profile entry."""
 
     class_id = CLASS_DATA
@@ -233,17 +234,10 @@ class AmrStatusObject:
     def __init__(self, profile: LoadProfileObject) -> None:
         self.profile = profile
 
-    def get(
-        self, meter: DlmsMeterState, attribute: int, selector: Data | None
-    ) -> Data | AccessResult:
-        if selector is not None:
-            return AccessResult.OTHER_REASON
+    def read(self, meter: DlmsMeterState, attribute: int) -> Data | AccessResult:
         if attribute == 2:
             return Data(Tag.UNSIGNED, self.profile.latest_status(meter))
         return AccessResult.OBJECT_UNAVAILABLE
-
-    def set(self, meter: DlmsMeterState, attribute: int, value: Data) -> AccessResult:
-        return AccessResult.READ_WRITE_DENIED
 
 
 def profile_objects(meter: DlmsMeterState) -> list[LoadProfileObject | AmrStatusObject]:

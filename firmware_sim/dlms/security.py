@@ -29,6 +29,8 @@ from protocols.dlms.axdr import Data, Tag
 from protocols.dlms.security import SecurityContext
 from protocols.obis import Obis
 
+from .plain import PlainObject
+
 if TYPE_CHECKING:
     from .objects import DlmsMeterState
     from .options import DlmsSimOptions
@@ -130,7 +132,7 @@ class MeterSecurity:
 
 
 @dataclass(frozen=True, slots=True)
-class InvocationCounterObject:
+class InvocationCounterObject(PlainObject):
     """Data object 0.0.43.1.0.255: the client invocation counter the meter expects next
     (double-long-unsigned)."""
 
@@ -139,17 +141,10 @@ class InvocationCounterObject:
     class_id: int = CLASS_DATA
     version: int = 0
 
-    def get(
-        self, meter: DlmsMeterState, attribute: int, selector: Data | None
-    ) -> Data | AccessResult:
-        if selector is not None:
-            return AccessResult.OTHER_REASON
+    def read(self, meter: DlmsMeterState, attribute: int) -> Data | AccessResult:
         if attribute != 2:
             return AccessResult.OBJECT_UNAVAILABLE
         return Data(Tag.DOUBLE_LONG_UNSIGNED, min(self.security.next_client_counter, MAX_COUNTER))
-
-    def set(self, meter: DlmsMeterState, attribute: int, value: Data) -> AccessResult:
-        return AccessResult.READ_WRITE_DENIED
 
 
 def security_for(meter: DlmsMeterState, options: DlmsSimOptions) -> MeterSecurity | None:

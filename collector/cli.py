@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from protocols.clock import ClockSettingError, format_utc_ms, parse_utc
+from protocols.clock import ClockSettingError, format_utc_ms, parse_utc, utc_ms
 
 from .commands.cli import LIFECYCLE
 from .config import Config, load_config, with_clock
@@ -199,7 +199,7 @@ async def _bill(config: Config, args: argparse.Namespace) -> int:
     as_of = _now_ms()
     if args.as_of:
         try:
-            as_of = int(parse_utc(args.as_of).timestamp() * 1000)
+            as_of = utc_ms(parse_utc(args.as_of))
         except ClockSettingError as exc:
             raise RatingError(f"--as-of: {exc}") from None
     return await bill_command(config, args, as_of)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocols.clock import ClockSettingError, format_utc_ms, parse_utc
+from protocols.clock import ClockSettingError, format_utc_ms, parse_utc, utc_ms
 
 from .config import Config
 from .errors import CollectorError, ConfigError, RatingError
@@ -213,7 +213,7 @@ def _instant(option: str, text: str | None) -> int | None:
     if text is None:
         return None
     try:
-        return int(parse_utc(text).timestamp() * 1000)
+        return utc_ms(parse_utc(text))
     except ClockSettingError as exc:
         raise ExportError(f"{option}: {exc}") from None
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["ClockSetting", "ClockSettingError", "format_utc_ms", "parse_utc"]
+__all__ = ["ClockSetting", "ClockSettingError", "format_utc_ms", "parse_utc", "utc_ms"]
 
 NS_PER_S = 1_000_000_000
 MAX_ANCHOR_S = 10**11  # Unix seconds; about the year 5138
@@ -57,6 +57,13 @@ def format_utc_ms(ms: int) -> str:
 def _datetime_to_ns(value: datetime) -> int:
     delta = value - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * NS_PER_S + delta.microseconds * 1_000
+
+
+def utc_ms(value: datetime) -> int:
+    """An aware datetime as Unix ms, exactly (floored). ``int(value.timestamp() * 1000)``
+    goes through a float and is one millisecond short for about 1.5 % of instants: a
+    reading's identity named by an operator or an API call would miss it."""
+    return _datetime_to_ns(value) // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

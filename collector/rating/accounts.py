@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from protocols.clock import utc_ms
 from protocols.errors import EncodeError
 from protocols.record import check_id
 
@@ -183,7 +184,7 @@ def _cycle_date(year: int, month: int, day: int) -> date:
 def local_ms(day: date, zone: ZoneInfo) -> int:
     """00:00 local on ``day`` in Unix ms (a DST gap at midnight moves it forward)."""
     local = datetime.combine(day, time(0), tzinfo=zone)
-    return int(local.astimezone(UTC).timestamp()) * 1000
+    return utc_ms(local.astimezone(UTC))
 
 
 def parse_period(text: str, account: Account) -> Period:
@@ -212,7 +213,7 @@ def period_containing(instant_ms: int, account: Account) -> Period:
 def _instant(sec: Section, key: str, value: Any, zone: ZoneInfo) -> int:
     if isinstance(value, datetime):
         aware = value if value.tzinfo is not None else value.replace(tzinfo=zone)
-        return int(aware.astimezone(UTC).timestamp() * 1000)
+        return utc_ms(aware.astimezone(UTC))
     if isinstance(value, date):
         return local_ms(value, zone)
     raise sec.error(key, f"must be a date (2026-11-17) or a date-time, got {value!r}")

@@ -33,7 +33,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from protocols.clock import format_utc_ms
+from protocols.clock import format_utc_ms, utc_ms
 from protocols.units import UnitError, convert
 
 from ..errors import RatingError
@@ -62,7 +62,7 @@ def _utc(ms: int) -> datetime:
 
 
 def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    return utc_ms(moment)
 
 
 # register boundaries (evidence, and the fallback without VEE) --------------------------------

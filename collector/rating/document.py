@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from protocols.clock import format_utc_ms
+from protocols.clock import format_utc_ms, utc_ms
 
 from .bill import Bill, Section, line_key
 from .model import ChargeLine
@@ -26,7 +26,7 @@ FORMAT = "meterlink-bill/1"
 
 
 def _iso(moment: datetime) -> str:
-    return format_utc_ms(int(moment.timestamp() * 1000))
+    return format_utc_ms(utc_ms(moment))
 
 
 def _local(ms: int, zone: ZoneInfo) -> str:

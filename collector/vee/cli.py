@@ -17,7 +17,7 @@ import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from protocols.clock import ClockSettingError, format_utc_ms, parse_utc
+from protocols.clock import ClockSettingError, format_utc_ms, parse_utc, utc_ms
 from protocols.obis import Obis, ObisError
 
 from ..config import Config
@@ -73,7 +73,7 @@ def _operator_args(p: argparse.ArgumentParser) -> None:
 
 def _ms(text: str, what: str) -> int:
     try:
-        return int(parse_utc(text).timestamp() * 1000)
+        return utc_ms(parse_utc(text))
     except ClockSettingError as exc:
         raise VeeActionError(f"{what}: {exc}") from None
 

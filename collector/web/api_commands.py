@@ -22,7 +22,7 @@ from aiohttp import web
 
 from collector.commands.client import CommandError, send_command
 from collector.commands.keys import CommandKeyError, load_command_key
-from protocols.clock import ClockSettingError, parse_utc
+from protocols.clock import ClockSettingError, parse_utc, utc_ms
 from protocols.commands import ACTIONS
 from protocols.errors import EncodeError
 from protocols.record import check_id
@@ -49,7 +49,7 @@ def _instant(value: Any, name: str) -> int:
         return value
     if isinstance(value, str):
         try:
-            return int(parse_utc(value).timestamp() * 1000)
+            return utc_ms(parse_utc(value))
         except ClockSettingError as exc:
             raise BadRequest(f"args.{name}: {exc}") from None
     raise BadRequest(f"args.{name}: Unix ms or ISO 8601 expected, got {value!r}")

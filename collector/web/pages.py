@@ -28,6 +28,8 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
+from protocols.clock import utc_ms
+
 from .app import CTX, PRINCIPAL, WebContext, public
 from .chart import ChartPoint, line_chart
 
@@ -329,7 +331,7 @@ def _parse_instant(request: web.Request, name: str) -> int | None:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    return utc_ms(moment)
 
 
 def _obis_key(obis: str) -> tuple[int, ...]:

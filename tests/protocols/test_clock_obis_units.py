@@ -73,3 +73,14 @@ def test_topics() -> None:
     assert readings_topic("gw-1") == "meterlink/v1/gw-1/readings"
     assert parse_topic("meterlink/v1/gw-1/cmd/7/reply") == ("gw-1", "cmd/7/reply")
     assert shared_subscription() == "$share/collectors/meterlink/v1/+/readings"
+
+
+def test_utc_ms_is_exact_where_a_float_timestamp_is_one_millisecond_short() -> None:
+    from datetime import timedelta
+
+    from protocols.clock import utc_ms
+
+    moment = parse_utc("2001-01-01T00:00:00Z") + timedelta(milliseconds=1_206_285_759_332)
+    assert int(moment.timestamp() * 1000) != 978_307_200_000 + 1_206_285_759_332  # the float way
+    assert utc_ms(moment) == 978_307_200_000 + 1_206_285_759_332
+    assert utc_ms(parse_utc("1969-12-31T23:59:59.999Z")) == -1

@@ -274,7 +274,13 @@ class Buffer:
         db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         buf = cls(db, path, readonly=True)
         try:
-            await buf._load_meta(create=False)
+            # one read transaction: the running agent commits between statements otherwise,
+            # and a record read after a newer next_seq would look like an altered file
+            await db.execute("BEGIN")
+            try:
+                await buf._load_meta(create=False)
+            finally:
+                await db.execute("COMMIT")
         except BaseException:
             await db.close()
             raise

@@ -187,3 +187,45 @@ def test_status_reads_a_buffer_that_is_open_for_writing(tmp_path: Path, key, cap
     run(scenario())
     out = capsys.readouterr().out
     assert '"backlog": 1' in out and '"meter_id": "m1"' in out
+
+
+def test_status_reader_sees_one_snapshot_while_the_agent_commits(
+    tmp_path: Path, key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agent status` opens the buffer read-only while the agent writes: a commit that
+    lands between two of its reads must not make the file look altered (the reads are one
+    transaction). The agent's commit is made, for real, right after the reader's first
+    query."""
+    import aiosqlite
+
+    path = tmp_path / "b.sqlite"
+
+    async def main() -> dict:
+        writer = await Buffer.open(path, "gw-1", key.private)
+        await writer.append([capture("m1", 1000)])
+        real_connect = aiosqlite.connect
+        committed: list[int] = []
+
+        def connect(*args, **kwargs):  # type: ignore[no-untyped-def]
+            db = real_connect(*args, **kwargs)
+            fetch = db.execute_fetchall
+
+            async def execute_fetchall(sql, *rest):  # type: ignore[no-untyped-def]
+                rows = await fetch(sql, *rest)
+                if "FROM meta" in sql and not committed:  # the agent commits now
+                    committed.extend((await writer.append([capture("m1", 2000)])).seqs)
+                return rows
+
+            db.execute_fetchall = execute_fetchall  # type: ignore[method-assign]
+            return db
+
+        monkeypatch.setattr(aiosqlite, "connect", connect)
+        reader = await Buffer.open_readonly(path)
+        try:
+            return await reader.summary()
+        finally:
+            await reader.close()
+            await writer.close()
+
+    summary = run(main())
+    assert summary["last_seq"] == 2 and summary["backlog"] == 2

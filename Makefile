@@ -6,19 +6,19 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench system-deps browser-deps venv clean
+.PHONY: demo test lint bench system-deps browser-deps postgres-deps venv clean
 
 demo: $(STAMP) system-deps
 	$(BIN)/meterlink demo $(DEMO_ARGS)
 
-test: $(STAMP) system-deps browser-deps
+test: $(STAMP) system-deps browser-deps postgres-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP) system-deps
+bench: $(STAMP) system-deps postgres-deps
 	$(BIN)/python -m benchmarks.run_all
 
 venv: $(STAMP)
@@ -48,6 +48,19 @@ browser-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
 	else \
 	  echo "the dashboard's browser tests need chromium. Install it with:  sudo apt-get install chromium chromium-driver" >&2; exit 1; \
+	fi
+
+# the PostgreSQL store's tests and benchmarks start their own throwaway server (meterlink/postgres.py)
+# from Debian's binaries; the package is told not to make and start a cluster of its own
+postgres-deps:
+	@if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing postgresql (apt-get), for the PostgreSQL store's tests"; \
+	  mkdir -p /etc/postgresql-common/createcluster.d && \
+	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/meterlink.conf && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	else \
+	  echo "the PostgreSQL store's tests need the server binaries. Install them with:  sudo apt-get install postgresql" >&2; exit 1; \
 	fi
 
 clean:

@@ -36,7 +36,9 @@ SYSTEM_CLOCK = ClockSetting.system()
 
 @dataclass(frozen=True)
 class CollectorConfig:
-    database: Path
+    # a SQLite file (the default), or a PostgreSQL URL "postgresql://user@host:port/dbname"
+    # (several collectors on one database; docs/scaling.md)
+    database: Path | str
     id: str
     batch_coalesce: int = 50  # how many waiting MQTT messages one transaction takes at most
     stats_interval: int = 60  # seconds between rate log lines
@@ -97,6 +99,23 @@ class Config:
     commands: CommandSettings = field(default_factory=CommandSettings)  # [commands]
 
 
+def _database(sec: Section) -> Path | str:
+    """A PostgreSQL URL as written; anything else is a SQLite file relative to the config."""
+    text = sec.str("database", "collector.sqlite")
+    if text.startswith(("postgresql://", "postgres://")):
+        if re.match(r"postgres(ql)?://[^/@]*:[^/@]*@", text):
+            raise sec.error(
+                "database",
+                "the URL holds a password: keep it out of the config (use ~/.pgpass or "
+                "PGPASSFILE, mode 0600), so that it is never shown or logged",
+            )
+        return text
+    if "://" in text:
+        raise sec.error("database", f"{text.split('://')[0]}:// is not a known database; use "
+                        "a SQLite file path or a postgresql:// URL")  # fmt: skip
+    return sec.path_of("database")
+
+
 def load_config(path: Path | str) -> Config:
     path = Path(path).resolve()
     root = load_toml(path, "collector config")
@@ -110,7 +129,7 @@ def load_config(path: Path | str) -> Config:
     except EncodeError as exc:
         raise sec.error("id", str(exc)) from None
     collector = CollectorConfig(
-        database=sec.path_of("database", "collector.sqlite"),
+        database=_database(sec),
         id=client_id,
         batch_coalesce=sec.int("batch_coalesce", 50, 1, 10_000),
         stats_interval=sec.int("stats_interval", 60, 1, 86_400),

@@ -39,6 +39,7 @@ from .store.base import (
     RecordRow,
     StatusRow,
     Store,
+    StoreConflict,
     StoredReading,
 )
 from .vee.engine import VeeEngine
@@ -60,6 +61,8 @@ REASON_SEQ_REUSED = reasons.SEQ_REUSED
 DEFAULT_MAX_FUTURE_MS = 86_400_000
 #: A capture time before 2000-01-01T00:00:00Z is refused: no meterlink meter read then.
 EARLIEST_MS = 946_684_800_000
+#: Runs of one ingest transaction that lost races (``StoreConflict``) before giving up.
+MAX_ATTEMPTS = 5
 #: Of a message refused as a whole, quarantine keeps at most this many bytes.
 MAX_QUARANTINE_RAW = MAX_BATCH_BYTES
 
@@ -95,6 +98,7 @@ class IngestTotals:
     conflicts: int = 0
     statuses: int = 0
     transactions: int = 0
+    retries: int = 0  # transactions run again after losing a race with another collector
 
     def snapshot(self) -> IngestTotals:
         return IngestTotals(**self.__dict__)
@@ -178,8 +182,21 @@ class Ingestor:
         """Verify, dedup and store ``messages`` in one transaction; return what to ack.
 
         Raises if the transaction fails; then nothing of it was written and nothing may be
-        acked (the broker will redeliver).
+        acked (the broker will redeliver). A transaction that lost a race with another
+        collector (``StoreConflict``: rolled back) is run again from the messages: its
+        look-ups then see the other's commit, and what it had stored is a duplicate here.
         """
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return await self._ingest_once(messages)
+            except StoreConflict as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                self.totals.retries += 1
+                log.info("ingest transaction rolled back (%s); running it again", exc)
+        raise AssertionError("unreachable")
+
+    async def _ingest_once(self, messages: Sequence[Incoming]) -> list[Outcome]:
         totals = IngestTotals()
         # Checks (parse, verify, bind) need no lock: they run before the write transaction.
         await self.registry.refresh(self.store)

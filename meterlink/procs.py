@@ -69,7 +69,9 @@ class Proc:
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
         stdin_pipe: bool = False,
+        user: str | None = None,
     ) -> None:
+        """``user``: run the child as this account (root only; PostgreSQL refuses root)."""
         self.name = name
         self._log = log_path.open("a", encoding="utf-8") if log_path else None
         self.args = args
@@ -86,6 +88,7 @@ class Proc:
             stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
             text=True,
             start_new_session=True,
+            user=user,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

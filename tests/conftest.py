@@ -1,4 +1,6 @@
-"""Fixtures shared by the test packages: a real mosquitto on a free loopback port."""
+"""Fixtures shared by the test packages: a real mosquitto on a free loopback port, and a real
+PostgreSQL server (Debian's, a throwaway cluster for the session) with a fresh database per
+test."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from meterlink.postgres import PostgresCluster
 from tests.support.procs import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,3 +23,23 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One PostgreSQL server for the session (initdb in a temp folder, 127.0.0.1, free port)."""
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresCluster) -> str:
+    """The URL of a new, empty database on the session's server, for this test only."""
+    _databases[0] += 1
+    return postgres.create_database(f"t{_databases[0]}")
+
+
+_databases = [0]

@@ -12,6 +12,7 @@ from .base import (
     RecordRow,
     StatusRow,
     Store,
+    StoreConflict,
     StoredReading,
 )
 from .sqlite import SqliteStore, open_store
@@ -29,6 +30,7 @@ __all__ = [
     "SqliteStore",
     "StatusRow",
     "Store",
+    "StoreConflict",
     "StoredReading",
     "open_store",
 ]

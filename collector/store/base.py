@@ -25,8 +25,21 @@ __all__ = [
     "RecordRow",
     "StatusRow",
     "Store",
+    "StoreConflict",
+    "StoreError",
     "StoredReading",
 ]
+
+
+class StoreError(RuntimeError):
+    """A database failure other than a lost race (connection lost, disk full, a bug)."""
+
+
+class StoreConflict(Exception):
+    """A write transaction lost a race with another writer (another collector committed the
+    same identity first, or the database broke a deadlock): it was rolled back, and running
+    it again will see the other's commit. The SQLite store, one writer at a time, never
+    raises it; the PostgreSQL store does, and ``Ingestor.ingest`` runs the batch again."""
 
 
 @dataclass(frozen=True)

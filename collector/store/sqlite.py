@@ -33,7 +33,7 @@ from .base import (
     StoredReading,
 )
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore", "open_store"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "open_sqlite_store", "open_store"]
 
 SCHEMA_VERSION = 6
 
@@ -125,8 +125,8 @@ _SCHEMA = [
         received_ms INTEGER NOT NULL)""",
 ]
 
-#: Steps from one schema version to the next: ``_MIGRATIONS[v]`` takes version v-1 to v.
-_MIGRATIONS: dict[int, list[str]] = {
+#: Steps from one schema version to the next: ``MIGRATIONS[v]`` takes version v-1 to v.
+MIGRATIONS: dict[int, list[str]] = {
     1: _SCHEMA,
     # the stable reason kind of a quarantine entry, counted by ``stats`` (old rows: '')
     2: [
@@ -143,6 +143,12 @@ _MIGRATIONS: dict[int, list[str]] = {
     6: commands_store.MIGRATION,
 }
 
+RECORD_COLUMNS = ("gateway_id", "seq", "meter_id", "captured_ms", "raw", "received_ms")
+READING_COLUMNS = ("meter_id", "obis", "captured_ms", "value", "unit", "flags", "clock_source",
+                   "gateway_id", "seq")  # fmt: skip
+_COUNTER_NAMES = ("records_stored", "readings_stored", "duplicate_records",
+                  "duplicate_readings", "rejected", "conflicts")  # fmt: skip
+
 _CHUNK = 500  # host parameters per IN (...) list; far below SQLite's limit
 
 
@@ -152,7 +158,9 @@ def _chunks(values: Collection[int]) -> Iterable[list[int]]:
         yield items[start : start + _CHUNK]
 
 
-class _SqliteTx:
+class SqlIngestTx:
+    """The ingest transaction in portable SQL; ``PgIngestTx`` refines it for PostgreSQL."""
+
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
 
@@ -189,20 +197,19 @@ class _SqliteTx:
                         found[(meter_id, obis, ms)] = StoredReading(value, unit, gw, seq)
         return found
 
+    async def _bulk(self, table: str, columns: tuple[str, ...], rows: list) -> None:
+        """Insert many rows (the PostgreSQL store does it with COPY)."""
+        marks = ", ".join("?" * len(columns))
+        await self._db.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
+        )
+
     async def write(self, rows: IngestWrite) -> None:
         db = self._db
         if rows.records:
-            await db.executemany(
-                "INSERT INTO records (gateway_id, seq, meter_id, captured_ms, raw, received_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows.records,
-            )
+            await self._bulk("records", RECORD_COLUMNS, rows.records)
         if rows.readings:
-            await db.executemany(
-                "INSERT INTO readings (meter_id, obis, captured_ms, value, unit, flags,"
-                " clock_source, gateway_id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows.readings,
-            )
+            await self._bulk("readings", READING_COLUMNS, rows.readings)
         if rows.conflicts:
             await db.executemany(
                 "INSERT INTO conflicts (meter_id, obis, captured_ms, stored_value, stored_unit,"
@@ -216,30 +223,19 @@ class _SqliteTx:
                 " raw, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows.quarantine,
             )
+        # rows in key order: two writers upserting the same keys lock them in one order
         if rows.counters:
             await db.executemany(
                 "INSERT INTO counters (gateway_id, meter_id, records_stored, readings_stored,"
                 " duplicate_records, duplicate_readings, rejected, conflicts)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (gateway_id, meter_id) DO UPDATE SET"
-                " records_stored = records_stored + excluded.records_stored,"
-                " readings_stored = readings_stored + excluded.readings_stored,"
-                " duplicate_records = duplicate_records + excluded.duplicate_records,"
-                " duplicate_readings = duplicate_readings + excluded.duplicate_readings,"
-                " rejected = rejected + excluded.rejected,"
-                " conflicts = conflicts + excluded.conflicts",
+                + ",".join(
+                    f" {name} = counters.{name} + excluded.{name}" for name in _COUNTER_NAMES
+                ),
                 [
-                    (
-                        gw,
-                        meter,
-                        d.records_stored,
-                        d.readings_stored,
-                        d.duplicate_records,
-                        d.duplicate_readings,
-                        d.rejected,
-                        d.conflicts,
-                    )
-                    for (gw, meter), d in rows.counters.items()
+                    (gw, meter, *(getattr(d, name) for name in _COUNTER_NAMES))
+                    for (gw, meter), d in sorted(rows.counters.items())
                 ],
             )
         if rows.statuses:
@@ -251,7 +247,7 @@ class _SqliteTx:
                 " backlog = excluded.backlog, dropped = excluded.dropped,"
                 " last_seq = excluded.last_seq, version = excluded.version,"
                 " received_ms = excluded.received_ms",
-                rows.statuses,
+                sorted(rows.statuses, key=lambda row: row.gateway_id),  # stable: last wins
             )
 
 
@@ -278,9 +274,9 @@ class SqliteStore:
             await self._db.commit()
 
     @asynccontextmanager
-    async def ingest_transaction(self) -> AsyncIterator[_SqliteTx]:
+    async def ingest_transaction(self) -> AsyncIterator[SqlIngestTx]:
         async with self._write() as db:
-            yield _SqliteTx(db)
+            yield SqlIngestTx(db)
 
     @asynccontextmanager
     async def vee_transaction(self) -> AsyncIterator[vee_sqlite.SqliteVeeOperatorTx]:
@@ -442,7 +438,17 @@ class SqliteStore:
         return int(rows[0][0])
 
 
-async def open_store(path: Path | str) -> SqliteStore:
+async def open_store(target: Path | str) -> SqliteStore:
+    """Open the store the configuration names: a ``postgresql://`` URL (``PgStore``) or
+    the path of a SQLite file; created or migrated to this version's schema."""
+    if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+        from .postgres import open_pg_store  # psycopg is loaded only where it is used
+
+        return await open_pg_store(target)
+    return await open_sqlite_store(target)
+
+
+async def open_sqlite_store(path: Path | str) -> SqliteStore:
     """Open (creating or migrating) the database file at ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -468,7 +474,7 @@ async def open_store(path: Path | str) -> SqliteStore:
                 async with db.execute("PRAGMA user_version") as cur:
                     version = (await cur.fetchone())[0]  # another process may have won
                 for step in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in _MIGRATIONS[step]:
+                    for statement in MIGRATIONS[step]:
                         await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             except BaseException:

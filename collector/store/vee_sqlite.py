@@ -312,7 +312,7 @@ class SqliteVeeTx:
             await db.executemany(
                 "INSERT INTO vee_counters (meter_id, rule, outcome, count) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (meter_id, rule, outcome) DO UPDATE SET"
-                " count = count + excluded.count",
+                " count = vee_counters.count + excluded.count",
                 [(*key, n) for key, n in out.counters.items()],
             )
         if out.superseded:

@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from protocols.clock import format_utc_ms
 
-from ..store.base import IngestWrite
+from ..store.base import IngestWrite, StoreConflict
 from ..store.vee_sqlite import IntervalRow, SwapRow, VeeWrite
 from . import (
     gaps,
@@ -109,6 +109,8 @@ class VeeEngine:
             own = VeeWrite()
             try:
                 await self._meter(tx, meter_id, readings, received, now_ms, own, totals)
+            except StoreConflict:
+                raise  # the whole transaction is rolled back and run again
             except Exception as exc:  # one meter's fault must not stop the others' ingest
                 log.exception("VEE failed for meter %s; its readings are stored unvalidated",
                               meter_id)  # fmt: skip

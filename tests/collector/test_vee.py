@@ -613,12 +613,12 @@ def test_load_profile_summed_between_register_reads_must_match_the_register(tmp_
 
 
 def test_a_version_2_database_is_migrated_to_the_vee_tables(tmp_path) -> None:
-    from collector.store.sqlite import _MIGRATIONS, SCHEMA_VERSION
+    from collector.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:
         for version in (1, 2):
-            for statement in _MIGRATIONS[version]:
+            for statement in MIGRATIONS[version]:
                 conn.execute(statement)
         conn.execute("PRAGMA user_version = 2")
 

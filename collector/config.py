@@ -103,7 +103,9 @@ def _database(sec: Section) -> Path | str:
     """A PostgreSQL URL as written; anything else is a SQLite file relative to the config."""
     text = sec.str("database", "collector.sqlite")
     if text.startswith(("postgresql://", "postgres://")):
-        if re.match(r"postgres(ql)?://[^/@]*:[^/@]*@", text):
+        if re.match(r"postgres(ql)?://[^/@]*:[^/@]*@", text) or re.search(
+            r"[?&]password=", text
+        ):
             raise sec.error(
                 "database",
                 "the URL holds a password: keep it out of the config (use ~/.pgpass or "
@@ -113,7 +115,7 @@ def _database(sec: Section) -> Path | str:
     if "://" in text:
         raise sec.error("database", f"{text.split('://')[0]}:// is not a known database; use "
                         "a SQLite file path or a postgresql:// URL")  # fmt: skip
-    return sec.path_of("database")
+    return sec.path_of("database", "collector.sqlite")
 
 
 def load_config(path: Path | str) -> Config:

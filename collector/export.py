@@ -6,8 +6,10 @@ line per record carrying the record's bytes exactly as the collector received an
 (base64). Nothing is re-serialised, so ``meterlink verify`` (or any Ed25519 tool) checks the
 very bytes the gateway signed.
 
-The database is read through a read-only SQLite connection in one read transaction (a
-consistent snapshot; WAL lets the collector keep ingesting meanwhile).
+The database is read in one read-only transaction (a consistent snapshot): a read-only
+SQLite connection (WAL lets the collector keep ingesting meanwhile), or, for a
+``postgresql://`` database, a psycopg session in a REPEATABLE READ READ ONLY transaction.
+The queries are the same text for both.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from protocols.clock import ClockSettingError, format_utc_ms, parse_utc, utc_ms
 
@@ -85,7 +88,74 @@ def account_selection(
     )
 
 
-def _connect(database: Path) -> sqlite3.Connection:
+class _Rows(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Any: ...
+
+
+class _Conn(Protocol):
+    """What the export needs of a connection: sqlite3's, or ``_PgReader``."""
+
+    def execute(self, sql: str, params: Sequence[object] = ...) -> _Rows: ...
+    def close(self) -> None: ...
+
+
+class _PgReader:
+    """A psycopg session speaking sqlite3's ``execute`` (``?`` placeholders), read only."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        from .store.pg import translate
+        from .store.postgres import redact
+
+        self._translate = translate
+        self._where = redact(url)
+        try:
+            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            reason = "; ".join(x.strip() for x in str(exc).splitlines() if x.strip())
+            raise ExportError(f"{self._where}: cannot connect: {reason}") from None
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Any:
+        import psycopg
+
+        from .store.base import StoreError
+
+        if sql == "BEGIN":  # the one snapshot: every later statement sees the same data
+            sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        try:
+            if params:
+                return self._conn.execute(self._translate(sql), tuple(params))
+            return self._conn.execute(sql.encode())
+        except psycopg.errors.UndefinedTable:
+            raise
+        except psycopg.Error as exc:
+            raise StoreError(f"{self._where}: {str(exc).strip()}") from exc
+
+    def schema_version(self) -> int:
+        row = self.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _connect(database: Path | str) -> _Conn:
+    if isinstance(database, str) and database.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        reader = _PgReader(database)
+        try:
+            version = reader.schema_version()
+        except psycopg.errors.UndefinedTable:
+            version = 0  # no meta table: not a collector database
+        if version < _MIN_SCHEMA_VERSION:
+            reader.close()
+            raise ExportError(f"{reader._where}: not a collector database (no schema version)")
+        return reader
+    database = Path(database)
     if not database.exists():
         raise ExportError(f"{database}: no such database")
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, isolation_level=None)
@@ -97,7 +167,7 @@ def _connect(database: Path) -> sqlite3.Connection:
     return conn
 
 
-def _select_keys(conn: sqlite3.Connection, sel: Selection) -> list[tuple[str, int]]:
+def _select_keys(conn: _Conn, sel: Selection) -> list[tuple[str, int]]:
     """(gateway, seq) of the selected records, sorted."""
     where: list[str] = []
     params: list[object] = []
@@ -136,7 +206,7 @@ def _select_keys(conn: sqlite3.Connection, sel: Selection) -> list[tuple[str, in
     return sorted(found)
 
 
-def _key_lines(conn: sqlite3.Connection, gateways: Iterable[str]) -> list[dict]:
+def _key_lines(conn: _Conn, gateways: Iterable[str]) -> list[dict]:
     keys: list[dict] = []
     for gateway in sorted(set(gateways)):
         rows = conn.execute(
@@ -158,7 +228,7 @@ def _key_lines(conn: sqlite3.Connection, gateways: Iterable[str]) -> list[dict]:
     return keys
 
 
-def write_export(database: Path, sel: Selection, out: Path, now_ms: int) -> ExportResult:
+def write_export(database: Path | str, sel: Selection, out: Path, now_ms: int) -> ExportResult:
     """Write the records of ``sel`` and their gateways' keys to ``out`` (atomically)."""
     conn = _connect(database)
     try:
@@ -171,7 +241,8 @@ def write_export(database: Path, sel: Selection, out: Path, now_ms: int) -> Expo
                 "SELECT 1 FROM gateways WHERE gateway_id = ?", (sel.gateway,)
             ).fetchone()
             if known is None:
-                raise ExportError(f"{database}: gateway {sel.gateway!r} is not enrolled")
+                where = conn._where if isinstance(conn, _PgReader) else database
+                raise ExportError(f"{where}: gateway {sel.gateway!r} is not enrolled")
         keys = _key_lines(conn, gateways)
         header = {
             "format": EXPORT_FORMAT,

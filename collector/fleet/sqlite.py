@@ -45,17 +45,23 @@ class SqliteFleet:
 
     async def load_gateways(self) -> AsyncIterator[list[tuple[str, dict]]]:
         """The stored gateway states, in chunks (100,000 documents never all at once)."""
-        async for rows in self._chunks("SELECT gateway_id, doc FROM fleet_gateways"):
+        async for rows in self._chunks("gateway_id, doc", "fleet_gateways", "gateway_id"):
             yield [(gw, json.loads(doc)) for gw, doc in rows]
 
     async def load_meters(self) -> AsyncIterator[list[tuple[str, str, dict]]]:
-        async for rows in self._chunks("SELECT meter_id, gateway_id, doc FROM fleet_meters"):
+        async for rows in self._chunks("meter_id, gateway_id, doc", "fleet_meters", "meter_id"):
             yield [(m, gw, json.loads(doc)) for m, gw, doc in rows]
 
-    async def _chunks(self, sql: str, size: int = 5000) -> AsyncIterator[list]:
-        async with self._db.execute(sql) as cur:
-            while rows := list(await cur.fetchmany(size)):
-                yield rows
+    async def _chunks(
+        self, columns: str, table: str, key: str, size: int = 5000
+    ) -> AsyncIterator[list]:
+        """Rows by ``key`` (the first column), ``size`` at a time: keyset pages, so neither
+        store's driver ever holds the whole table (psycopg fetches a result whole)."""
+        rows = await self._rows(f"SELECT {columns} FROM {table} ORDER BY {key} LIMIT ?", (size,))
+        sql = f"SELECT {columns} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?"
+        while rows:
+            yield rows
+            rows = await self._rows(sql, (rows[-1][0], size)) if len(rows) == size else []
 
     async def save(
         self,
@@ -87,10 +93,11 @@ class SqliteFleet:
         out: dict[str, list[list[int]]] = {}
         for gateway_id in gateway_ids:
             rows = await self._rows(
+                # (subqueries in FROM named: PostgreSQL before 16 requires it)
                 "SELECT MIN(seq), MAX(seq) FROM (SELECT seq, seq - ROW_NUMBER() OVER"
                 " (ORDER BY seq) AS grp FROM (SELECT seq FROM records WHERE gateway_id = ?"
-                " UNION SELECT seq FROM quarantine WHERE gateway_id = ? AND seq IS NOT NULL))"
-                " GROUP BY grp ORDER BY 1",
+                " UNION SELECT seq FROM quarantine WHERE gateway_id = ? AND seq IS NOT NULL)"
+                " AS s) AS g GROUP BY grp ORDER BY 1",
                 (gateway_id, gateway_id),
             )
             if rows:

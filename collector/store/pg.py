@@ -70,6 +70,11 @@ class PgCursor:
         self._next += 1
         return row
 
+    async def fetchmany(self, size: int) -> list[tuple]:
+        rows = self._rows[self._next : self._next + size]
+        self._next += len(rows)
+        return rows
+
     async def fetchall(self) -> list[tuple]:
         rows = self._rows[self._next :]
         self._next = len(self._rows)
@@ -101,20 +106,44 @@ class _Pending:
 
 
 class PgConnection:
-    """One autocommit psycopg connection; transactions are explicit ``BEGIN``/``COMMIT``."""
+    """One autocommit psycopg connection; transactions are explicit ``BEGIN``/``COMMIT``.
 
-    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+    A connection the server or the network broke is opened again at the next statement
+    that starts something (``BEGIN``, or any statement outside a transaction), so a
+    collector outlives a PostgreSQL restart: the transaction in progress fails (its
+    messages are not acked and come again), and the next one runs on a new session. A
+    statement inside a transaction whose session was lost fails: its earlier statements
+    are gone with the session and must not be continued on another one.
+    """
+
+    def __init__(self, conn: psycopg.AsyncConnection, dsn: str = "", setup: str = "") -> None:
         self.raw = conn
+        self._dsn = dsn
+        self._setup = setup
+        self._in_tx = False
+        self._closed = False
 
     @classmethod
-    async def connect(cls, dsn: str) -> PgConnection:
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-        return cls(conn)
+    async def connect(cls, dsn: str, setup: str = "") -> PgConnection:
+        """Connect to ``dsn``; ``setup``: statements run on every (re)connection."""
+        return cls(await _connect(dsn, setup), dsn, setup)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Pending:
         return _Pending(self, sql, params)
 
+    async def _ready(self, starting: bool) -> None:
+        if not self.raw.closed:
+            return
+        if self._closed:
+            raise StoreError(f"{_where(self._dsn)}: the connection is closed")
+        if self._in_tx and not starting:
+            raise StoreError(f"{_where(self._dsn)}: the connection was lost in a transaction")
+        self._in_tx = False
+        self.raw = await _connect(self._dsn, self._setup)
+
     async def _run(self, sql: str, params: Sequence[Any]) -> PgCursor:
+        starting = sql == "BEGIN"
+        await self._ready(starting)
         try:
             # without parameters psycopg sends the text as it is: no placeholders to turn
             if params:
@@ -125,24 +154,29 @@ class PgConnection:
         except _CONFLICTS as exc:
             raise StoreConflict(str(exc).splitlines()[0]) from exc
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {str(exc).strip() or type(exc).__name__}") from exc
+            raise StoreError(_message(exc)) from exc
+        finally:
+            if starting:
+                self._in_tx = not self.raw.closed
         return PgCursor([tuple(r) for r in rows], cur.rowcount)
 
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
         rows = [tuple(r) for r in seq]
         if not rows:
             return
+        await self._ready(False)
         try:
             async with self.raw.cursor() as cur:
                 await cur.executemany(translate(sql), rows)
         except _CONFLICTS as exc:
             raise StoreConflict(str(exc).splitlines()[0]) from exc
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {str(exc).strip() or type(exc).__name__}") from exc
+            raise StoreError(_message(exc)) from exc
 
     async def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
         """Bulk insert with COPY (the fastest way in; constraints still apply)."""
         sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        await self._ready(False)
         try:
             async with self.raw.cursor() as cur, cur.copy(sql) as copy:
                 for row in rows:
@@ -150,13 +184,73 @@ class PgConnection:
         except _CONFLICTS as exc:
             raise StoreConflict(str(exc).splitlines()[0]) from exc
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {str(exc).strip() or type(exc).__name__}") from exc
+            raise StoreError(_message(exc)) from exc
 
     async def commit(self) -> None:
-        await self._run("COMMIT", ())
+        try:
+            await self._run("COMMIT", ())
+        finally:
+            self._in_tx = False
 
     async def rollback(self) -> None:
-        await self.raw.execute("ROLLBACK")
+        """End the transaction; on a lost session there is nothing left to roll back (the
+        server ended it), and the error that ended it is the one worth reporting."""
+        self._in_tx = False
+        if self.raw.closed:
+            return
+        try:
+            await self.raw.execute("ROLLBACK")
+        except psycopg.Error:
+            if not self.raw.closed:
+                raise
 
     async def close(self) -> None:
+        self._closed = True
         await self.raw.close()
+
+
+# libpq defaults where the URL says nothing: a server or link that went silent is noticed
+# (keepalives, unacknowledged data) instead of a statement waiting on a dead socket forever
+_DEFAULTS = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+
+async def _connect(dsn: str, setup: str) -> psycopg.AsyncConnection:
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(dsn)
+        extra = {k: v for k, v in _DEFAULTS.items() if k not in given}
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, **extra)
+    except psycopg.Error as exc:
+        raise StoreError(f"{_where(dsn)}: cannot connect: {_reason(exc)}") from None
+    if setup:
+        try:
+            await conn.execute(setup.encode())
+        except psycopg.Error as exc:
+            await conn.close()
+            raise StoreError(_message(exc)) from exc
+    return conn
+
+
+def _reason(exc: BaseException) -> str:
+    """libpq's message on one line (it spreads one error over several, with tabs)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+def _message(exc: psycopg.Error) -> str:
+    """The server's primary message (without CONTEXT lines), else libpq's text."""
+    diag = getattr(exc, "diag", None)
+    primary = diag.message_primary if diag is not None else None
+    return f"PostgreSQL: {primary or _reason(exc)}"
+
+
+def _where(dsn: str) -> str:
+    from .postgres import redact  # (postgres imports this module)
+
+    return redact(dsn) if dsn else "PostgreSQL"

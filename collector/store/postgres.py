@@ -26,18 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import zlib
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import errors as pg_errors
 
 from collector.fleet import sqlite as fleet_sqlite
 
 from ..commands import store as commands_store
 from . import bills_sqlite, postgres_schema, vee_sqlite
-from .base import IngestWrite, StoreConflict, StoredReading
+from .base import IngestWrite, StoreConflict, StoredReading, StoreError
 from .pg import PgConnection
 from .sqlite import (
     SCHEMA_VERSION,
@@ -62,14 +64,16 @@ def is_postgres_url(target: object) -> bool:
 
 
 def redact(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
+    """``url`` without its password (nor any other parameter), for messages and logs."""
     try:
         parts = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "postgresql://(unparsable URL)"
-    user = parts.get("user", "")
-    host = parts.get("host", "")
-    port = parts.get("port", "")
+    user = str(parts.get("user", ""))
+    host = str(parts.get("host", ""))
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6
+    port = str(parts.get("port", ""))
     return f"postgresql://{user}{'@' if user else ''}{host}{':' if port else ''}{port}/" + str(
         parts.get("dbname", "")
     )
@@ -92,29 +96,56 @@ def _next_month_ms(start_ms: int) -> int:
     return int(datetime(year, month, 1, tzinfo=UTC).timestamp()) * 1000
 
 
-class _MissingPartitions(Exception):
-    def __init__(self, months: set[int]) -> None:
-        super().__init__(f"readings partitions missing for {len(months)} month(s)")
-        self.months = months
+def partition_name(start_ms: int) -> str:
+    """``readings_YYYYMM`` for the month starting at ``start_ms``."""
+    at = datetime.fromtimestamp(start_ms // 1000, UTC)
+    return f"readings_{at.year:04d}{at.month:02d}"
+
+
+_BOUND = re.compile(r"FOR VALUES FROM \('?(-?\d+)'?\) TO \('?(-?\d+)'?\)")
+_MAX_MONTHS = 12 * 200  # a partition wider than this (MINVALUE ...) is not expanded
+
+
+def months_covered(bound: str) -> set[int]:
+    """The month starts (ms) a partition's bound (``pg_get_expr`` of it) covers whole.
+
+    Partitions made elsewhere (a DBA's yearly one, a DEFAULT partition) are understood
+    as far as they can be: a month they cover whole needs no partition of ours; a
+    DEFAULT or unbounded one covers no month here (a new partition is then attached
+    where its bound is free, or refused by the server with a clear message)."""
+    match = _BOUND.search(bound)
+    if match is None:
+        return set()
+    low, high = int(match.group(1)), int(match.group(2))
+    month = month_start_ms(low)
+    if month < low:
+        month = _next_month_ms(month)
+    out: set[int] = set()
+    while len(out) < _MAX_MONTHS and _next_month_ms(month) <= high:
+        out.add(month)
+        month = _next_month_ms(month)
+    return out
 
 
 class PgIngestTx(SqlIngestTx):
     """The ingest transaction on PostgreSQL: locks, array look-ups, COPY."""
 
-    def __init__(self, db: PgConnection, partitions: set[int]) -> None:
+    def __init__(self, db: PgConnection, store: PgStore) -> None:
         super().__init__(db)  # type: ignore[arg-type]
         self._pg = db
-        self._partitions = partitions
+        self._store = store
         self._locked: set[tuple[int, int]] = set()
 
     async def _lock(self, space: int, ids: Iterable[str]) -> None:
         wanted = sorted({_bucket(i) for i in ids} - {b for s, b in self._locked if s == space})
         if not wanted:
             return
-        # one statement, buckets in ascending order: every collector locks in the same order
+        # One statement, buckets in ascending order, so every collector locks in the same
+        # order (no deadlock between them): the array is sorted here and unnest yields it
+        # in order to the aggregate that takes the locks, with no join or sort between
+        # that could reorder it (a sorted subquery would leave the order to the planner).
         await self._pg.execute(
-            "SELECT count(pg_advisory_xact_lock(?, b)) FROM"
-            " (SELECT unnest(?::int[]) AS b ORDER BY 1) AS s",
+            "SELECT count(pg_advisory_xact_lock(?, b)) FROM unnest(?::int[]) AS u (b)",
             (space, wanted),
         )
         self._locked.update((space, b) for b in wanted)
@@ -143,33 +174,52 @@ class PgIngestTx(SqlIngestTx):
         self, wanted: Mapping[str, Collection[int]]
     ) -> dict[tuple[str, str, int], StoredReading]:
         await self._lock(_LOCK_METER, wanted)
-        found: dict[tuple[str, str, int], StoredReading] = {}
-        for meter_id, times in wanted.items():
-            rows = await (
-                await self._pg.execute(
-                    "SELECT obis, captured_ms, value, unit, gateway_id, seq FROM readings"
-                    " WHERE meter_id = ? AND captured_ms = ANY(?::bigint[])",
-                    (meter_id, sorted(set(times))),
-                )
-            ).fetchall()
-            for obis, ms, value, unit, gw, seq in rows:
-                found[(meter_id, obis, ms)] = StoredReading(value, unit, gw, seq)
-        return found
+        meters: list[str] = []
+        times: list[int] = []
+        for meter_id, captures in wanted.items():
+            for ms in set(captures):
+                meters.append(meter_id)
+                times.append(ms)
+        # one statement for all meters (an index look-up per pair, pruned to its partition)
+        rows = await (
+            await self._pg.execute(
+                "SELECT r.meter_id, r.obis, r.captured_ms, r.value, r.unit, r.gateway_id, r.seq"
+                " FROM readings r JOIN unnest(?::text[], ?::bigint[]) AS w (meter_id,"
+                " captured_ms) USING (meter_id, captured_ms)",
+                (meters, times),
+            )
+        ).fetchall()
+        return {
+            (meter, obis, ms): StoredReading(value, unit, gw, seq)
+            for meter, obis, ms, value, unit, gw, seq in rows
+        }
 
     async def _bulk(self, table: str, columns: tuple[str, ...], rows: list) -> None:
-        await self._pg.copy_rows(table, columns, rows)
+        try:
+            await self._pg.copy_rows(table, columns, rows)
+        except StoreError as exc:
+            if table == "readings" and isinstance(exc.__cause__, pg_errors.CheckViolation):
+                # "no partition of relation readings found for row": a partition this
+                # store knew of was dropped (retention): look again, run the batch again
+                self._store.forget_partitions()
+                raise StoreConflict(str(exc)) from exc
+            raise
 
     async def write(self, rows: IngestWrite) -> None:
         if rows.readings:
-            months = {month_start_ms(r.captured_ms) for r in rows.readings}
-            missing = months - self._partitions
-            if missing:
-                raise _MissingPartitions(missing)  # made outside this transaction, then again
+            # rows are ReadingRow or plain tuples in its column order (ingest's fast path)
+            await self._store.ensure_partitions({month_start_ms(r[2]) for r in rows.readings})
             # the meters written are locked even where ingest did not look them up first
-            await self._lock(_LOCK_METER, {r.meter_id for r in rows.readings})
+            await self._lock(_LOCK_METER, {r[0] for r in rows.readings})
         if rows.records:
-            await self._lock(_LOCK_GATEWAY, {r.gateway_id for r in rows.records})
+            await self._lock(_LOCK_GATEWAY, {r[0] for r in rows.records})
         await super().write(rows)
+
+
+# every session of the writer: a collector that stops between the statements of a
+# transaction (frozen, or cut off in a way TCP has not noticed yet) gets its session
+# ended by the server, which frees its locks for the other collectors
+_WRITER_SETUP = "SET idle_in_transaction_session_timeout = '5min'"
 
 
 class PgStore(SqliteStore):
@@ -183,11 +233,14 @@ class PgStore(SqliteStore):
         super().__init__(reader, url)  # type: ignore[arg-type]
         self._writer = writer
         self.url = url
-        self._partitions: set[int] = set()
+        self._partitions: set[int] = set()  # month starts (ms) known to have a partition
+        self._partition_lock = asyncio.Lock()
 
     async def close(self) -> None:
-        await self._writer.close()
-        await self._db.close()
+        try:
+            await self._writer.close()
+        finally:
+            await self._db.close()
 
     @asynccontextmanager
     async def _transaction(self, global_lock: bool) -> AsyncIterator[PgConnection]:
@@ -207,46 +260,49 @@ class PgStore(SqliteStore):
 
     @asynccontextmanager
     async def ingest_transaction(self) -> AsyncIterator[PgIngestTx]:  # type: ignore[override]
-        try:
-            async with self._transaction(global_lock=False) as db:
-                yield PgIngestTx(db, self._partitions)
-        except _MissingPartitions as missing:
-            await self.ensure_partitions(missing.months)
-            raise StoreConflict(str(missing)) from None
+        async with self._transaction(global_lock=False) as db:
+            yield PgIngestTx(db, self)
+
+    def forget_partitions(self) -> None:
+        """Drop what is known of the partitions: the next write looks at the catalog."""
+        self._partitions.clear()
 
     async def ensure_partitions(self, months: Iterable[int]) -> None:
-        """Make the monthly ``readings`` partitions starting at ``months`` (ms) if missing."""
-        todo = sorted(set(months) - self._partitions)
-        if not todo:
+        """Make the monthly ``readings`` partitions starting at ``months`` (ms) if missing.
+
+        On a session of its own, committed at once, even when called inside an ingest
+        transaction: ``CREATE TABLE ... (LIKE readings)`` then ``ATTACH PARTITION``, which
+        takes only a SHARE UPDATE EXCLUSIVE lock on ``readings``, so it waits neither for
+        this collector's open transaction nor for the other collectors' (they read and
+        insert), and the transaction's next statement routes rows into the new partition.
+        (``CREATE TABLE ... PARTITION OF`` would need an ACCESS EXCLUSIVE lock: inside the
+        transaction it would block every other collector until the commit; outside it, it
+        would wait for the transaction that is waiting for it.)"""
+        if not set(months) - self._partitions:
             return
-        async with self._lock:
-            await self._writer.execute("BEGIN")
+        async with self._partition_lock:
+            todo = sorted(set(months) - self._partitions)
+            if not todo:
+                return
+            conn = await PgConnection.connect(self.url)
             try:
-                await self._writer.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_SCHEMA,))
-                for start in todo:
-                    name = "readings_" + datetime.fromtimestamp(start // 1000, UTC).strftime("%Y%m")
-                    await self._writer.execute(
-                        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF readings"
-                        f" FOR VALUES FROM ({start}) TO ({_next_month_ms(start)})"
-                    )
-            except BaseException:
-                await asyncio.shield(self._writer.rollback())
-                raise
-            await self._writer.commit()
-        self._partitions.update(todo)
+                await conn.execute("BEGIN")
+                try:
+                    await conn.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_SCHEMA,))
+                    known = await _partition_months(conn)  # another collector's, too
+                    for start in todo:
+                        if start not in known:
+                            await _make_partition(conn, start)
+                except BaseException:
+                    await asyncio.shield(conn.rollback())
+                    raise
+                await conn.commit()
+            finally:
+                await conn.close()
+            self._partitions |= known | set(todo)
 
     async def _load_partitions(self) -> None:
-        rows = await (
-            await self._db.execute(
-                "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
-                " JOIN pg_class c ON c.oid = i.inhrelid"
-                " WHERE i.inhparent = 'readings'::regclass"
-            )
-        ).fetchall()
-        for (bound,) in rows:
-            # FOR VALUES FROM ('1700000000000') TO ('...')
-            start = bound.split("(", 1)[1].split(")", 1)[0].strip("'")
-            self._partitions.add(int(start))
+        self._partitions |= await _partition_months(self._db)
 
     @property
     def vee(self) -> vee_sqlite.SqliteVeeReads:
@@ -265,6 +321,31 @@ class PgStore(SqliteStore):
         return fleet_sqlite.SqliteFleet(self._db, self._write)  # type: ignore[arg-type]
 
 
+async def _partition_months(db: PgConnection) -> set[int]:
+    rows = await (
+        await db.execute(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'readings'::regclass"
+        )
+    ).fetchall()
+    out: set[int] = set()
+    for (bound,) in rows:
+        out |= months_covered(bound or "")
+    return out
+
+
+async def _make_partition(db: PgConnection, start: int) -> None:
+    name = partition_name(start)
+    end = _next_month_ms(start)
+    # (a table of that name left unattached by hand is attached if its rows fit the month)
+    await db.execute(f"CREATE TABLE IF NOT EXISTS {name} (LIKE readings INCLUDING DEFAULTS)")
+    # the primary key's index is made on the new table by the ATTACH (empty: at once)
+    await db.execute(
+        f"ALTER TABLE readings ATTACH PARTITION {name} FOR VALUES FROM ({start}) TO ({end})"
+    )
+
+
 async def _migrate(db: PgConnection, url: str) -> None:
     await db.execute("BEGIN")
     try:
@@ -277,7 +358,7 @@ async def _migrate(db: PgConnection, url: str) -> None:
             ).fetchone()
             version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
+            raise StoreError(
                 f"{redact(url)}: schema version {version} is newer than this collector's "
                 f"{SCHEMA_VERSION}; upgrade the collector"
             )
@@ -291,18 +372,17 @@ async def _migrate(db: PgConnection, url: str) -> None:
                 (str(SCHEMA_VERSION),),
             )
     except BaseException:
-        await db.rollback()
+        await asyncio.shield(db.rollback())
         raise
     await db.commit()
 
 
 async def open_pg_store(url: str) -> PgStore:
-    """Connect to the database at ``url`` (creating or migrating its schema)."""
-    try:
-        writer = await PgConnection.connect(url)
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise RuntimeError(f"{redact(url)}: cannot connect: {reason}") from None
+    """Connect to the database at ``url`` (creating or migrating its schema).
+
+    Raises ``StoreError`` (a ``RuntimeError``) with the URL without its password when the
+    server cannot be reached or the schema is newer than this collector's."""
+    writer = await PgConnection.connect(url, _WRITER_SETUP)
     try:
         await _migrate(writer, url)
         reader = await PgConnection.connect(url)
@@ -310,5 +390,9 @@ async def open_pg_store(url: str) -> PgStore:
         await writer.close()
         raise
     store = PgStore(writer, reader, url)
-    await store._load_partitions()
+    try:
+        await store._load_partitions()
+    except BaseException:
+        await store.close()
+        raise
     return store

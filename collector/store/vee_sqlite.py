@@ -280,25 +280,26 @@ class SqliteVeeTx:
         self, meter_id: str, obis: str, captured_ms: int, action: str, value: Decimal | None,
         flag_id: int | None, reason: str, who: str, at_ms: int,
     ) -> int:  # fmt: skip
-        cur = await self._db.execute(
+        # RETURNING (SQLite 3.35+, PostgreSQL): no driver-specific lastrowid
+        rows = await self._rows(
             "INSERT INTO vee_audit (meter_id, obis, captured_ms, action, value, flag_id, reason,"
-            " who, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " who, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (meter_id, obis, captured_ms, action, None if value is None else str(value),
              flag_id, reason, who, at_ms),
         )  # fmt: skip
-        return int(cur.lastrowid or 0)
+        return int(rows[0][0])
 
     async def add_swap(
         self, meter_id: str, at_ms: int, old_final: Decimal | None, new_initial: Decimal | None,
         reason: str, who: str, now_ms: int,
     ) -> int:  # fmt: skip
-        cur = await self._db.execute(
+        rows = await self._rows(
             "INSERT INTO vee_swaps (meter_id, at_ms, old_final, new_initial, reason, who,"
-            " recorded_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " recorded_ms) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (meter_id, at_ms, None if old_final is None else str(old_final),
              None if new_initial is None else str(new_initial), reason, who, now_ms),
         )  # fmt: skip
-        return int(cur.lastrowid or 0)
+        return int(rows[0][0])
 
     async def write(self, out: VeeWrite) -> None:
         db = self._db
@@ -440,7 +441,7 @@ class SqliteVeeReads:
         for every hole in a gateway's stored sequence."""
         rows = await self._rows(
             "SELECT gateway_id, prev + 1, seq - 1 FROM (SELECT gateway_id, seq,"
-            " LAG(seq) OVER (PARTITION BY gateway_id ORDER BY seq) AS prev FROM records)"
+            " LAG(seq) OVER (PARTITION BY gateway_id ORDER BY seq) AS prev FROM records) AS s"
             " WHERE seq - prev > 1 ORDER BY gateway_id, seq"
         )
         out = []

@@ -5,6 +5,8 @@
     revoke GATEWAY --key-id HEX --config CONFIG
     bill (--account A | --all) --period YYYY-MM --config CONFIG [--format text|json|csv|html]
          [--out FILE] [--issue] [--as-of ISO]
+    advise --account A --config CONFIG [--months 12] [--to YYYY-MM] [--as-of ISO]
+           [--format text|json]                      (collector/rating/advisecli.py)
     stats --config CONFIG [--json]
     quarantine --config CONFIG [--limit N]
     export --config CONFIG (--gateway GW | --meter M | --account A --period YYYY-MM)
@@ -107,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     from .vee.cli import add_parser as add_vee_parser
 
     add_vee_parser(sub)
+    from .rating.advisecli import add_parser as add_advise_parser
+
+    add_advise_parser(sub)  # advise --account A (best-tariff advice)
     from .commands.cli import add_parsers as add_command_parsers
 
     add_command_parsers(sub)  # command, commands, gateways, rotate, keys
@@ -143,6 +148,7 @@ def main(argv: list[str]) -> int:
             "quarantine": _quarantine,
             "export": _export,
             "vee": _vee,
+            "advise": _advise,
             **dict.fromkeys(LIFECYCLE, _lifecycle),
         }[args.command]
         return asyncio.run(command(config, args))
@@ -271,6 +277,12 @@ async def _quarantine(config: Config, args: argparse.Namespace) -> int:
 
 async def _lifecycle(config: Config, args: argparse.Namespace) -> int:
     from .commands.cli import run
+
+    return await run(config, args)
+
+
+async def _advise(config: Config, args: argparse.Namespace) -> int:
+    from .rating.advisecli import run
 
     return await run(config, args)
 

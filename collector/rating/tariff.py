@@ -70,6 +70,8 @@ TOP = {
     "version",
     "note",
     "source",
+    "offered",  # best-tariff advice (collector/rating/advise.py): offered to customers?
+    "commodity",  # ... and for which service type
 }
 
 

@@ -561,6 +561,29 @@ async def draft_bill(request: web.Request) -> web.Response:
     return _customer_page(doc, note)
 
 
+async def advice(request: web.Request) -> web.Response:
+    """Best-tariff advice for an account (``collector.rating.advise``), as at the collector's
+    clock: ``?months=N`` (default 12), ``?to=YYYY-MM`` (the window's last period)."""
+    from collector.errors import CollectorError
+    from collector.rating.advise import advice_document, advise_account
+
+    ctx = request.app[CTX]
+    billing = _billing(request)
+    if billing is None:
+        raise _not_found(request, "this collector has no [billing] accounts and tariffs")
+    account_id = request.match_info.get("account") or request.query.get("account", "")
+    months = _int_query(request, "months", 12, 1, 120)
+    to = request.query.get("to", "").strip() or None
+    try:
+        result = await advise_account(
+            ctx.store, billing.account(account_id), billing.tariffs, billing.accounts,
+            _collector_now_ms(ctx), months, to,
+        )  # fmt: skip
+    except CollectorError as exc:
+        raise _error_exc(request, 422, "Cannot advise", str(exc)) from None
+    return _page(request, "advice.html", section="bills", doc=advice_document(result), to=to or "")
+
+
 # commands -----------------------------------------------------------------------------------
 
 #: what the dashboard can send (the others take files or ranges: the CLI and the API)
@@ -654,4 +677,6 @@ def register(app: web.Application) -> None:
     app.router.add_get("/bills", bills)
     app.router.add_get("/bills/draft", draft_bill)  # the form: ?account=...&period=...
     app.router.add_get("/bills/draft/{account}", draft_bill)
+    app.router.add_get("/bills/advice", advice)  # ?account=...&months=...&to=...
+    app.router.add_get("/bills/advice/{account}", advice)
     app.router.add_get("/bills/{number}", bill)

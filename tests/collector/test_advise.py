@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -482,3 +483,56 @@ def test_advise_as_a_process(site: Site, tmp_path: Path) -> None:
     finally:
         proc.stop()
     assert '"best": "flat"' in proc.output and '"current_total": "3131.00"' in proc.output
+
+
+def test_advice_page_shows_the_same_table(site: Site) -> None:
+    """The dashboard's page for an account (linked from /bills): the same costs, differences
+    and drivers, over the real web app on a loopback port, the collector's clock at AS_OF."""
+    import time
+
+    from aiohttp import ClientSession, CookieJar
+    from aiohttp.test_utils import TestServer
+
+    from collector.config import with_clock
+    from collector.fleet.state import Fleet
+    from collector.web.app import make_app
+    from collector.web.auth import Auth, _Token, _User, hash_password
+
+    config = with_clock(site.config, f"{AS_OF}@{time.time():.3f}x1")
+
+    async def go() -> tuple[str, str, int, str]:
+        store = await open_store(site.db)
+        users = [_User("viewer", "read-only", hash_password("pw"))]
+        app = make_app(store, config, fleet=Fleet(), auth=Auth(users, list[_Token]()))
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
+                login = {"username": "viewer", "password": "pw", "next": "/"}
+                async with http.post(server.make_url("/login"), data=login) as r:
+                    assert r.status == 200
+                async with http.get(server.make_url("/bills")) as r:
+                    bills = await r.text()
+                async with http.get(server.make_url("/bills/advice/acc-night")) as r:
+                    assert r.status == 200
+                    page = await r.text()
+                async with http.get(server.make_url("/bills/advice/acc-empty")) as r:
+                    return bills, page, r.status, await r.text()
+        finally:
+            await server.close()
+            await store.close()
+
+    bills, page, status, error = asyncio.run(go())
+    assert 'href="/bills/advice/acc-night"' in bills
+    rows = re.findall(r'<tr data-tariff="([^"]+)".*?</tr>', page, re.S)
+    assert rows == ["tiered", "tou", "flat", "demand", "gas-a", "gas-b"]
+    row = re.search(r'<tr data-tariff="tiered".*?</tr>', page, re.S)
+    assert row is not None
+    cells = [re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r"<td.*?</td>", row[0], re.S)]
+    drivers = ["tier", "1", "of", "2", "reached", "(12", "of", "12", "months)"]
+    assert cells[1:] == [["1277.50", "EUR"], ["-73.00"], drivers]
+    assert 'class="current"' in re.search(r'<tr data-tariff="tou".*?</tr>', page, re.S)[0]
+    assert "+292.00" in page and "peak 0.0 %, offpeak 100.0 %" in page
+    assert "Best: <strong>tiered</strong>, 73.00 EUR less over 12 month(s)." in page
+    assert "12 billing period(s) 2026-01..2026-12" in page
+    assert status == 422 and "no interval data" in error

@@ -11,25 +11,47 @@ Online/offline: a gateway is ``online`` when its last status said so and it was 
 (a status or a batch) within ``offline_after``; its last will (``offline``, ``connection
 lost``), a clean ``offline`` status, or silence make it ``offline``. The silence rule is
 applied when read (``state_at``), so no timer has to run for it.
+
+Several collectors (one shared-subscription group, one PostgreSQL database) each see part of
+every gateway's batches, but every status. Their flushes are merges, never overwrites
+(``merge_gateway``, ``merge_meter``): counters add what this collector counted since its
+last sync (the *basis*, the state as it was when it first changed after that sync),
+timestamps take the newest, seq ranges the union, and the groups that come from one message
+(the last status, the newest good capture, the last error, a meter's clock) the newest one.
+``collector.fleet.tracking.FleetKeeper`` runs the merge in a write transaction and brings
+what the other collectors wrote back into this state, so every collector shows the whole
+fleet.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal
 from sys import intern
 from typing import Any
 
 from protocols.record import Quality
 
-__all__ = ["Fleet", "GatewayState", "MeterState", "add_ranges", "gaps_of"]
+__all__ = [
+    "Fleet",
+    "GatewayState",
+    "MeterState",
+    "add_ranges",
+    "gaps_of",
+    "merge_gateway",
+    "merge_meter",
+    "status_is_older",
+]
 
 #: Capture flags that make a record not a good read of the meter.
 BAD_READ = int(Quality.PARTIAL | Quality.METER_STATUS)
 MAX_RANGES = 256  # seq ranges kept per gateway; older holes beyond that are forgotten
 MAX_ERROR = 300  # characters of an error text kept
+#: A status that looks older than the stored one (``status_is_older``) but was received this
+#: much later than it is taken as newer after all: the gateway's clock was set back.
+STATUS_REORDER_MS = 600_000
 
 
 def add_ranges(ranges: list[list[int]], new: Iterable[tuple[int, int]]) -> list[list[int]]:
@@ -137,6 +159,17 @@ class GatewayState:
             "meters": len(self.meters),
         }
 
+    def status_group(self) -> tuple:
+        """What the last status message set (every collector receives every status)."""
+        return (self.status, self.reason, self.status_at_ms, self.status_received_ms,
+                self.version, self.backlog, self.dropped, self.last_seq,
+                self.clock_offset_ms)  # fmt: skip
+
+    def copy(self) -> GatewayState:
+        """A snapshot: later changes to this state do not reach it (``rejected`` is the only
+        field changed in place; ``seen`` is always replaced)."""
+        return replace(self, rejected=dict(self.rejected))
+
     def to_doc(self) -> dict[str, Any]:
         doc = asdict(self)
         del doc["gateway_id"], doc["meters"]
@@ -204,6 +237,14 @@ class MeterState:
             "clock_set_error": self.clock_set_error or None,
         }
 
+    def clock_group(self) -> tuple:
+        """The meter's clock as the gateway's last status reported it."""
+        return (self.clock_drift_ms, self.clock_suspect, self.clock_set_error)
+
+    def copy(self) -> MeterState:
+        """A snapshot (``last_good`` is always replaced, never changed in place)."""
+        return replace(self)
+
     def to_doc(self) -> dict[str, Any]:
         doc = asdict(self)
         del doc["meter_id"], doc["gateway_id"]
@@ -220,8 +261,96 @@ class MeterState:
         return cls(meter_id, intern(gateway_id), **known)
 
 
+def _newest(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None or a >= b else b
+
+
+def status_is_older(a: GatewayState, b: GatewayState) -> bool:
+    """``a``'s last status is an older message than ``b``'s.
+
+    Collectors receive each status at their own pace (one may be behind with its queue), so
+    the order is the gateway's: its highest captured seq, then its clock at publication
+    (``last_seq``, ``status_at_ms``). A last will (no ``at_ms``) is the broker's word that
+    the connection is gone and is never older. A status received more than
+    ``STATUS_REORDER_MS`` after ``b`` is not older either: the gateway's clock was set back
+    (or its buffer was reset), and the newest message is still the one to show.
+    """
+    if a.status_at_ms is None or b.status_at_ms is None:
+        return False
+    if (a.last_seq, a.status_at_ms) >= (b.last_seq, b.status_at_ms):
+        return False
+    return (a.status_received_ms or 0) <= (b.status_received_ms or 0) + STATUS_REORDER_MS
+
+
+def merge_gateway(
+    stored: GatewayState, mine: GatewayState, basis: GatewayState | None
+) -> GatewayState:
+    """``stored`` (what the database holds, written by any collector) with what ``mine``
+    learnt since ``basis`` (``mine`` as it was at the last sync; None: nothing learnt).
+
+    Counters: stored + (mine - basis). Newest wins for ``last_seen_ms`` and for the status
+    group (only when ``mine`` received a status since ``basis``, and it is not an older one
+    than the stored: ``status_is_older``). Seq ranges: the union. Commutative for several
+    writers, and applying the same delta once more is the only way to count twice: the
+    caller syncs ``basis`` with every merge it writes.
+    """
+    out = replace(stored, rejected=dict(stored.rejected), meters=mine.meters)
+    if basis is None:
+        return out
+    out.batches += mine.batches - basis.batches
+    out.records += mine.records - basis.records
+    out.duplicates += mine.duplicates - basis.duplicates
+    for kind in mine.rejected.keys() | basis.rejected.keys():
+        n = out.rejected.get(kind, 0) + mine.rejected.get(kind, 0) - basis.rejected.get(kind, 0)
+        if n > 0:
+            out.rejected[kind] = n
+        else:
+            out.rejected.pop(kind, None)
+    out.last_seen_ms = _newest(stored.last_seen_ms, mine.last_seen_ms)
+    if mine.seen:
+        out.seen = add_ranges(stored.seen, mine.seen)
+    if mine.status_group() != basis.status_group() and not status_is_older(mine, stored):
+        out.status, out.reason = mine.status, mine.reason
+        out.status_at_ms, out.status_received_ms = mine.status_at_ms, mine.status_received_ms
+        out.version, out.backlog, out.dropped = mine.version, mine.backlog, mine.dropped
+        out.last_seq, out.clock_offset_ms = mine.last_seq, mine.clock_offset_ms
+    return out
+
+
+def merge_meter(stored: MeterState, mine: MeterState, basis: MeterState | None) -> MeterState:
+    """As ``merge_gateway``, for a meter: counters add, the newest capture / good capture /
+    error wins (by its time; the stored one on a tie), the clock group is ``mine`` when a
+    status changed it since ``basis``."""
+    out = replace(stored)
+    if basis is None:
+        return out
+    if mine.gateway_id:
+        out.gateway_id = mine.gateway_id
+    out.records += mine.records - basis.records
+    out.good += mine.good - basis.good
+    out.rejected += mine.rejected - basis.rejected
+    out.last_received_ms = _newest(stored.last_received_ms, mine.last_received_ms)
+    out.last_captured_ms = _newest(stored.last_captured_ms, mine.last_captured_ms)
+    if mine.last_good_ms is not None and (
+        stored.last_good_ms is None or mine.last_good_ms > stored.last_good_ms
+    ):
+        out.last_good_ms, out.last_good_at_ms = mine.last_good_ms, mine.last_good_at_ms
+        out.last_good = mine.last_good
+    if mine.last_error_ms is not None and (
+        stored.last_error_ms is None or mine.last_error_ms > stored.last_error_ms
+    ):
+        out.last_error, out.last_error_ms = mine.last_error, mine.last_error_ms
+    if mine.clock_group() != basis.clock_group():
+        out.clock_drift_ms, out.clock_suspect = mine.clock_drift_ms, mine.clock_suspect
+        out.clock_set_error = mine.clock_set_error
+    return out
+
+
 class Fleet:
-    """All gateways and meters; ``dirty_*`` name what changed since the last flush."""
+    """All gateways and meters; ``dirty_*`` name what changed since the last flush, and
+    ``basis_*`` hold each of them as it was before that first change (``merge_gateway``)."""
 
     def __init__(
         self,
@@ -239,26 +368,71 @@ class Fleet:
         self.meters: dict[str, MeterState] = {}
         self.dirty_gateways: set[str] = set()
         self.dirty_meters: set[str] = set()
+        self.basis_gateways: dict[str, GatewayState] = {}
+        self.basis_meters: dict[str, MeterState] = {}
         self._sorted_gateways: list[str] | None = None
         self._sorted_meters: list[str] | None = None
 
     def gateway(self, gateway_id: str) -> GatewayState:
+        """The state of ``gateway_id`` (made if new), marked dirty: call it before changing
+        the state, so that its basis is taken before the first change."""
         state = self.gateways.get(gateway_id)
         if state is None:
             state = self.gateways[gateway_id] = GatewayState(gateway_id)
             self._sorted_gateways = None
-        self.dirty_gateways.add(gateway_id)
+        if gateway_id not in self.dirty_gateways:
+            self.dirty_gateways.add(gateway_id)
+            self.basis_gateways[gateway_id] = state.copy()
         return state
 
     def meter(self, meter_id: str, gateway_id: str = "") -> MeterState:
+        """As ``gateway``: the meter's state, marked dirty, before it is changed."""
         state = self.meters.get(meter_id)
         if state is None:
             state = self.meters[meter_id] = MeterState(meter_id, gateway_id)
             self._sorted_meters = None
+        if meter_id not in self.dirty_meters:
+            self.dirty_meters.add(meter_id)
+            self.basis_meters[meter_id] = state.copy()
         if gateway_id:
             state.gateway_id = gateway_id
-        self.dirty_meters.add(meter_id)
         return state
+
+    def rebase(self) -> None:
+        """Take what is in memory now as the basis of every dirty state: what it holds was
+        not learnt from messages (rebuilt from stored rows) and must not be added again to
+        what another collector already wrote."""
+        for gateway_id in self.dirty_gateways:
+            self.basis_gateways[gateway_id] = self.gateways[gateway_id].copy()
+        for meter_id in self.dirty_meters:
+            self.basis_meters[meter_id] = self.meters[meter_id].copy()
+
+    def take_gateway(self, stored: GatewayState) -> None:
+        """What the database holds for a gateway (another collector wrote it), with what
+        this collector learnt since its basis on top (``merge_gateway``)."""
+        gateway_id = stored.gateway_id
+        current = self.gateways.get(gateway_id)
+        if current is None:
+            self.gateways[gateway_id] = stored
+            self._sorted_gateways = None
+            return
+        basis = self.basis_gateways.get(gateway_id)
+        self.gateways[gateway_id] = merge_gateway(stored, current, basis)
+        if basis is not None:
+            self.basis_gateways[gateway_id] = stored.copy()
+
+    def take_meter(self, stored: MeterState) -> None:
+        """As ``take_gateway``, for a meter."""
+        meter_id = stored.meter_id
+        current = self.meters.get(meter_id)
+        if current is None:
+            self.meters[meter_id] = stored
+            self._sorted_meters = None
+            return
+        basis = self.basis_meters.get(meter_id)
+        self.meters[meter_id] = merge_meter(stored, current, basis)
+        if basis is not None:
+            self.basis_meters[meter_id] = stored.copy()
 
     def bind(self, bindings: Iterable[tuple[str, str]]) -> None:
         """The registry's (gateway, meter) pairs: every enrolled gateway and meter is listed,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,7 +27,17 @@ from protocols.status import GatewayStatus
 from protocols.topics import parse_topic
 
 from .metrics import FleetMetrics
-from .state import BAD_READ, MAX_ERROR, Fleet, GatewayState, MeterState, add_ranges
+from .state import (
+    BAD_READ,
+    MAX_ERROR,
+    Fleet,
+    GatewayState,
+    MeterState,
+    add_ranges,
+    merge_gateway,
+    merge_meter,
+    status_is_older,
+)
 
 __all__ = ["FleetKeeper", "TrackedIngestor"]
 
@@ -101,10 +112,20 @@ class TrackedIngestor:
                 if status.gateway_id not in fleet.gateways:
                     continue  # not enrolled: a topic anyone can publish to adds no gateway
                 gw = fleet.gateway(status.gateway_id)
+                gw.last_seen_ms = max(gw.last_seen_ms or 0, status.received_ms)
+                heard = GatewayState(
+                    status.gateway_id,
+                    status_at_ms=status.at_ms,
+                    status_received_ms=status.received_ms,
+                    last_seq=status.last_seq,
+                )
+                if status_is_older(heard, gw):
+                    # a copy that reached this collector late (another collector's newer
+                    # one is already merged in): the gateway has said more since
+                    continue
                 gw.status, gw.reason = status.state, status.reason
                 gw.status_at_ms = status.at_ms
                 gw.status_received_ms = status.received_ms
-                gw.last_seen_ms = max(gw.last_seen_ms or 0, status.received_ms)
                 gw.version = status.version or gw.version
                 gw.backlog, gw.dropped, gw.last_seq = (
                     status.backlog,
@@ -189,7 +210,39 @@ class TrackedIngestor:
 
 
 class FleetKeeper:
-    """Loads, flushes and follows the registry for one ``Fleet`` on one store."""
+    """Loads, flushes and follows the registry for one ``Fleet`` on one store.
+
+    **Several collectors, one database.** Each collector's ``Fleet`` holds what its own
+    transactions committed; a flush *merges* that into the stored documents, never
+    overwrites them. The merge runs in one write transaction (``store._write()``: on
+    PostgreSQL it takes the global writer advisory lock, so fleet writers take turns):
+
+    1. read the fleet stamp (``meta.fleet_stamp``): every fleet write bumps it, under that
+       lock, so stamps follow the order of the commits; each row's ``updated_ms`` is the
+       stamp of the write that last changed it;
+    2. if it moved past this keeper's watermark, read the rows the other collectors changed
+       since (``updated_ms > watermark``): for every other row, the stored document is the
+       one this collector last synced with;
+    3. write each dirty state as ``merge_gateway`` / ``merge_meter`` of the stored document
+       and what this collector learnt since its basis (counters add their delta, times take
+       the newest, seq ranges their union, the newest status wins);
+    4. after the commit, take the merged documents and the other collectors' rows into the
+       in-memory state (``Fleet.take_*``), and move the watermark.
+
+    With nothing dirty, a flush only reads what the others changed (step 2 without a
+    transaction), so the dashboard, the API and /metrics of every collector show the whole
+    fleet, at most about one ``flush_interval`` behind the collector that saw a message.
+
+    **Offline detection: every collector evaluates, nobody raises events.** Online, offline
+    and stale are not stored and not announced: ``GatewayState.state_at`` /
+    ``MeterState.stale_at`` judge them when read, from the merged state (last status, newest
+    ``last_seen_ms``), which every collector holds alike. So two collectors cannot disagree
+    beyond one flush interval at the ``offline_after`` boundary (keep ``offline_after`` well
+    above ``flush_interval``), and there is no event to deduplicate and no leader to elect.
+    Whoever adds offline *events* later: derive them from this merged state and key them by
+    (gateway, the ``last_seen_ms`` that went silent), inserted with ``ON CONFLICT DO
+    NOTHING``, so that N collectors raise one.
+    """
 
     def __init__(self, store: Any, fleet: Fleet, flush_interval_ms: int = 5000) -> None:
         self.store = store
@@ -197,26 +250,34 @@ class FleetKeeper:
         self.flush_interval_s = flush_interval_ms / 1000
         self._registry_version: int | None = None
         self._task: asyncio.Task | None = None
+        self._watermark = 0  # the newest fleet stamp whose rows this state holds
+        self._lock = asyncio.Lock()  # one flush at a time (the loop, the API, stop)
 
     async def load(self) -> None:
+        reads = self.store.fleet
+        # the stamp before the rows: a row written meanwhile is read again at the next flush
+        self._watermark = _stamp_of(await reads._rows(_STAMP_SQL))
         known: set[str] = set()
-        async for chunk in self.store.fleet.load_gateways():
+        async for chunk in reads.load_gateways():
             for gateway_id, doc in chunk:
                 self.fleet.gateways[gateway_id] = GatewayState.from_doc(gateway_id, doc)
                 known.add(gateway_id)
-        async for rows in self.store.fleet.load_meters():
+        async for rows in reads.load_meters():
             for meter_id, gateway_id, doc in rows:
                 self.fleet.meters[meter_id] = MeterState.from_doc(meter_id, gateway_id, doc)
         await self.follow_registry()
         # a database from before the fleet tables: rebuild what the stored rows tell
         new = [gw for gw in self.fleet.gateways if gw not in known]
         if new:
-            ranges = await self.store.fleet.seq_ranges(new)
-            rejected = await self.store.fleet.rejections()
+            ranges = await reads.seq_ranges(new)
+            rejected = await reads.rejections()
             for gateway_id in new:
                 gw = self.fleet.gateway(gateway_id)
                 gw.seen = ranges.get(gateway_id, [])
                 gw.rejected = rejected.get(gateway_id, {})
+            # rebuilt, not counted: written as they are where no collector wrote them yet,
+            # never added to what another collector wrote meanwhile
+            self.fleet.rebase()
         log.info(
             "fleet: %d gateways, %d meters loaded", len(self.fleet.gateways), len(self.fleet.meters)
         )
@@ -228,19 +289,113 @@ class FleetKeeper:
             self.fleet.bind(await self.store.bindings())
 
     async def flush(self) -> None:
+        """Merge what changed into the store, and take what the other collectors wrote."""
+        async with self._lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         fleet = self.fleet
-        gateways, meters = fleet.dirty_gateways, fleet.dirty_meters
+        gateway_ids, meter_ids = fleet.dirty_gateways, fleet.dirty_meters
         fleet.dirty_gateways, fleet.dirty_meters = set(), set()
+        gw_basis = {g: fleet.basis_gateways.pop(g) for g in gateway_ids}
+        meter_basis = {m: fleet.basis_meters.pop(m) for m in meter_ids}
         try:
-            await self.store.fleet.save(
-                [(g, fleet.gateways[g].to_doc()) for g in sorted(gateways)],
-                [(m, fleet.meters[m].gateway_id, fleet.meters[m].to_doc()) for m in sorted(meters)],
-                time.time_ns() // 1_000_000,
-            )
+            if gateway_ids or meter_ids:
+                stamp, gateways, meters = await self._merge(
+                    {g: (fleet.gateways[g].copy(), gw_basis[g]) for g in gateway_ids},
+                    {m: (fleet.meters[m].copy(), meter_basis[m]) for m in meter_ids},
+                )
+            else:
+                stamp, gateways, meters = await self._changes()
         except BaseException:
-            fleet.dirty_gateways |= gateways  # written next time
-            fleet.dirty_meters |= meters
+            fleet.dirty_gateways |= gateway_ids  # written next time, from the same basis
+            fleet.dirty_meters |= meter_ids
+            fleet.basis_gateways.update(gw_basis)
+            fleet.basis_meters.update(meter_basis)
             raise
+        # Ingest may have changed states while the transaction ran: those are dirty again,
+        # with a basis taken before that change; take_* keeps that change on top.
+        for state in gateways:
+            fleet.take_gateway(state)
+        for meter in meters:
+            fleet.take_meter(meter)
+        self._watermark = max(self._watermark, stamp)
+
+    async def _merge(
+        self,
+        gateways: dict[str, tuple[GatewayState, GatewayState]],
+        meters: dict[str, tuple[MeterState, MeterState]],
+    ) -> tuple[int, list[GatewayState], list[MeterState]]:
+        """Steps 1-3 of the class docstring: (the stamp written, the states now stored
+        (merged ones and the other collectors' changes))."""
+        async with self.store.fleet._write() as db:
+            last = _stamp_of(await _fetch(db, _STAMP_SQL))
+            stored_gateways: dict[str, GatewayState] = {}
+            stored_meters: dict[str, MeterState] = {}
+            if last > self._watermark:
+                for gateway_id, doc, _ms in await _fetch(db, _GATEWAYS_SINCE, (self._watermark,)):
+                    stored_gateways[gateway_id] = GatewayState.from_doc(gateway_id, _doc(doc))
+                for meter_id, gateway_id, doc, _ms in await _fetch(
+                    db, _METERS_SINCE, (self._watermark,)
+                ):
+                    stored_meters[meter_id] = MeterState.from_doc(meter_id, gateway_id, _doc(doc))
+            merged_gateways: list[GatewayState] = []
+            for gateway_id, (mine, basis) in sorted(gateways.items()):
+                stored = stored_gateways.pop(gateway_id, None)
+                # not changed by another collector since this one synced: stored == basis
+                merged_gateways.append(
+                    mine if stored is None else merge_gateway(stored, mine, basis)
+                )
+            merged_meters: list[MeterState] = []
+            for meter_id, (mine_m, basis_m) in sorted(meters.items()):
+                stored_m = stored_meters.pop(meter_id, None)
+                merged_meters.append(
+                    mine_m if stored_m is None else merge_meter(stored_m, mine_m, basis_m)
+                )
+            stamp = max(time.time_ns() // 1_000_000, last + 1)
+            await db.executemany(
+                "INSERT INTO fleet_gateways (gateway_id, doc, updated_ms) VALUES (?, ?, ?)"
+                " ON CONFLICT (gateway_id) DO UPDATE SET doc = excluded.doc,"
+                " updated_ms = excluded.updated_ms",
+                [(gw.gateway_id, _json(gw.to_doc()), stamp) for gw in merged_gateways],
+            )
+            await db.executemany(
+                "INSERT INTO fleet_meters (meter_id, gateway_id, doc, updated_ms)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (meter_id) DO UPDATE SET"
+                " gateway_id = excluded.gateway_id, doc = excluded.doc,"
+                " updated_ms = excluded.updated_ms",
+                [(m.meter_id, m.gateway_id, _json(m.to_doc()), stamp) for m in merged_meters],
+            )
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES ('fleet_stamp', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(stamp),),
+            )
+        return (
+            stamp,
+            [*merged_gateways, *stored_gateways.values()],
+            [*merged_meters, *stored_meters.values()],
+        )
+
+    async def _changes(self) -> tuple[int, list[GatewayState], list[MeterState]]:
+        """What the other collectors wrote since the watermark (reads only)."""
+        reads = self.store.fleet
+        last = _stamp_of(await reads._rows(_STAMP_SQL))
+        if last <= self._watermark:
+            return self._watermark, [], []
+        # two statements, two snapshots: the watermark moves to the stamp read first only,
+        # so a write that only the second statement saw is read again next time (harmless)
+        gateways = [
+            GatewayState.from_doc(gateway_id, _doc(doc))
+            for gateway_id, doc, _ms in await reads._rows(_GATEWAYS_SINCE, (self._watermark,))
+        ]
+        meters = [
+            MeterState.from_doc(meter_id, gateway_id, _doc(doc))
+            for meter_id, gateway_id, doc, _ms in await reads._rows(
+                _METERS_SINCE, (self._watermark,)
+            )
+        ]
+        return last, gateways, meters
 
     async def _loop(self) -> None:
         while True:
@@ -261,3 +416,28 @@ class FleetKeeper:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+
+
+# The fleet tables' SQL (schema in collector/fleet/sqlite.py): portable to both stores.
+_STAMP_SQL = "SELECT value FROM meta WHERE key = 'fleet_stamp'"
+_GATEWAYS_SINCE = "SELECT gateway_id, doc, updated_ms FROM fleet_gateways WHERE updated_ms > ?"
+_METERS_SINCE = (
+    "SELECT meter_id, gateway_id, doc, updated_ms FROM fleet_meters WHERE updated_ms > ?"
+)
+
+
+async def _fetch(db: Any, sql: str, params: tuple = ()) -> list:
+    async with db.execute(sql, params) as cur:
+        return list(await cur.fetchall())
+
+
+def _stamp_of(rows: list) -> int:
+    return int(rows[0][0]) if rows else 0
+
+
+def _doc(doc: str | dict) -> dict:
+    return doc if isinstance(doc, dict) else json.loads(doc)
+
+
+def _json(doc: dict) -> str:
+    return json.dumps(doc, separators=(",", ":"))

@@ -24,9 +24,10 @@ month after month on that tariff would).
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
@@ -213,6 +214,7 @@ class MonthUsage:
     meter_ms: int = 0  # time meters were on the point
     registers: list[str] = field(default_factory=list)  # meters billed by register difference
     no_data: list[str] = field(default_factory=list)  # meters without any data
+    usage: Decimal | None = None  # the imports' total (None: not summed yet)
 
 
 async def load_usage(
@@ -238,15 +240,17 @@ async def load_usage(
                 month.imports.extend(usage)
                 month.meter_ms += span.end_ms - span.start_ms
                 if use.source == "vee":
-                    for u in usage:
-                        month.counts[u.quality] = month.counts.get(u.quality, 0) + 1
-                        month.covered_ms += int((u.end - u.start).total_seconds() * 1000)
+                    for quality, n in Counter(u.quality for u in usage).items():
+                        month.counts[quality] = month.counts.get(quality, 0) + n
+                    covered = sum((u.end - u.start for u in usage), timedelta(0))
+                    month.covered_ms += covered // timedelta(milliseconds=1)
                 elif use.source == "registers":
                     month.registers.append(span.meter_id)
                 else:
                     month.no_data.append(span.meter_id)
         month.imports.sort(key=lambda u: u.start)
         month.exports.sort(key=lambda u: u.start)
+        month.usage = sum((u.quantity for u in month.imports), _ZERO)
         out.append(month)
     return out
 
@@ -384,7 +388,9 @@ def rate_option(
             monthly.append(lines)
             for line in lines:
                 components[line.component] = components.get(line.component, _ZERO) + line.amount
-            used += sum((u.quantity for u in month.imports), _ZERO)
+            if month.usage is None:
+                month.usage = sum((u.quantity for u in month.imports), _ZERO)
+            used += month.usage
     except RatingError as exc:
         return Option(tariff_id, name or first.name, current, plan_ids, None, error=str(exc))
     return Option(

@@ -143,22 +143,36 @@ class PgConnection:
 
     async def _run(self, sql: str, params: Sequence[Any]) -> PgCursor:
         starting = sql == "BEGIN"
+        outside = starting or not self._in_tx
         await self._ready(starting)
         try:
-            # without parameters psycopg sends the text as it is: no placeholders to turn
-            if params:
-                cur = await self.raw.execute(translate(sql), tuple(params))
-            else:
-                cur = await self.raw.execute(sql.encode())
-            rows = await cur.fetchall() if cur.description is not None else []
+            try:
+                cur, rows = await self._send(sql, params)
+            except psycopg.OperationalError:
+                # a session lost while idle (server restarted, idle connection cut) is found
+                # out by the next statement: outside a transaction nothing of ours went with
+                # it (the store writes only inside transactions), so run it once more on a
+                # new session; inside one, the failure is the transaction's
+                if not (outside and self.raw.closed and not self._closed):
+                    raise
+                await self._ready(starting)
+                cur, rows = await self._send(sql, params)
         except _CONFLICTS as exc:
             raise StoreConflict(str(exc).splitlines()[0]) from exc
         except psycopg.Error as exc:
             raise StoreError(_message(exc)) from exc
-        finally:
-            if starting:
-                self._in_tx = not self.raw.closed
+        if starting:
+            self._in_tx = True
         return PgCursor([tuple(r) for r in rows], cur.rowcount)
+
+    async def _send(self, sql: str, params: Sequence[Any]) -> tuple[Any, list]:
+        # without parameters psycopg sends the text as it is: no placeholders to turn
+        if params:
+            cur = await self.raw.execute(translate(sql), tuple(params))
+        else:
+            cur = await self.raw.execute(sql.encode())
+        rows = await cur.fetchall() if cur.description is not None else []
+        return cur, rows
 
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
         rows = [tuple(r) for r in seq]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from meterlink.postgres import PostgresCluster
 from meterlink.procs import Proc
 from tests.support.fleet import Fleet
 
@@ -27,9 +28,18 @@ FIELDS = ("records", "readings", "stored_once", "in_buffer", "dropped", "lost", 
 FaultFn = Callable[[Path, random.Random, int], Tally]
 
 
-def fleet_for(root: Path, **options: Any) -> Fleet:
+def fleet_for(root: Path, *, pg: bool = False, **options: Any) -> Fleet:
+    """A fleet under ``root``; ``pg``: on a PostgreSQL server of its own (started here, stopped
+    by ``fleet.close()``), for several collectors and for restarting the server."""
     root.mkdir(parents=True, exist_ok=True)
-    return Fleet(root, **options).setup()
+    if pg:
+        options.update(postgres=PostgresCluster().start(), own_postgres=True)
+    fleet = Fleet(root, **options)
+    try:
+        return fleet.setup()
+    except BaseException:
+        fleet.close()
+        raise
 
 
 def kill_at_random(proc: Proc, rng: random.Random, low: float, high: float) -> float:
@@ -50,11 +60,13 @@ def drain(fleet: Fleet, hours: float = 0.5, timeout: float = 120, **kw: Any) -> 
 
 def check_run(fleet: Fleet, total: Tally, gateway: str | None = None,
               buffer: Path | None = None) -> Tally:  # fmt: skip
-    """Reconcile one run (agent stopped) and check both SQLite files; fold into ``total``."""
+    """Reconcile one run (agent stopped) and check the SQLite files (the agent's buffer, and the
+    collector's unless the head-end is PostgreSQL); fold into ``total``."""
     gateway = gateway or fleet.gateway
     buffer = buffer or fleet.agent_buffer
-    tally = reconcile(fleet.collector_db, gateway, buffer)
-    for path in (buffer, fleet.collector_db):
+    tally = reconcile(fleet.head_end, gateway, buffer)
+    files = [buffer] if fleet.database_url else [buffer, fleet.collector_db]
+    for path in files:
         verdict = integrity_ok(path)
         if verdict != "ok":
             tally.altered += 1

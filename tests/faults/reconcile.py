@@ -5,7 +5,8 @@ signed values (re-decoded from the raw bytes the collector keeps, compared with 
 still in the agent's buffer, or in the agent's ``losses`` table (dropped by the explicit buffer
 policy). Anything else is ``lost``; the same capture stored under two seqs is ``twice``.
 Read the head-end first and the (stopped) agent's buffer second: a seq not stored at the first
-read is still held by a stopped agent.
+read is still held by a stopped agent. The head-end is a SQLite file (one collector) or a
+PostgreSQL database URL (several collectors); the same queries read either.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from protocols.record import decode_record
+from tests.support.fleet import pg_query
 
 __all__ = ["Tally", "integrity_ok", "reconcile"]
 
@@ -35,6 +37,8 @@ class Tally:
     conflicts: int = 0  # same identity, different value: kept in the conflicts table
     clock_suspect: int = 0  # records flagged CLOCK_SUSPECT
     read_errors: int = 0  # failed or refused polls counted by the agent
+    held: int = 0  # seqs a killed collector held unacked (multi-collector faults)
+    resent: int = 0  # batches the agent sent again after its ack timeout (idem)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -59,27 +63,38 @@ def integrity_ok(path: Path) -> str:
     return "ok" if rows == [("ok",)] else "; ".join(r[0] for r in rows[:5])
 
 
-def reconcile(collector_db: Path, gateway: str, buffer_path: Path) -> Tally:
-    tally = Tally()
-    con = _ro(collector_db)
+def _head_end(source: Path | str, sql: str, *params: object) -> list[tuple]:
+    """Rows of ``sql`` from the head-end: a SQLite file or a PostgreSQL URL."""
+    if isinstance(source, str):
+        return pg_query(source, sql, *params)
+    con = _ro(source)
     try:
-        stored = dict(con.execute("SELECT seq, raw FROM records WHERE gateway_id = ?", (gateway,)))
-        readings = {
-            (m, o, ms): (v, g, s)
-            for m, o, ms, v, g, s in con.execute(
-                "SELECT meter_id, obis, captured_ms, value, gateway_id, seq FROM readings"
-            )
-        }
-        conflicts = {
-            (m, o, ms, s)
-            for m, o, ms, s in con.execute(
-                "SELECT meter_id, obis, captured_ms, new_seq FROM conflicts "
-                "WHERE new_gateway_id = ?",
-                (gateway,),
-            )
-        }
+        return con.execute(sql, params).fetchall()
     finally:
         con.close()
+
+
+def reconcile(head_end: Path | str, gateway: str, buffer_path: Path) -> Tally:
+    tally = Tally()
+    stored = {
+        seq: bytes(raw)
+        for seq, raw in _head_end(
+            head_end, "SELECT seq, raw FROM records WHERE gateway_id = ?", gateway
+        )
+    }
+    readings = {
+        (m, o, ms): (v, g, s)
+        for m, o, ms, v, g, s in _head_end(
+            head_end, "SELECT meter_id, obis, captured_ms, value, gateway_id, seq FROM readings"
+        )
+    }
+    conflicts = set(
+        _head_end(
+            head_end,
+            "SELECT meter_id, obis, captured_ms, new_seq FROM conflicts WHERE new_gateway_id = ?",
+            gateway,
+        )
+    )
     buf = _ro(buffer_path)
     try:
         last = int(buf.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]) - 1

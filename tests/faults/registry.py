@@ -9,6 +9,14 @@ from .clock_steps import clock_back, clock_forward
 from .collector_kills import collector_kill
 from .common import FaultFn
 from .disk_full import disk_drop_oldest, disk_stop_capture, disk_tmpfs
+from .multi_collector import (
+    mc_agent_kill,
+    mc_all_kill,
+    mc_broker_kill,
+    mc_collector_kill,
+    mc_collector_lost,
+    mc_pg_restart,
+)
 from .power_cut import power_cut
 from .replay import replay_batch
 from .two_gateways import two_gateways
@@ -32,4 +40,11 @@ FAULTS: dict[str, tuple[FaultFn, int, int]] = {
     "two_gateways": (two_gateways, 1, 3),
     "backlog": (backlog, 1, 1),
     "backlog_week": (backlog_week, 0, 1),  # long version only
+    # several collectors on one PostgreSQL database (tests/faults/multi_collector.py)
+    "mc_collector_kill": (mc_collector_kill, 2, 10),
+    "mc_collector_lost": (mc_collector_lost, 1, 10),
+    "mc_all_kill": (mc_all_kill, 1, 10),
+    "mc_broker_kill": (mc_broker_kill, 1, 10),
+    "mc_agent_kill": (mc_agent_kill, 1, 10),
+    "mc_pg_restart": (mc_pg_restart, 1, 10),
 }

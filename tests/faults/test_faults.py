@@ -32,3 +32,9 @@ def test_fault_loses_duplicates_and_alters_nothing(name: str, tmp_path: Path) ->
         assert tally.read_errors > 0
     if name == "clock_back":
         assert tally.clock_suspect > 0
+    if name in ("mc_collector_kill", "mc_collector_lost"):
+        # the killed collector held unacked batches (else the run tested nothing)
+        assert tally.held > 0, tally.notes
+    if name == "mc_collector_lost":
+        # and nobody but the agent's resend could get them stored
+        assert tally.resent > 0, tally.notes

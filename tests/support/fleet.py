@@ -1,9 +1,18 @@
 """A whole system on loopback for integration tests: mosquitto, simulated meters, the real
-collector and the real agent as processes, on one accelerated virtual clock."""
+collector(s) and the real agent as processes, on one accelerated virtual clock.
+
+The head-end is one collector on a SQLite file (the default), or ``collectors`` collector
+processes (each its own ``[collector] id``, one ``[mqtt] group``: the broker's shared
+subscription spreads the batches) on one PostgreSQL database (``postgres=``: a database of its
+own on that server, made at ``setup()``).
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -13,8 +22,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
+
 from meterlink.broker import Mosquitto
 from meterlink.notify import NotifySocket
+from meterlink.postgres import PostgresCluster
 from meterlink.procs import Proc
 from protocols.clock import ClockSetting
 from protocols.record import decode_record
@@ -22,6 +34,7 @@ from protocols.record import decode_record
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY = "gw-it-01"
 START = datetime(2026, 11, 1, tzinfo=UTC)
+_databases = itertools.count(1)
 
 
 def meterlink(*args: str, cwd: Path) -> str:
@@ -52,18 +65,30 @@ class Fleet:
     interval: str = "15m"
     agent_env: dict[str, str] = field(default_factory=dict)
     collector_env: dict[str, str] = field(default_factory=dict)
+    collectors: int = 1  # collector processes (more than one: give ``postgres``)
+    postgres: PostgresCluster | None = None  # the head-end on a new database of this server
+    own_postgres: bool = False  # close() stops ``postgres`` too
+    database_url: str | None = None  # set by setup() with ``postgres``
     broker: Mosquitto | None = None
     sim: Proc | None = None
     agent: Proc | None = None
     collector: Proc | None = None
     clock: ClockSetting | None = None
     meters: list[dict[str, str]] = field(default_factory=list)
+    collector_procs: dict[int, Proc] = field(default_factory=dict)  # by collector index
+    collector_count: int = 0  # configs written: indexes 0..count-1 (replacements included)
     _sockets: list[NotifySocket] = field(default_factory=list)
     _procs: list[Proc] = field(default_factory=list)
 
     # -- set-up ----------------------------------------------------------------------------
 
     def setup(self) -> Fleet:
+        if self.collectors > 1 and self.postgres is None:
+            raise ValueError("several collectors share one PostgreSQL database: give postgres=")
+        if self.postgres is not None:
+            self.database_url = self.postgres.create_database(
+                f"fleet_{os.getpid()}_{next(_databases)}"
+            )
         self.clock = ClockSetting.accelerated(
             START, time.time_ns() + int(self.head_start * 1e9), Decimal(self.speed)
         )
@@ -81,7 +106,8 @@ class Fleet:
                     {"id": meter, "host": host, "port": port, "unit": unit,
                      "profile": fields["profile"]}
                 )  # fmt: skip
-        self._write_collector_config()
+        for _ in range(self.collectors):
+            self.add_collector()
         self.add_gateway(self.gateway, self.agent_config)
         return self
 
@@ -109,7 +135,20 @@ class Fleet:
 
     @property
     def collector_config(self) -> Path:
-        return self.root / "collector" / "collector.toml"
+        return self.collector_config_of(0)
+
+    def collector_config_of(self, index: int) -> Path:
+        """Collector ``index``'s config (index 0: ``collector/collector.toml``, as always)."""
+        name = "collector.toml" if index == 0 else f"collector-{index + 1}.toml"
+        return self.root / "collector" / name
+
+    def collector_id(self, index: int) -> str:
+        return "collector-it" if self.postgres is None else f"collector-it-{index + 1}"
+
+    @property
+    def head_end(self) -> Path | str:
+        """Where the collectors store: the SQLite file, or the PostgreSQL database's URL."""
+        return self.database_url or self.collector_db
 
     @property
     def collector_db(self) -> Path:
@@ -135,13 +174,29 @@ class Fleet:
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text("\n".join(lines) + "\n")
 
+    def add_collector(self) -> int:
+        """Write the config of one more collector (a new ``[collector] id``, the same group and
+        database); returns its index for ``start_collector``."""
+        index = self.collector_count
+        self.collector_count += 1
+        if index == 0:
+            self._write_collector_config()  # subclasses extend the first collector's config
+        else:
+            self._write_collector_config_of(index)
+        return index
+
     def _write_collector_config(self) -> None:
+        self._write_collector_config_of(0)
+
+    def _write_collector_config_of(self, index: int) -> None:
         assert self.broker is not None
-        self.collector_config.parent.mkdir(parents=True, exist_ok=True)
-        self.collector_config.write_text(
+        config = self.collector_config_of(index)
+        config.parent.mkdir(parents=True, exist_ok=True)
+        database = self.database_url or "collector.sqlite"
+        config.write_text(
             "[collector]\n"
-            'database = "collector.sqlite"\n'
-            'id = "collector-it"\n\n'
+            f'database = "{database}"\n'
+            f'id = "{self.collector_id(index)}"\n\n'
             "[mqtt]\n"
             'host = "127.0.0.1"\n'
             f"port = {self.broker.port}\n"
@@ -177,17 +232,46 @@ class Fleet:
             raise AssertionError(f"{name} did not become ready: {exc}\n{proc.output}") from None
         return proc
 
-    def start_collector(self) -> Proc:
-        self.collector = self._start_ready(
-            "collector",
+    def start_collector(self, index: int = 0) -> Proc:
+        """Start collector ``index`` (its config and id; the same id again after a kill: the
+        broker hands it its session back) and wait for READY (subscribed)."""
+        proc = self._start_ready(
+            "collector" if index == 0 else f"collector{index + 1}",
             "collector",
             "run",
-            str(self.collector_config),
+            str(self.collector_config_of(index)),
             "--clock",
             str(self.clock),
             env=self.collector_env,
         )
-        return self.collector
+        self.collector_procs[index] = proc
+        if index == 0:
+            self.collector = proc
+        return proc
+
+    def start_collectors(self) -> list[Proc]:
+        """Start every configured collector that is not running."""
+        return [
+            self.start_collector(i)
+            for i in range(self.collector_count)
+            if i not in self.collector_procs or not self.collector_procs[i].alive()
+        ]
+
+    def running_collectors(self) -> dict[int, Proc]:
+        return {i: p for i, p in self.collector_procs.items() if p.alive()}
+
+    def restart_postgres(self) -> None:
+        """PostgreSQL fast shutdown (SIGINT to the postmaster: sessions ended, transactions
+        rolled back) and a start on the same data folder and port."""
+        cluster = self.postgres
+        assert cluster is not None and cluster.proc is not None
+        old = cluster.proc
+        os.kill(old.popen.pid, signal.SIGINT)  # the postmaster only
+        old.popen.wait(timeout=60)
+        # the same command line; as the same account (the server refuses root)
+        user = "postgres" if os.geteuid() == 0 else None
+        cluster.proc = Proc(old.args, "postgres", user=user)
+        cluster.proc.wait_line(lambda line: "ready to accept connections" in line, 60)
 
     def start_agent(
         self,
@@ -224,11 +308,15 @@ class Fleet:
             self.broker.stop()
         for sock in self._sockets:
             sock.close()
+        if self.own_postgres and self.postgres is not None:
+            self.postgres.stop()
 
     # -- observation -----------------------------------------------------------------------
 
     def query(self, sql: str, *params: object) -> list[tuple]:
-        """Read the collector's database (read-only, while the collector may be writing)."""
+        """Read the head-end's database (read-only, while collectors may be writing)."""
+        if self.database_url is not None:
+            return pg_query(self.database_url, sql, *params)
         if not self.collector_db.exists():
             return []
         con = sqlite3.connect(f"file:{self.collector_db}?mode=ro", uri=True, timeout=10)
@@ -239,6 +327,10 @@ class Fleet:
 
     def stored_records(self) -> int:
         return self.query("SELECT count(*) FROM records WHERE gateway_id = ?", self.gateway)[0][0]
+
+    def stored_seqs(self) -> set[int]:
+        return {s for (s,) in self.query("SELECT seq FROM records WHERE gateway_id = ?",
+                                         self.gateway)}  # fmt: skip
 
     def agent_status(self) -> dict:
         return json.loads(meterlink("agent", "status", str(self.agent_config), "--json",
@@ -281,3 +373,10 @@ class Fleet:
         assert stored == expected
         assert self.query("SELECT count(*) FROM quarantine")[0][0] == 0
         return last_seq
+
+
+def pg_query(url: str, sql: str, *params: object) -> list[tuple]:
+    """Run one read query (``?`` placeholders, as for SQLite) on the PostgreSQL database."""
+    with psycopg.connect(url, autocommit=True) as con:
+        rows = con.execute(sql.replace("?", "%s"), params).fetchall()  # type: ignore[arg-type]
+    return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]

@@ -3,6 +3,7 @@ with a gateway key made and enrolled through the CLI, as an operator would."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ from meterlink.procs import Proc
 
 from .machine import cpu_seconds, rss_kb
 
-__all__ = ["HeadEnd", "meterlink_cli"]
+__all__ = ["HeadEnd", "ScaleHeadEnd", "meterlink_cli", "tree_cpu_seconds"]
 
 
 def meterlink_cli(*args: str, cwd: Path) -> str:
@@ -153,3 +154,168 @@ class HeadEnd:
         finally:
             con.close()
         return records, readings
+
+
+# -- several collectors on one database (issue 9) ---------------------------------------------
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children: the live ones (read now) plus the ones that
+    exited and were reaped (``cutime``/``cstime`` of their parent). For the PostgreSQL
+    postmaster this is the whole server: backends, WAL writer, checkpointer, ..."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def fields(p: int | str) -> list[str] | None:
+        try:
+            with open(f"/proc/{p}/stat", encoding="ascii") as handle:
+                return handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+
+    own = fields(pid)
+    if own is None:
+        return 0.0
+    total = sum(int(x) for x in own[11:15])  # utime stime cutime cstime
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            child = fields(entry)
+            if child is not None and child[1] == str(pid):  # ppid
+                total += sum(int(x) for x in child[11:15])
+    return total / ticks
+
+
+class ScaleHeadEnd:
+    """A private mosquitto and ``collectors`` real collector processes (``meterlink
+    collector run``: same MQTT shared-subscription group, their own ids) on one database:
+    a PostgreSQL URL, or a SQLite file in ``workdir``. Nothing is pinned: on a small
+    machine every process takes the cores it can get, and the figures are CPU seconds
+    per process (``cpu()``). Gateways are enrolled by the caller before ``start_collectors``
+    (the collectors read the registry when they start and again when it changes)."""
+
+    def __init__(
+        self, workdir: Path, database: str | Path, collectors: int, batch_coalesce: int = 50
+    ) -> None:
+        self.workdir = workdir
+        self.database = database
+        self.count = collectors
+        self.batch_coalesce = batch_coalesce
+        self.broker: Mosquitto | None = None
+        self.collectors: list[Proc] = []
+        self._notify: list[NotifySocket] = []
+
+    def __enter__(self) -> ScaleHeadEnd:
+        try:
+            self.broker = Mosquitto(self.workdir / "broker").start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self.broker is not None
+        return self.broker.port
+
+    def config_path(self, n: int) -> Path:
+        return self.workdir / f"collector-{n}" / "collector.toml"
+
+    def start_collectors(self) -> None:
+        assert self.broker is not None
+        procs_started = []
+        for n in range(1, self.count + 1):
+            config = self.config_path(n)
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(
+                "[collector]\n"
+                f'database = "{self.database}"\n'
+                f'id = "collector-scale-{n}"\n'
+                f"batch_coalesce = {self.batch_coalesce}\n\n"
+                "[mqtt]\n"
+                'host = "127.0.0.1"\n'
+                f"port = {self.broker.port}\n"
+            )
+            notify = NotifySocket()
+            self._notify.append(notify)
+            proc = Proc(
+                [sys.executable, "-m", "meterlink", "collector", "run", str(config)],
+                f"collector-{n}",
+                cwd=config.parent,
+                env=notify.env,
+                log_path=config.parent / "collector.log",
+            )
+            self.collectors.append(proc)
+            procs_started.append((notify, proc))
+        for notify, proc in procs_started:
+            notify.wait_for("READY", timeout=90, alive=proc.alive)
+
+    def stop_collectors(self) -> None:
+        for proc in self.collectors:
+            proc.stop()
+        self.collectors = []
+        for notify in self._notify:
+            notify.close()
+        self._notify = []
+
+    def stop(self) -> None:
+        self.stop_collectors()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    # -- observation -----------------------------------------------------------------------
+
+    def pids(self) -> dict[str, int]:
+        out = {f"collector-{n}": p.popen.pid for n, p in enumerate(self.collectors, start=1)}
+        if self.broker is not None and self.broker.proc is not None:
+            out["mosquitto"] = self.broker.proc.popen.pid
+        return out
+
+    def cpu(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self.pids().items()}
+
+    def collector_peak_rss_kb(self) -> list[int]:
+        return [rss_kb(p.popen.pid) for p in self.collectors]
+
+    def logs(self) -> list[str]:
+        return [
+            (self.config_path(n).parent / "collector.log").read_text(errors="replace")
+            if (self.config_path(n).parent / "collector.log").exists()
+            else ""
+            for n in range(1, self.count + 1)
+        ]
+
+    def transactions(self) -> list[int | None]:
+        """Per collector, from its last log line (after ``stop_collectors``)."""
+        out: list[int | None] = []
+        for text in self.logs():
+            found = None
+            for line in text.splitlines():
+                if "stopped after " in line:
+                    found = int(line.split("stopped after ", 1)[1].split()[0])
+            out.append(found)
+        return out
+
+    def retries(self) -> tuple[int, int]:
+        """Ingest transactions rolled back and run again: (lost a race with another
+        collector, made a missing ``readings`` partition first)."""
+        races = partitions = 0
+        for text in self.logs():
+            for line in text.splitlines():
+                if "running it again" in line:
+                    if "partitions missing" in line:
+                        partitions += 1
+                    else:
+                        races += 1
+        return races, partitions
+
+    def errors(self) -> list[str]:
+        """Log lines at WARNING or above (a collector's trouble under load)."""
+        out = []
+        for n, text in enumerate(self.logs(), start=1):
+            for line in text.splitlines():
+                if " WARNING " in line or " ERROR " in line or "Traceback" in line:
+                    out.append(f"collector-{n}: {line}")
+        return out

@@ -9,6 +9,7 @@ builds the same bytes; energy registers only grow, like a meter's.
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,13 +17,14 @@ from decimal import Decimal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.obis import Obis
-from protocols.record import ClockSource, Quality, Record, Value, sign_record
+from protocols.record import ClockSource, Quality, Record, Value, key_id_of, sign_record
 
 __all__ = [
     "EM24_POINTS",
     "GENERIC_POINTS",
     "SDM630_POINTS",
     "MeterModel",
+    "gateway_records",
     "meter_ids",
     "signed_records",
 ]
@@ -102,6 +104,11 @@ def meter_ids(count: int, prefix: str = "em-sdm") -> list[str]:
     return [f"{prefix}-{i:03d}" for i in range(1, count + 1)]
 
 
+@functools.lru_cache(maxsize=16)
+def _parsed_obis(points: tuple[tuple[str, str, str, int], ...]) -> list[Obis]:
+    return [Obis.parse(code) for code, *_ in points]
+
+
 @dataclass
 class MeterModel:
     """One meter: draws a capture's values; energy registers grow per capture."""
@@ -111,7 +118,7 @@ class MeterModel:
     rng: random.Random
 
     def __post_init__(self) -> None:
-        self._obis = [Obis.parse(code) for code, *_ in self.points]
+        self._obis = _parsed_obis(self.points)
         # registers held as integer counts of their last digit (exact): 1,000-50,000 kWh
         # imported, up to 10,000 exported
         self._counters = {
@@ -160,6 +167,33 @@ def signed_records(
             model.values(),
         )  # fmt: skip
         out.append(sign_record(record, key).raw)
+    return out
+
+
+def gateway_records(
+    key: Ed25519PrivateKey,
+    gateway_id: str,
+    meters: list[str],
+    slot_times_ms: list[int],
+    values: int,
+    seed: int,
+) -> list[bytes]:
+    """What one gateway's agent captures and signs: every meter at every slot time (slot by
+    slot, meters in order), seqs gap-free from 1; ``key_id`` hashed once, not per record."""
+    rng = random.Random(seed)
+    points = GENERIC_POINTS[:values]
+    models = [MeterModel(m, points, rng) for m in meters]
+    key_id = key_id_of(key.public_key())
+    out = []
+    seq = 1
+    for captured_ms in slot_times_ms:
+        for model in models:
+            record = Record(
+                gateway_id, model.meter_id, seq, captured_ms, ClockSource.GATEWAY,
+                Quality.RESTARTED if seq == 1 else Quality.NONE, model.values(), key_id,
+            )  # fmt: skip
+            out.append(sign_record(record, key, key_id).raw)
+            seq += 1
     return out
 
 

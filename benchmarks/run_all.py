@@ -17,7 +17,8 @@ import time
 from .machine import SUMMARY_PREFIX, print_header
 
 BENCHES = ("wire_size", "capture", "ingest", "drain", "dlms_backfill", "dlms_read", "vee",
-           "rs485_bus", "requests_per_cycle", "rating", "api")  # fmt: skip
+           "rs485_bus", "requests_per_cycle", "rating", "api", "ingest_scale",
+           "bill_pg")  # fmt: skip
 
 
 def run(name: str) -> dict | None:
@@ -43,6 +44,14 @@ def run(name: str) -> dict | None:
 def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
     ok = value >= target if higher_is_better else value <= target
     return "meets target" if ok else "BELOW target"
+
+
+def _scale_label(key: str) -> str:
+    """``pg2_wave`` -> ``PostgreSQL, 2 collectors, wave``."""
+    store, _, scenario = key.partition("_")
+    name = "PostgreSQL" if store.startswith("pg") else "SQLite"
+    count = store.lstrip("pgsqlite")
+    return f"{name}, {count} collector(s), {scenario or 'saturated'}"
 
 
 def main() -> int:
@@ -115,6 +124,21 @@ def main() -> int:
         rows.append((f"API fleet overview, {a['gateways']:,} gw / {a['meters']:,} meters",
                      f"p95 {a['overview_p95_ms']} ms", f"<= {a['target_p95_ms']} ms",
                      verdict(a["overview_p95_ms"], a["target_p95_ms"], False)))  # fmt: skip
+    s = results.get("ingest_scale")
+    if s:
+        for key, fig in s["runs"].items():
+            rows.append((f"scale: {_scale_label(key)}",
+                         f"{fig['readings_per_s']:,} readings/s; "
+                         f"{fig['readings_per_collector_cpu_s']:,} per collector CPU-s",
+                         f"p95 {fig['latency_p95_ms']} ms", "" if fig["lost"] == 0 and
+                         fig["complete"] else "LOST RECORDS"))  # fmt: skip
+    p = results.get("bill_pg")
+    if p:
+        for kind, name in (("pg", "PostgreSQL"), ("sqlite", "SQLite")):
+            if f"{kind}_bills_per_s" in p:
+                rows.append((f"bill run on {name} ({p['accounts']} accounts, 1 core)",
+                             f"{p[f'{kind}_bills_per_s']} bills/s, "
+                             f"{p[f'{kind}_intervals_per_s']:,} intervals/s", "", ""))  # fmt: skip
     print()
     print(f"== summary ({time.perf_counter() - t0:.0f}s)")
     widths = [max(len(r[k]) for r in rows) if rows else 0 for k in range(4)]

@@ -10,6 +10,14 @@ in our session (``clean_start=False`` with a session expiry) and delivers it aga
 PUBACKs carry the packet id of one connection: after a reconnect an old message's id may
 belong to a new message, so messages are tagged with the connection they arrived on and a
 stale one is not acked (the broker redelivers it; it is then a counted duplicate).
+
+Several collectors (PostgreSQL): processes with their own ``[collector] id`` (the MQTT
+client id: a second process with the same id takes the first one's session, and they throw
+each other off by turns, which is logged as an error) and one ``[mqtt] group`` split the
+batches and the command replies between them (shared subscriptions); each one receives
+every status (``STATUS_SUBSCRIPTION``). The database deduplicates across them (the store),
+and ``FleetKeeper`` merges their fleet states, so each one's API, dashboard and /metrics
+show the whole fleet (config/collector-postgres.example.toml).
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ import os
 import signal
 import threading
 import time
+import zlib
 from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import sdnotify
@@ -45,7 +55,15 @@ __all__ = ["CollectorService", "run_service"]
 
 log = logging.getLogger("collector")
 
+#: Statuses are not shared: a shared subscription gets no retained messages (MQTT 5,
+#: 4.8.2), and a starting collector needs each gateway's retained status. So every collector
+#: of a group stores every status; that is idempotent (one row per gateway, an older copy
+#: never replaces a newer one: the store's upsert and ``collector.fleet.state``).
 STATUS_SUBSCRIPTION = f"{PREFIX}/+/status"
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: a client connected with our client id
+QUICK_DROP_S = 5.0
+QUICK_DROPS = 3
+_LOCK_COLLECTOR_ID = 0x6D6C0010  # advisory lock space of the collector ids (PostgreSQL)
 _STOP = object()  # sentinel in the message queue
 
 
@@ -59,6 +77,8 @@ class CollectorService:
         self.stopping = False
         self.notifier = sdnotify.SystemdNotifier()
         self._connection = 0  # bumped on every CONNACK (paho thread); tags messages
+        self._connected_at = 0.0  # time.monotonic() of the last CONNACK
+        self._quick_drops = 0  # connections lost within QUICK_DROP_S of being made, in a row
         self._sub_mid: int | None = None
         self._pub_lock = threading.Lock()
         self._pub_pending: set[int] = set()
@@ -88,6 +108,7 @@ class CollectorService:
             log.warning("MQTT connect refused: %s", reason_code)
             return
         self._connection += 1
+        self._connected_at = time.monotonic()
         log.info(
             "MQTT connected to %s:%s (session present: %s)",
             self.config.mqtt.host,
@@ -104,8 +125,28 @@ class CollectorService:
         self._sub_mid = mid
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not self.stopping:
-            log.warning("MQTT disconnected (%s); reconnecting", reason_code)
+        if self.stopping:
+            return
+        # Two processes with one client id throw each other off the broker by turns, each
+        # taking the other's session (and its queued batches) at every reconnect. An MQTT 5
+        # broker may say so (reason 0x8E); mosquitto 2.0 just closes the old connection, so
+        # a connection that keeps dropping right after it was made is taken as the sign.
+        quick = time.monotonic() - self._connected_at < QUICK_DROP_S
+        self._quick_drops = self._quick_drops + 1 if quick else 0
+        taken = getattr(reason_code, "value", None) == SESSION_TAKEN_OVER
+        if taken or self._quick_drops == QUICK_DROPS:
+            log.error(
+                "MQTT: %s. Is another process connected with this collector's client id %r? "
+                "Every collector process needs its own [collector] id in %s (the same [mqtt] "
+                "group shares the batches); reconnecting",
+                "the broker closed our session: session taken over by another client"
+                if taken
+                else f"the connection dropped {QUICK_DROPS} times in a row right after it was made",
+                self.config.collector.id,
+                self.config.path,
+            )
+            return
+        log.warning("MQTT disconnected (%s); reconnecting", reason_code)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         failed = [str(rc) for rc in reason_codes if rc.is_failure]
@@ -310,7 +351,47 @@ def clock_ms_of(config: Config) -> Callable[[], int]:
     return now_ms
 
 
+async def _claim_collector_id(config: Config) -> Any:
+    """PostgreSQL: hold a session advisory lock named by ``[collector] id`` while the
+    process runs (its own connection; the server drops the lock when the process dies), so
+    a second collector with the same id on this database stops at once, saying why, instead
+    of taking the first one's MQTT session by turns. None for SQLite."""
+    if not _shared_database(config):
+        return None
+    import psycopg  # loaded only where PostgreSQL is used
+
+    collector_id = config.collector.id
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            str(config.collector.database), autocommit=True, connect_timeout=10
+        )
+        cur = await conn.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)",
+            (_LOCK_COLLECTOR_ID, zlib.crc32(collector_id.encode()) - 2**31),
+        )
+        row = await cur.fetchone()
+    except psycopg.Error as exc:
+        raise RuntimeError(f"collector id lock: {str(exc).strip()}") from None
+    if row is None or not row[0]:
+        await conn.close()
+        raise ConfigError(
+            f"{config.path}: [collector] id {collector_id!r} is in use by another collector "
+            "running on this database; every collector process needs its own id (its MQTT "
+            "client id: the broker would throw one of them off at every reconnect)"
+        )
+    return conn
+
+
 async def run_service(config: Config) -> int:
+    id_lock = await _claim_collector_id(config)
+    try:
+        return await _run_service(config)
+    finally:
+        if id_lock is not None:
+            await id_lock.close()
+
+
+async def _run_service(config: Config) -> int:
     store = await open_store(config.collector.database)
     try:
         clock = config.collector.clock
@@ -326,6 +407,16 @@ async def run_service(config: Config) -> int:
         metrics = FleetMetrics(fleet)
         keeper = FleetKeeper(store, fleet, config.fleet.flush_interval_ms)
         await keeper.load()
+        if _shared_database(config) and (
+            config.fleet.offline_after_ms < 4 * config.fleet.flush_interval_ms
+        ):
+            # another collector's batches reach this one's view a flush interval or two late
+            log.warning(
+                "[fleet] offline_after (%d ms) is less than 4 x flush_interval (%d ms): with "
+                "several collectors a gateway heard by another one may show offline here",
+                config.fleet.offline_after_ms,
+                config.fleet.flush_interval_ms,
+            )
 
         def make_ingestor(tracked_store) -> Ingestor:
             return Ingestor(
@@ -350,6 +441,12 @@ async def run_service(config: Config) -> int:
             await keeper.stop()
     finally:
         await store.close()
+
+
+def _shared_database(config: Config) -> bool:
+    """A PostgreSQL database: other collectors may write to it too."""
+    target = config.collector.database
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
 async def _start_web(config: Config, store, fleet, metrics, keeper):  # -> AppRunner | None

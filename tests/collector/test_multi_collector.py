@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from collector.cli import main as collector_main
 from meterlink.broker import Mosquitto
 from meterlink.notify import NotifySocket
+from meterlink.postgres import PostgresCluster
 from meterlink.procs import Proc, free_port, wait_for
 from protocols.batch import Ack, encode_batch
 from protocols.commands import Command, Reply, command_subscription, reply_topic
@@ -59,61 +60,79 @@ class Rig:
     pg_url: str
     key: Ed25519PrivateKey
     collectors: list[Collector] = field(default_factory=list)
+    procs: list[Proc] = field(default_factory=list)
     sockets: list[NotifySocket] = field(default_factory=list)
 
     def sql(self, text: str, params: tuple = ()) -> list[tuple]:
         with psycopg.connect(self.pg_url, autocommit=True) as conn:
             return [tuple(r) for r in conn.execute(text, params).fetchall()]
 
+    def start(self, name: str, config: Path) -> Proc:
+        """``meterlink collector run CONFIG``, once it told its READY."""
+        sock = NotifySocket()
+        self.sockets.append(sock)
+        proc = meterlink_proc(
+            "collector", "run", str(config), name=name, cwd=config.parent, env=sock.env,
+            log_path=self.root / f"{name}.log",
+        )  # fmt: skip
+        self.procs.append(proc)
+        sock.wait_for("READY", timeout=30, alive=proc.alive)
+        return proc
+
     def stop(self) -> None:
-        for c in reversed(self.collectors):
-            if c.proc is not None:
-                c.proc.stop(timeout=20)
+        for proc in reversed(self.procs):
+            proc.stop(timeout=20)
         for sock in self.sockets:
             sock.close()
 
 
-def _config(rig_root: Path, name: str, broker_port: int, pg_url: str, http_port: int) -> Path:
-    folder = rig_root / name
+def _config(
+    root: Path, name: str, broker_port: int, pg_url: str, http_port: int, client_id: str = ""
+) -> Path:
+    """``root/NAME/collector.toml``: client id ``client_id`` (default NAME); [http] when
+    ``http_port``; the fleet flushed every 200 ms; the command key shared in ``root``."""
+    folder = root / name
     folder.mkdir()
-    write_users(folder / "users.toml")
     path = folder / "collector.toml"
-    path.write_text(
-        f'[collector]\ndatabase = "{pg_url}"\nid = "{name}"\nbatch_coalesce = 4\n\n'
+    text = (
+        f'[collector]\ndatabase = "{pg_url}"\nid = "{client_id or name}"\nbatch_coalesce = 4\n\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\ngroup = "collectors"\n\n'
-        f'[http]\nport = {http_port}\nusers = "users.toml"\n\n'
         '[fleet]\nflush_interval = "200ms"\n\n'
         '[commands]\nkey = "../command.key"\n'
     )
+    if http_port:
+        write_users(folder / "users.toml")
+        text += f'\n[http]\nport = {http_port}\nusers = "users.toml"\n'
+    path.write_text(text)
     return path
 
 
-@pytest.fixture
-def rig(tmp_path: Path, mosquitto: Mosquitto, pg_url: str) -> Iterator[Rig]:
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresCluster) -> Iterator[Rig]:
+    """One broker, one database and two collectors for the module's tests (they touch
+    different rows: batches, a command, a client id)."""
+    root = tmp_path_factory.mktemp("multi")
+    pg_url = postgres.create_database("multi_collector")
+    broker = Mosquitto(root / "broker").start()
     key = Ed25519PrivateKey.generate()
-    rig = Rig(tmp_path, mosquitto, pg_url, key)
-    for name in ("collector-a", "collector-b"):
-        port = free_port()
-        config = _config(tmp_path, name, mosquitto.port, pg_url, port)
-        rig.collectors.append(Collector(name, config, Http(port)))
-    first = str(rig.collectors[0].config)
-    pem = write_public_key(key, tmp_path / "gw.pem")
-    enrol = ["enrol", GW, "--public-key", str(pem), "--meters", ",".join(METERS)]
-    assert collector_main([*enrol, "--config", first]) == 0
-    keys = meterlink_proc("collector", "keys", "init", "--config", first, name="keys")
-    assert keys.popen.wait(timeout=60) == 0, keys.output
+    rig = Rig(root, broker, pg_url, key)
     try:
+        for name in ("collector-a", "collector-b"):
+            port = free_port()
+            config = _config(root, name, broker.port, pg_url, port)
+            rig.collectors.append(Collector(name, config, Http(port)))
+        first = str(rig.collectors[0].config)
+        pem = write_public_key(key, root / "gw.pem")
+        enrol = ["enrol", GW, "--public-key", str(pem), "--meters", ",".join(METERS)]
+        assert collector_main([*enrol, "--config", first]) == 0
+        keys = meterlink_proc("collector", "keys", "init", "--config", first, name="keys")
+        assert keys.popen.wait(timeout=60) == 0, keys.output
         for c in rig.collectors:
-            sock = NotifySocket()
-            rig.sockets.append(sock)
-            c.proc = meterlink_proc(
-                "collector", "run", str(c.config), name=c.name, cwd=c.config.parent,
-                env=sock.env, log_path=tmp_path / f"{c.name}.log",
-            )  # fmt: skip
-            sock.wait_for("READY", timeout=30, alive=c.proc.alive)
+            c.proc = rig.start(c.name, c.config)
         yield rig
     finally:
         rig.stop()
+        broker.stop()
 
 
 class Gateway:
@@ -263,5 +282,29 @@ def test_a_command_sent_through_one_collector_is_stored_once_with_its_reply(rig:
     assert rows == [("ok", reply)]
     # one collector stored it; the other found it stored (a duplicate, not logged as stored)
     logs = [c.proc.output for c in rig.collectors if c.proc is not None]
-    stored = [len(re.findall(f"reply of gateway {GW} to command {command_id}: ok", t)) for t in logs]
-    assert sum(stored) == 1, stored
+    line = f"reply of gateway {GW} to command {command_id}: ok"
+    assert sum(len(re.findall(line, text)) for text in logs) == 1, logs
+
+
+def test_a_second_collector_with_the_same_client_id_is_refused_or_explained(rig: Rig) -> None:
+    a = rig.collectors[0]
+    assert a.proc is not None
+    # on the same database: refused at start, naming the id
+    config = _config(rig.root, "twin-pg", rig.broker.port, rig.pg_url, 0, a.name)
+    twin = meterlink_proc("collector", "run", str(config), name="twin-pg", cwd=config.parent)
+    try:
+        assert twin.popen.wait(timeout=60) == 2, twin.output
+    finally:
+        twin.stop()
+    assert f"[collector] id '{a.name}' is in use by another collector" in twin.output
+    # elsewhere (another database): the broker throws one of them off at every connect,
+    # which both logs explain
+    config = _config(rig.root, "twin-sqlite", rig.broker.port, rig.pg_url, 0, a.name)
+    config.write_text(config.read_text().replace(rig.pg_url, "twin.sqlite"))
+    twin = rig.start("twin-sqlite", config)
+    try:
+        wanted = f"Is another process connected with this collector's client id '{a.name}'?"
+        wait_for(lambda: wanted in a.proc.output + twin.output, 30, "the takeover explained")
+    finally:
+        twin.stop(timeout=20)
+    assert a.proc.alive()

@@ -6,6 +6,13 @@ stored; later ones (a replayed command's "refused") are not. A ``rotate-key`` re
 ``ok`` enrols the new key it carries (signed by the old key: that is the proof the new key
 belongs to the gateway) and schedules the old key's revocation after ``key_grace``, so that
 records the gateway signed with it before the switch are still accepted meanwhile.
+
+Several collectors: a reply may reach more than one process (the sender's own client, which
+subscribed to the reply topic, and the collector of the group that the broker chose; or two
+collectors, when the gateway sent it again). It is stored once: ``set_reply`` reads and
+writes the command row in one write transaction (on PostgreSQL under the store's global
+writer lock), so the second process finds the reply there (``duplicate``), and only the one
+that stored a ``rotate-key`` reply enrols the new key.
 """
 
 from __future__ import annotations

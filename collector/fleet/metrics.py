@@ -5,6 +5,10 @@ gauges (gateways by state, backlog, stale meters) are computed from the ``Fleet`
 scraped, and the VEE findings are read from the store's counters just before. No label
 carries a gateway or meter id: 10,000 gateways would be 10,000 series per metric; the API has
 the per-gateway figures.
+
+Several collectors: the counters are this process's own transactions (sum them over the
+collectors); the gauges are the whole fleet as merged in the database (the same on every
+collector, give or take one flush interval: take one of them, or max(), never their sum).
 """
 
 from __future__ import annotations

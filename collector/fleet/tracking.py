@@ -6,8 +6,10 @@ also remembered), and once that transaction has COMMITTED it applies those rows,
 the status messages' per-meter clocks to the ``Fleet``. A transaction that fails changes
 nothing (ingest retries the same messages). The ingest code is untouched by this.
 
-``FleetKeeper`` loads the state at start, writes what changed every ``flush_interval`` and
-at stop, and follows the registry (newly enrolled gateways and meters).
+``FleetKeeper`` loads the state at start, merges what changed into the store every
+``flush_interval`` and at stop (several collectors may share the store: the merge adds
+each one's share, see its docstring), takes back what the others merged, and follows the
+registry (newly enrolled gateways and meters).
 """
 
 from __future__ import annotations

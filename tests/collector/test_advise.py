@@ -391,6 +391,33 @@ def test_current_tariff_equals_the_twelve_bills_the_bill_run_issues(site: Site) 
     assert advise(site, "acc-day")["current_total"] == "3131.00"
 
 
+def test_a_tariff_change_in_the_window_is_rated_as_the_bills_rate_it(site: Site) -> None:
+    """The current option follows the point's tariff history (flat, then tou from 1 July):
+    each month equals that month's draft bill; tou alone is still offered as an option."""
+    path = site.root / "accounts.toml"
+    original = path.read_text()
+    changed = original.replace(
+        'tariff = "flat"\nmeters = ["m-const"]',
+        '[[account.service_point]]\n'
+        'tariffs = [{ tariff = "flat" }, { tariff = "tou", from = 2026-07-01 }]\n'
+        'meters = ["m-const"]',
+    )
+    assert changed != original
+    path.write_text(changed)
+    try:
+        (point,) = advise(site, "acc-const")["service_points"]
+        current = option(point, "flat -> tou")
+        assert current["current"] and [p["tariff"] for p in current["plan"]] == ["flat", "tou"]
+        for month in current["months"]:
+            bill, _state = site.bill("acc-const", month["period"], AS_OF_MS)
+            assert month["cost"] == bill["total"], month["period"]
+        # January, on flat: 31 days x 0.50 + 744 h x 1 kWh x 0.25
+        assert Decimal(current["months"][0]["cost"]) == Decimal("15.50") + Decimal("186.00")
+        assert option(point, "tou")["cost"] == "2352.10" and not option(point, "tou")["current"]
+    finally:
+        path.write_text(original)
+
+
 def test_ratchet_follows_the_options_own_previous_months(tmp_path: Path) -> None:
     """Pure over the engine: a 10 kW month then a 2 kW month on an 80 % ratchet bills 8 kW
     in the second month (the option's own first month), as sequential bills would."""

@@ -398,7 +398,7 @@ def test_a_tariff_change_in_the_window_is_rated_as_the_bills_rate_it(site: Site)
     original = path.read_text()
     changed = original.replace(
         'tariff = "flat"\nmeters = ["m-const"]',
-        '[[account.service_point]]\n'
+        "[[account.service_point]]\n"
         'tariffs = [{ tariff = "flat" }, { tariff = "tou", from = 2026-07-01 }]\n'
         'meters = ["m-const"]',
     )

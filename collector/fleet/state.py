@@ -271,15 +271,17 @@ def status_is_older(a: GatewayState, b: GatewayState) -> bool:
     """``a``'s last status is an older message than ``b``'s.
 
     Collectors receive each status at their own pace (one may be behind with its queue), so
-    the order is the gateway's: its highest captured seq, then its clock at publication
-    (``last_seq``, ``status_at_ms``). A last will (no ``at_ms``) is the broker's word that
-    the connection is gone and is never older. A status received more than
-    ``STATUS_REORDER_MS`` after ``b`` is not older either: the gateway's clock was set back
-    (or its buffer was reset), and the newest message is still the one to show.
+    the order is the gateway's: older means stamped earlier by its clock (``status_at_ms``)
+    and no higher captured seq (``last_seq``: a gateway whose clock was set back but that
+    captured since is newer; a reinstalled one, its seqs from 1 again, has a later clock).
+    A last will (no ``at_ms``) is the broker's word that the connection is gone and is never
+    older. A status received more than ``STATUS_REORDER_MS`` after ``b`` is not older
+    either: the gateway's clock was set back, and the newest message is the one to show.
+    The store's ``gateway_status`` upsert applies the same rule.
     """
     if a.status_at_ms is None or b.status_at_ms is None:
         return False
-    if (a.last_seq, a.status_at_ms) >= (b.last_seq, b.status_at_ms):
+    if a.status_at_ms >= b.status_at_ms or a.last_seq > b.last_seq:
         return False
     return (a.status_received_ms or 0) <= (b.status_received_ms or 0) + STATUS_REORDER_MS
 

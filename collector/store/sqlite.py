@@ -249,13 +249,12 @@ class SqlIngestTx:
                 " received_ms = excluded.received_ms"
                 # Every collector stores every status, each at its own pace: a copy that
                 # reaches a collector late must not overwrite a newer one that another
-                # stored. Order: the gateway's (last_seq, at_ms); a last will (no at_ms)
-                # always applies; 10 min later, an "older" one is a clock set back.
-                # (collector.fleet.state.status_is_older is the same rule.)
+                # stored. Older: an earlier gateway clock (at_ms) and no higher last_seq; a
+                # last will (no at_ms) always applies; 10 min later, an "older" one means a
+                # clock set back. (collector.fleet.state.status_is_older: the same rule.)
                 " WHERE excluded.at_ms IS NULL OR gateway_status.at_ms IS NULL"
+                " OR excluded.at_ms >= gateway_status.at_ms"
                 " OR excluded.last_seq > gateway_status.last_seq"
-                " OR (excluded.last_seq = gateway_status.last_seq"
-                " AND excluded.at_ms >= gateway_status.at_ms)"
                 " OR excluded.received_ms > gateway_status.received_ms + 600000",
                 sorted(rows.statuses, key=lambda row: row.gateway_id),  # stable: last wins
             )

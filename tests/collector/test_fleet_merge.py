@@ -165,6 +165,8 @@ def test_merge_adds_deltas_and_a_status_much_later_wins_even_with_an_older_clock
     assert not status_is_older(older, newer)
     more_captures = GatewayState(GW, status_at_ms=1_000, last_seq=6)  # clock back, seq moved on
     assert not status_is_older(more_captures, newer)
+    reinstalled = GatewayState(GW, status_at_ms=2_500, last_seq=1)  # seqs from 1 again
+    assert not status_is_older(reinstalled, newer)
 
 
 def replace_meters(stored: GatewayState, mine: GatewayState) -> GatewayState:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.fleet.state import (
@@ -42,7 +43,7 @@ class Member:
     ingest: TrackedIngestor
 
 
-async def _member(url: str) -> Member:
+async def _member(url: str | Path) -> Member:
     store = await open_store(url)
     fleet = Fleet()
     keeper = FleetKeeper(store, fleet)
@@ -59,7 +60,7 @@ def _status(received_ms: int, **fields: Any) -> Incoming:
     return Incoming(status_topic(GW), GatewayStatus(GW, **fields).to_bytes(), received_ms)
 
 
-def _run(pg_url: str, tmp_path: Path, body) -> Any:  # type: ignore[no-untyped-def]
+def _run(pg_url: str | Path, tmp_path: Path, body) -> Any:  # type: ignore[no-untyped-def]
     key = Ed25519PrivateKey.generate()
 
     async def main() -> Any:
@@ -114,7 +115,14 @@ def test_two_collectors_counts_add_up_in_the_store_and_in_both_views(
     assert not a.fleet.dirty_gateways and not a.fleet.basis_gateways
 
 
-def test_an_older_status_copy_never_replaces_a_newer_one(pg_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["postgresql", "sqlite"])
+def test_an_older_status_copy_never_replaces_a_newer_one(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """(On SQLite too: the same upsert; two connections to one file stand for two
+    collectors, which the SQLite store does not otherwise serve.)"""
+    target = request.getfixturevalue("pg_url") if store == "postgresql" else tmp_path / "c.db"
+
     async def body(key: Ed25519PrivateKey, a: Member, b: Member) -> list[tuple]:
         old = _status(T0 + 1_000, state="online", at_ms=T0 + 1_000, backlog=9, last_seq=9)
         new = _status(T0 + 2_000, state="online", at_ms=T0 + 2_000, backlog=0, last_seq=12)
@@ -136,7 +144,7 @@ def test_an_older_status_copy_never_replaces_a_newer_one(pg_url: str, tmp_path: 
         stored = [(s.state, s.reason) for s in await a.store.gateway_statuses()]
         return [*views, *rows, *will, *stored]
 
-    assert _run(pg_url, tmp_path, body) == [
+    assert _run(target, tmp_path, body) == [
         (0, T0 + 2_000), (0, T0 + 2_000),  # both views
         (0, T0 + 2_000),  # gateway_status
         ("offline", "connection lost"), ("offline", "connection lost"),

@@ -6,7 +6,8 @@ SQLite store, and why:
 
 * **The schema** is the SQLite one translated (``postgres_schema``), except ``readings``,
   which is partitioned by month of ``captured_ms``: retention drops a partition, and the
-  indexes a collector writes to stay the size of one month. Partitions are made on demand.
+  indexes a collector writes to stay the size of one month. Partitions are made on demand,
+  by the write that first needs one, on a short session of their own (``ensure_partitions``).
 * **Deduplication is enforced by the database.** The identities are primary keys
   (``records (gateway_id, seq)``, ``readings (meter_id, captured_ms, obis)``). Ingest looks
   them up first to tell a duplicate from a conflict; between look-up and insert another
@@ -20,6 +21,11 @@ SQLite store, and why:
   transaction. Other write transactions (bills, commands, fleet, VEE operator actions) take
   one global advisory lock: they are rare, and the bill numbering relies on one writer.
 * ``synchronous_commit`` stays on (the server default): the collector acks right after COMMIT.
+* **A lost connection** (server restart, network) fails the transaction in progress with a
+  ``StoreError`` (nothing acked: the broker redelivers), and the next transaction or read
+  opens a new session (``pg.PgConnection``): the collector keeps running, retries, and
+  says so in its log; TCP keepalives and timeouts keep a dead link from hanging it, and
+  the server ends a writer session left idle inside a transaction, freeing its locks.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from meterlink.procs import wait_for
 from tests.support.fleet import Fleet
@@ -35,7 +36,7 @@ from tests.support.fleet import Fleet
 from .common import FIELDS, check_run, drain, fleet_for
 from .reconcile import Tally
 
-STREAM = {"interval": "1m", "batch_max_records": 5}
+STREAM: dict[str, Any] = {"interval": "1m", "batch_max_records": 5}
 RESEND = "not acked within"  # the agent's log line for a batch it sends again
 
 
@@ -67,8 +68,8 @@ class _Counters:
         return "; ".join(out)
 
 
-def _mc_fleet(root: Path, collectors: int) -> Fleet:
-    return fleet_for(root, pg=True, collectors=collectors, **STREAM)  # type: ignore[arg-type]
+def _mc_fleet(root: Path, collectors: int, mqtt: tuple[str, ...] = ()) -> Fleet:
+    return fleet_for(root, pg=True, collectors=collectors, collector_mqtt=mqtt, **STREAM)
 
 
 def _max_seq(fleet: Fleet) -> int:
@@ -198,14 +199,16 @@ def mc_collector_kill(root: Path, rng: random.Random, runs: int) -> Tally:
     return _runs(root, rng, runs, 3, _kill_one_restart)
 
 
-def mc_collector_lost(root: Path, rng: random.Random, runs: int) -> Tally:
+def mc_collector_lost(
+    root: Path, rng: random.Random, runs: int, mqtt: tuple[str, ...] = ()
+) -> Tally:
     """3 collectors; one is stopped and SIGKILLed while it holds unacked batches and is never
     started again: only the agent's ack timeout and resend get its batches stored (by the
     others), and the broker keeps routing a share of new batches into its dead session.
     A fresh fleet per run (one dead session each: they would pile up in one broker)."""
     total, ev, duplicates = Tally(), _Counters(), 0
     for run in range(runs):
-        fleet = _mc_fleet(root / f"run{run + 1}", 3)
+        fleet = _mc_fleet(root / f"run{run + 1}", 3, mqtt)
         one = Tally()
         try:
             fleet.start_collectors()
@@ -227,6 +230,13 @@ def mc_collector_lost(root: Path, rng: random.Random, runs: int) -> Tally:
     return total
 
 
+def mc_collector_lost_expiry(root: Path, rng: random.Random, runs: int) -> Tally:
+    """mc_collector_lost with ``[mqtt] session_expiry = 5`` (seconds) on the collectors: the
+    broker ends the dead collector's session (its queue discarded, its share of the group
+    gone) 5 s after the kill, and the agent's resends then go to the live ones."""
+    return mc_collector_lost(root, rng, runs, ("session_expiry = 5",))
+
+
 def _kill_all(fleet: Fleet, rng: random.Random, ev: _Counters, _a: set[int]) -> None:
     time.sleep(rng.uniform(0.2, 1.5))  # the injection point
     procs = list(fleet.running_collectors().values())
@@ -235,6 +245,7 @@ def _kill_all(fleet: Fleet, rng: random.Random, ev: _Counters, _a: set[int]) -> 
             os.killpg(proc.popen.pid, signal.SIGKILL)
     for proc in procs:
         proc.kill(signal.SIGKILL)  # reaps
+    ev.held += len(_in_flight(fleet))  # nobody is left to store what was in flight
     ev.kills += len(procs)
     time.sleep(rng.uniform(0.0, 1.0))
     fleet.start_collectors()
@@ -308,5 +319,6 @@ __all__ = [
     "mc_broker_kill",
     "mc_collector_kill",
     "mc_collector_lost",
+    "mc_collector_lost_expiry",
     "mc_pg_restart",
 ]

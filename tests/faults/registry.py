@@ -15,6 +15,7 @@ from .multi_collector import (
     mc_broker_kill,
     mc_collector_kill,
     mc_collector_lost,
+    mc_collector_lost_expiry,
     mc_pg_restart,
 )
 from .power_cut import power_cut
@@ -43,6 +44,7 @@ FAULTS: dict[str, tuple[FaultFn, int, int]] = {
     # several collectors on one PostgreSQL database (tests/faults/multi_collector.py)
     "mc_collector_kill": (mc_collector_kill, 2, 10),
     "mc_collector_lost": (mc_collector_lost, 1, 10),
+    "mc_collector_lost_expiry": (mc_collector_lost_expiry, 0, 10),  # a shorter MQTT session
     "mc_all_kill": (mc_all_kill, 1, 10),
     "mc_broker_kill": (mc_broker_kill, 1, 10),
     "mc_agent_kill": (mc_agent_kill, 1, 10),

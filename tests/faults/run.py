@@ -1,10 +1,12 @@
 """Run the fault matrix and print (or write into docs/reliability.md) the table.
 
     .venv/bin/python -m tests.faults.run [--runs N] [--fault NAME ...] [--seed S]
-        [--table docs/reliability.md] [--short]
+        [--table docs/reliability.md [--block NAME]] [--short]
 
 Without --runs each fault runs its long-version count (--short: the CI count). The seed is
-printed; rerun a failure with the same --seed and --fault.
+printed; rerun a failure with the same --seed and --fault. ``--table`` replaces the block
+between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` (NAME: ``fault-table``, or
+``mc-fault-table`` for the several-collector faults) with this run's table and command.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from pathlib import Path
 from .reconcile import Tally
 from .registry import FAULTS
 
-BEGIN, END = "<!-- fault-table:begin -->", "<!-- fault-table:end -->"
 HEADER = (
     "| fault | runs | records / readings captured | stored once | in buffer | dropped by "
     "policy | lost | accepted twice | altered | notes |\n"
@@ -52,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--short", action="store_true", help="the CI run counts")
     ap.add_argument("--table", type=Path)
+    ap.add_argument("--block", default="fault-table", help="the table's marker name")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     print(f"seed {seed}", flush=True)
     names = args.fault or [n for n in FAULTS if args.short is False or FAULTS[n][1]]
     rows, failed = [], []
+    started = time.monotonic()
     for name in names:
         fn, short, long = FAULTS[name]
         runs = args.runs or (short if args.short else long)
@@ -78,9 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join([HEADER, *rows])
     print(f"\nseed {seed}\n{table}")
     if args.table:
+        begin, end = f"<!-- {args.block}:begin -->", f"<!-- {args.block}:end -->"
+        command = " ".join(["python -m tests.faults.run", *(argv or sys.argv[1:])])
+        block = (
+            f"{begin}\nSeed {seed}, {time.monotonic() - started:.0f} s: `{command}`\n\n"
+            f"{table}\n{end}"
+        )
         text = args.table.read_text()
-        block = f"{BEGIN}\nSeed {seed}.\n\n{table}\n{END}"
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: block, text, flags=re.S)
+        if begin not in text:
+            raise SystemExit(f"{args.table}: no {begin} ... {end} block")
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: block, text, flags=re.S)
         args.table.write_text(text)
     if failed:
         print("FAILED:", ", ".join(sorted(set(failed))), file=sys.stderr)

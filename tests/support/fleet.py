@@ -68,6 +68,7 @@ class Fleet:
     collectors: int = 1  # collector processes (more than one: give ``postgres``)
     postgres: PostgresCluster | None = None  # the head-end on a new database of this server
     own_postgres: bool = False  # close() stops ``postgres`` too
+    collector_mqtt: tuple[str, ...] = ()  # more lines for the collectors' [mqtt] section
     database_url: str | None = None  # set by setup() with ``postgres``
     broker: Mosquitto | None = None
     sim: Proc | None = None
@@ -200,7 +201,7 @@ class Fleet:
             "[mqtt]\n"
             'host = "127.0.0.1"\n'
             f"port = {self.broker.port}\n"
-            'group = "collectors"\n'
+            'group = "collectors"\n' + "".join(f"{line}\n" for line in self.collector_mqtt)
         )
 
     # -- processes -------------------------------------------------------------------------

@@ -315,7 +315,13 @@ class ScaleHeadEnd:
         """Log lines at WARNING or above (a collector's trouble under load)."""
         out = []
         for n, text in enumerate(self.logs(), start=1):
+            in_traceback = False
             for line in text.splitlines():
-                if " WARNING " in line or " ERROR " in line or "Traceback" in line:
+                if " WARNING " in line or " ERROR " in line:
                     out.append(f"collector-{n}: {line}")
+                elif line.startswith("Traceback"):
+                    in_traceback = True
+                elif in_traceback and line and not line.startswith(" "):
+                    out.append(f"collector-{n}:   -> {line}")  # the exception itself
+                    in_traceback = False
         return out

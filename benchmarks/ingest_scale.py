@@ -49,7 +49,7 @@ from .loadgen import (
     plan_from_args,
     sign_fleet,
 )
-from .machine import cpu_seconds, print_header, print_summary
+from .machine import cpu_seconds, pin_self, print_header, print_summary, split_cores
 
 
 @dataclass
@@ -175,9 +175,10 @@ def _sqlite_sizes(path: Path) -> tuple[int, int, int, int]:
             ).fetchone()[0]
         except sqlite3.OperationalError:  # no dbstat in this SQLite: the whole file
             tables = 0
-        size = con.execute("PRAGMA page_count").fetchone()[0] * con.execute(
-            "PRAGMA page_size"
-        ).fetchone()[0]
+        size = (
+            con.execute("PRAGMA page_count").fetchone()[0]
+            * con.execute("PRAGMA page_size").fetchone()[0]
+        )
     finally:
         con.close()
     return records, readings, tables or size, size
@@ -245,6 +246,84 @@ def run_one(
     )  # fmt: skip
 
 
+async def _inprocess(
+    fleet: SignedFleet, target: str | Path, pg_pid: int | None, records: int, coalesce: int
+) -> dict[str, float]:
+    """The fleet's first ``records`` records straight into ``collector.ingest.Ingestor`` (no
+    MQTT, no collector process): each gateway's slot one batch, ``coalesce`` batches per
+    transaction, in this process (pinned to one core by the caller)."""
+    from collector.ingest import Incoming, Ingestor
+    from collector.store import open_store
+    from protocols.batch import encode_batch
+    from protocols.topics import readings_topic
+
+    plan = fleet.plan
+    await enrol_fleet(plan, target)
+    now_ms = time.time_ns() // 1_000_000
+    messages: list[Incoming] = []
+    taken = 0
+    for g in range(plan.gateways):
+        raws = fleet.records[g]
+        per = len(plan.meters_of(g))
+        for n, i in enumerate(range(0, len(raws), per), start=1):
+            payload = encode_batch(plan.gateway_id(g), n, raws[i : i + per])
+            messages.append(Incoming(readings_topic(plan.gateway_id(g)), payload, now_ms))
+        taken += len(raws)
+        if taken >= records:
+            break
+    store = await open_store(target)
+    try:
+        ingestor = Ingestor(store)
+        await ingestor.ingest(messages[:1])  # registry load, partition: not timed
+        first = ingestor.totals.readings_stored
+        db0 = tree_cpu_seconds(pg_pid) if pg_pid else 0.0
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        for i in range(1, len(messages), coalesce):
+            await ingestor.ingest(messages[i : i + coalesce])
+        elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds() - cpu0
+        db_cpu = (tree_cpu_seconds(pg_pid) - db0) if pg_pid else 0.0
+        readings = ingestor.totals.readings_stored - first
+    finally:
+        await store.close()
+    return {"readings": readings, "seconds": elapsed, "cpu": cpu, "db_cpu": db_cpu}
+
+
+def _inprocess_both(
+    fleet: SignedFleet, cluster: PostgresCluster | None, root: Path, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """``_inprocess`` on PostgreSQL (if running) and on SQLite, this process on one core."""
+    out: dict[str, dict[str, float]] = {}
+    before = os.sched_getaffinity(0)
+    cores = split_cores()
+    pin_self(cores[1] if cores else None)
+    try:
+        targets: list[tuple[str, str | Path, int | None]] = []
+        if cluster is not None and cluster.proc is not None:
+            targets.append(("pg", cluster.create_database("inprocess"), cluster.proc.popen.pid))
+        targets.append(("sqlite", root / "inprocess.sqlite", None))
+        for kind, target, pid in targets:
+            f = asyncio.run(_inprocess(fleet, target, pid, args.inprocess, args.coalesce))
+            out[kind] = f
+            name = "PostgreSQL" if kind == "pg" else "SQLite"
+            print(
+                f"-- in-process Ingestor -> {name} (no MQTT, no collector process; "
+                f"{args.coalesce} gateway slots per transaction; this process on one core"
+                + (", the server on the other)" if kind == "pg" else ")")
+                + f": {f['readings'] / f['seconds']:,.0f} readings/s, "
+                f"{f['readings'] / f['cpu']:,.0f} per ingest CPU-second"
+                + (
+                    f", PostgreSQL {f['db_cpu'] * 1e6 / f['readings']:.1f} CPU-s per million "
+                    "readings"
+                    if kind == "pg"
+                    else ""
+                )
+            )
+    finally:
+        os.sched_setaffinity(0, before)
+    return out
+
+
 def _counts(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()] if text else []
 
@@ -259,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wave-collectors", type=int, default=2)
     parser.add_argument("--coalesce", type=int, default=50, help="collector batch_coalesce")
     parser.add_argument("--timeout", type=float, default=300.0, help="per run")
+    parser.add_argument("--inprocess", type=int, default=20_000,
+                        help="records for the in-process comparison (0: none)")  # fmt: skip
     args = parser.parse_args(argv)
     outage = args.outage_fraction > 0 and args.outage_slots > 0
     plan = plan_from_args(replace_outage(args, False))
@@ -277,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     fleet = sign_fleet(plan, args.procs)
     print(fleet.describe())
     runs: list[Run] = []
+    inproc: dict[str, dict[str, float]] = {}
     cluster: PostgresCluster | None = None
     with tempfile.TemporaryDirectory(prefix="ml-bench-scale-") as tmp:
         root = Path(tmp)
@@ -315,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                               root / f"run-{n}", args, args.wave_rate, "outage")  # fmt: skip
                 run.print()
                 runs.append(run)
+            if args.inprocess > 0:
+                inproc = _inprocess_both(fleet, cluster, root, args)
         finally:
             if cluster is not None:
                 cluster.stop()
@@ -336,6 +420,14 @@ def main(argv: list[str] | None = None) -> int:
             "sign_records_per_s": round(fleet.count / fleet.seconds),
             "sign_records_per_cpu_s": round(fleet.count / fleet.cpu_s) if fleet.cpu_s else 0,
             "runs": {r.key: r.figures() for r in runs},
+            "inprocess": {
+                k: {
+                    "readings_per_s": round(v["readings"] / v["seconds"]),
+                    "readings_per_cpu_s": round(v["readings"] / v["cpu"]),
+                    "db_cpu_s_per_million": round(v["db_cpu"] * 1e6 / v["readings"], 1),
+                }
+                for k, v in inproc.items()
+            },
         },
     )
     return 0
@@ -348,8 +440,6 @@ def replace_outage(args: argparse.Namespace, keep: bool) -> argparse.Namespace:
     copy = argparse.Namespace(**vars(args))
     copy.outage_fraction, copy.outage_slots = 0.0, 0
     return copy
-
-
 
 
 if __name__ == "__main__":

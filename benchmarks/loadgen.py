@@ -158,8 +158,12 @@ def _sign_chunk(plan: FleetPlan, indices: list[int]) -> tuple[list[int], list[li
     cpu0 = time.process_time()
     out = [
         gateway_records(
-            plan.key(g), plan.gateway_id(g), plan.meters_of(g), plan.slot_times(g),
-            plan.values, plan.seed * 1_000_003 + g,
+            plan.key(g),
+            plan.gateway_id(g),
+            plan.meters_of(g),
+            plan.slot_times(g),
+            plan.values,
+            plan.seed * 1_000_003 + g,
         )
         for g in indices
     ]
@@ -403,7 +407,9 @@ class LoadGenerator:
         plan = self.fleet.plan
         gateways = [
             _GatewayState(
-                g, readings_topic(plan.gateway_id(g)), self.fleet.records[g],
+                g,
+                readings_topic(plan.gateway_id(g)),
+                self.fleet.records[g],
                 self.clients[g % len(self.clients)],
             )
             for g in range(plan.gateways)

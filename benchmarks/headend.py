@@ -193,9 +193,16 @@ class ScaleHeadEnd:
     (the collectors read the registry when they start and again when it changes)."""
 
     def __init__(
-        self, workdir: Path, database: str | Path, collectors: int, batch_coalesce: int = 50
+        self,
+        workdir: Path,
+        database: str | Path,
+        collectors: int,
+        batch_coalesce: int = 50,
+        extra_config: str = "",
     ) -> None:
+        """``extra_config``: more TOML tables for every collector's config (e.g. ``[fleet]``)."""
         self.workdir = workdir
+        self.extra_config = extra_config
         self.database = database
         self.count = collectors
         self.batch_coalesce = batch_coalesce
@@ -236,6 +243,7 @@ class ScaleHeadEnd:
                 "[mqtt]\n"
                 'host = "127.0.0.1"\n'
                 f"port = {self.broker.port}\n"
+                + (f"\n{self.extra_config}\n" if self.extra_config else "")
             )
             notify = NotifySocket()
             self._notify.append(notify)

@@ -210,7 +210,8 @@ def run_one(
         f"{time.perf_counter() - t:.1f} s; starting {collectors} collector(s)"
     )
     pg_pid = cluster.proc.popen.pid if cluster is not None and cluster.proc else None
-    with ScaleHeadEnd(workdir, database, collectors, args.coalesce) as head:
+    extra = getattr(args, "collector_toml", "") or ""
+    with ScaleHeadEnd(workdir, database, collectors, args.coalesce, extra) as head:
         head.start_collectors()
         generator = LoadGenerator(
             "127.0.0.1", head.port, fleet, args.batch_max, args.window, args.connections,
@@ -338,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wave-collectors", type=int, default=2)
     parser.add_argument("--coalesce", type=int, default=50, help="collector batch_coalesce")
     parser.add_argument("--timeout", type=float, default=300.0, help="per run")
+    parser.add_argument("--collector-toml", default="",
+                        help="more TOML for every collector's config")  # fmt: skip
     parser.add_argument("--inprocess", type=int, default=20_000,
                         help="records for the in-process comparison (0: none)")  # fmt: skip
     args = parser.parse_args(argv)

@@ -219,6 +219,7 @@ async def enrol_fleet(plan: FleetPlan, target: str | Path) -> float:
 class _InFlight:
     sent_at: float
     count: int
+    backlog: bool  # starts with records of an outage backlog
 
 
 @dataclass
@@ -227,6 +228,7 @@ class _GatewayState:
     topic: str
     records: list[bytes]
     client: mqtt.Client
+    backlog: int = 0  # of ``records``, the first this many are an outage backlog
     released: int = 0  # records "captured" so far (available to send)
     sent: int = 0  # records published so far (in order: seqs are gap-free)
     acked: int = 0
@@ -252,17 +254,38 @@ class LoadResult:
     cpu_s: float = 0.0  # this process during the run (publishing, acks, paho threads)
     complete: bool = False
     latencies_ms: list[float] = field(default_factory=list)
+    #: per acked batch: (published at, s from the start; latency, ms; backlog batch?)
+    samples: list[tuple[float, float, bool]] = field(default_factory=list)
     progress: list[tuple[float, int]] = field(default_factory=list)  # (t, acked records)
 
     @property
     def outstanding(self) -> int:
         return self.records - self.acked_records
 
-    def percentile(self, p: float) -> float:
-        if not self.latencies_ms:
+    def percentile(self, p: float, backlog: bool | None = None) -> float:
+        """Latency percentile of all batches, or of the live (``backlog=False``) or the
+        backlog ones only."""
+        values = (
+            self.latencies_ms
+            if backlog is None
+            else [ms for _t, ms, b in self.samples if b == backlog]
+        )
+        if not values:
             return 0.0
-        ordered = sorted(self.latencies_ms)
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    def _split_line(self) -> list[str]:
+        if not any(b for _t, _ms, b in self.samples):
+            return []
+        out = []
+        for flag, name in ((False, "live batches"), (True, "backlog batches")):
+            n = sum(1 for _t, _ms, b in self.samples if b == flag)
+            out.append(
+                f"{name} ({n:,}): p50 {self.percentile(50, flag):.0f} ms, p95 "
+                f"{self.percentile(95, flag):.0f} ms, p99 {self.percentile(99, flag):.0f} ms"
+            )
+        return ["    " + "; ".join(out)]
 
     def readings_per_s(self) -> float:
         return self.acked_records * self.values / self.elapsed_s if self.elapsed_s else 0.0
@@ -297,6 +320,7 @@ class LoadResult:
             f"  latency publish->ack per batch: p50 {self.percentile(50):.0f} ms, p95 "
             f"{self.percentile(95):.0f} ms, p99 {self.percentile(99):.0f} ms, max "
             f"{max(self.latencies_ms, default=0):.0f} ms",
+            *self._split_line(),
             f"  generator CPU {self.cpu_s:.2f} s ({self.cpu_s / span:.0%} of a core)",
         ]
 
@@ -310,6 +334,15 @@ class LoadResult:
             "latency_p50_ms": round(self.percentile(50), 1),
             "latency_p95_ms": round(self.percentile(95), 1),
             "latency_p99_ms": round(self.percentile(99), 1),
+            **(
+                {
+                    "live_latency_p50_ms": round(self.percentile(50, False), 1),
+                    "live_latency_p95_ms": round(self.percentile(95, False), 1),
+                    "live_latency_p99_ms": round(self.percentile(99, False), 1),
+                }
+                if any(b for _t, _ms, b in self.samples)
+                else {}
+            ),
             "batches": self.batches,
             "duplicates": self.duplicates,
             "rejected": self.rejected,
@@ -337,6 +370,7 @@ class LoadGenerator:
         self.window = window
         self._acks: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
         self._refused = 0
+        self._t0 = 0.0
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.clients = [
@@ -411,6 +445,7 @@ class LoadGenerator:
                 readings_topic(plan.gateway_id(g)),
                 self.fleet.records[g],
                 self.clients[g % len(self.clients)],
+                plan.backlog_slots(g) * len(plan.meters_of(g)),
             )
             for g in range(plan.gateways)
         ]
@@ -420,7 +455,7 @@ class LoadGenerator:
         ready: set[int] = set()
         next_event = 0
         cpu0 = cpu_seconds()
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter()
         deadline = t0 + timeout
         last_publish = last_ack = t0
         while result.acked_records < result.records:
@@ -440,7 +475,9 @@ class LoadGenerator:
                     payload = encode_batch(
                         plan.gateway_id(g), st.next_batch, st.records[st.sent : st.sent + n]
                     )
-                    st.inflight[st.next_batch] = _InFlight(time.perf_counter(), n)
+                    st.inflight[st.next_batch] = _InFlight(
+                        time.perf_counter(), n, st.sent < st.backlog
+                    )
                     st.client.publish(st.topic, payload, qos=1)
                     st.next_batch += 1
                     st.sent += n
@@ -503,7 +540,9 @@ class LoadGenerator:
         result.stored += ack.stored
         result.duplicates += ack.duplicates
         result.rejected += ack.rejected
-        result.latencies_ms.append((received - batch.sent_at) * 1000)
+        latency = (received - batch.sent_at) * 1000
+        result.latencies_ms.append(latency)
+        result.samples.append((batch.sent_at - self._t0, latency, batch.backlog))
         return st
 
 

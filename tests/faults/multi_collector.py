@@ -50,18 +50,25 @@ class _Counters:
         self.exits: list[str] = []
         self.drain_s: list[float] = []
         self.recover_s: list[float] = []
+        self.pauses = 0
+        self.stalls = 0  # pauses during which no collector stored anything
 
     def note(self) -> str:
         """One note (the table shows a fault's last notes only)."""
         out = []
         if self.kills:
             out.append(f"{self.held} seqs held unacked by {self.kills} killed collectors")
-        out.append(f"{self.resends} batches resent by the agent (ack timeout)")
+        out.append(f"{self.resends} batch(es) resent by the agent (ack timeout)")
         if self.recover_s:
             out.append(
                 "stored again " + ", ".join(f"{s:.1f}" for s in self.recover_s)
                 + " s after PostgreSQL was back"
             )  # fmt: skip
+        if self.pauses:
+            out.append(
+                f"all ingest stalled during {self.stalls} of {self.pauses} pauses (the paused "
+                "collector held the gateway's lock in an open transaction)"
+            )
         if self.drain_s:
             out.append(f"drain runs {min(self.drain_s):.1f}-{max(self.drain_s):.1f} s")
         out += self.exits
@@ -237,6 +244,29 @@ def mc_collector_lost_expiry(root: Path, rng: random.Random, runs: int) -> Tally
     return mc_collector_lost(root, rng, runs, ("session_expiry = 5",))
 
 
+def _pause_one(fleet: Fleet, rng: random.Random, ev: _Counters, _a: set[int]) -> None:
+    victim = rng.randrange(fleet.collector_count)
+    proc = fleet.collector_procs[victim]
+    time.sleep(rng.uniform(0.2, 1.5))  # the injection point
+    os.killpg(proc.popen.pid, signal.SIGSTOP)
+    before = len(fleet.stored_seqs())
+    # paused beyond the agent's 3 s ack timeout: what it holds is resent to the others
+    time.sleep(rng.uniform(3.5, 6.0))
+    if len(fleet.stored_seqs()) == before:
+        ev.stalls += 1
+    os.killpg(proc.popen.pid, signal.SIGCONT)
+    ev.pauses += 1
+    time.sleep(rng.uniform(0.5, 1.0))
+
+
+def mc_collector_pause(root: Path, rng: random.Random, runs: int) -> Tally:
+    """3 collectors; one is paused (SIGSTOP: a VM or a process that stops being scheduled)
+    at a random point for 3.5-6 s, longer than the agent's ack timeout, then resumed: it
+    finishes what it was doing (a transaction, acks) while the agent already resent its
+    batches to the others."""
+    return _runs(root, rng, runs, 3, _pause_one)
+
+
 def _kill_all(fleet: Fleet, rng: random.Random, ev: _Counters, _a: set[int]) -> None:
     time.sleep(rng.uniform(0.2, 1.5))  # the injection point
     procs = list(fleet.running_collectors().values())
@@ -320,5 +350,6 @@ __all__ = [
     "mc_collector_kill",
     "mc_collector_lost",
     "mc_collector_lost_expiry",
+    "mc_collector_pause",
     "mc_pg_restart",
 ]

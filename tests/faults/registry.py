@@ -16,6 +16,7 @@ from .multi_collector import (
     mc_collector_kill,
     mc_collector_lost,
     mc_collector_lost_expiry,
+    mc_collector_pause,
     mc_pg_restart,
 )
 from .power_cut import power_cut
@@ -45,6 +46,7 @@ FAULTS: dict[str, tuple[FaultFn, int, int]] = {
     "mc_collector_kill": (mc_collector_kill, 2, 10),
     "mc_collector_lost": (mc_collector_lost, 1, 10),
     "mc_collector_lost_expiry": (mc_collector_lost_expiry, 0, 10),  # a shorter MQTT session
+    "mc_collector_pause": (mc_collector_pause, 1, 10),
     "mc_all_kill": (mc_all_kill, 1, 10),
     "mc_broker_kill": (mc_broker_kill, 1, 10),
     "mc_agent_kill": (mc_agent_kill, 1, 10),

@@ -22,7 +22,7 @@ import aiosqlite
 from collector.fleet import sqlite as fleet_sqlite
 
 from ..commands import store as commands_store
-from . import bills_sqlite, vee_sqlite
+from . import bills_sqlite, insight_sqlite, latency_sqlite, sla_sqlite, vee_sqlite
 from .base import (
     CounterDelta,
     GatewayKey,
@@ -35,7 +35,6 @@ from .base import (
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "open_sqlite_store", "open_store"]
 
-SCHEMA_VERSION = 6
 
 _SCHEMA = [
     """CREATE TABLE meta (
@@ -141,7 +140,14 @@ MIGRATIONS: dict[int, list[str]] = {
     5: fleet_sqlite.MIGRATION,
     # remote commands and their replies, gateway keys retiring after a rotation
     6: commands_store.MIGRATION,
+    # capture-to-commit delay: the time each record's transaction committed
+    7: latency_sqlite.MIGRATION,
+    # usage insight: customers' alert rules and the alerts they raised
+    8: insight_sqlite.MIGRATION,
+    # data-completeness SLA: gateway connectivity history and SLA evaluations
+    9: sla_sqlite.MIGRATION,
 }
+SCHEMA_VERSION = max(MIGRATIONS)
 
 RECORD_COLUMNS = ("gateway_id", "seq", "meter_id", "captured_ms", "raw", "received_ms")
 READING_COLUMNS = ("meter_id", "obis", "captured_ms", "value", "unit", "flags", "clock_source",

@@ -18,7 +18,7 @@ from .machine import SUMMARY_PREFIX, print_header
 
 BENCHES = ("wire_size", "capture", "ingest", "drain", "dlms_backfill", "dlms_read", "vee",
            "rs485_bus", "requests_per_cycle", "rating", "api", "ingest_scale",
-           "bill_pg")  # fmt: skip
+           "bill_pg", "advise")  # fmt: skip
 
 
 def run(name: str) -> dict | None:
@@ -139,6 +139,11 @@ def main() -> int:
                 rows.append((f"bill run on {name} ({p['accounts']} accounts, 1 core)",
                              f"{p[f'{kind}_bills_per_s']} bills/s, "
                              f"{p[f'{kind}_intervals_per_s']:,} intervals/s", "", ""))  # fmt: skip
+    r = results.get("advise")
+    if r:
+        rows.append((f"best-tariff advice, 12 months x {r['tariffs']} tariffs",
+                     f"{r['accounts_per_s']} accounts/s; {r['cpu_accounts_per_s']} per CPU-s",
+                     f"{r['intervals_rated_per_s']:,} intervals rated/s", ""))  # fmt: skip
     print()
     print(f"== summary ({time.perf_counter() - t0:.0f}s)")
     widths = [max(len(r[k]) for r in rows) if rows else 0 for k in range(4)]

@@ -16,6 +16,7 @@ from protocols.errors import EncodeError
 from protocols.record import check_id
 
 from .commands.settings import CommandSettings, parse_commands
+from .sla.settings import SlaSettings, parse_sla
 from .tomlfile import Section, load_toml
 from .vee.settings import VeeSettings, parse_vee
 
@@ -97,6 +98,7 @@ class Config:
     http: HttpConfig | None = None  # [http]: no web server when absent
     fleet: FleetConfig = field(default_factory=FleetConfig)
     commands: CommandSettings = field(default_factory=CommandSettings)  # [commands]
+    sla: SlaSettings = field(default_factory=SlaSettings)  # [sla]: collector/sla/settings.py
 
 
 def _database(sec: Section) -> Path | str:
@@ -121,7 +123,8 @@ def _database(sec: Section) -> Path | str:
 def load_config(path: Path | str) -> Config:
     path = Path(path).resolve()
     root = load_toml(path, "collector config")
-    root.check_keys({"collector", "mqtt", "billing", "vee", "http", "fleet", "commands"})
+    root.check_keys({"collector", "mqtt", "billing", "vee", "http", "fleet", "commands",
+                     "sla"})  # fmt: skip
 
     sec = root.table_of("collector")
     sec.check_keys({"database", "id", "batch_coalesce", "stats_interval", "clock", "max_future"})
@@ -169,6 +172,7 @@ def load_config(path: Path | str) -> Config:
         billing = BillingConfig(sec.path_of("accounts"), sec.path_of("tariffs"))
     config = Config(path, collector, mqtt, billing, parse_vee(root, parse_duration_ms))
     config = replace(config, commands=parse_commands(root, parse_duration_ms))
+    config = replace(config, sla=parse_sla(root, parse_duration_ms))
     return replace(config, http=_parse_http(root), fleet=_parse_fleet(root))
 
 

@@ -115,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     from .commands.cli import add_parsers as add_command_parsers
 
     add_command_parsers(sub)  # command, commands, gateways, rotate, keys
+    from .sla.cli import add_parser as add_sla_parser
+
+    add_sla_parser(sub)  # sla --period P (data-completeness SLA)
     return parser
 
 
@@ -149,6 +152,7 @@ def main(argv: list[str]) -> int:
             "export": _export,
             "vee": _vee,
             "advise": _advise,
+            "sla": _sla,
             **dict.fromkeys(LIFECYCLE, _lifecycle),
         }[args.command]
         return asyncio.run(command(config, args))
@@ -283,6 +287,12 @@ async def _lifecycle(config: Config, args: argparse.Namespace) -> int:
 
 async def _advise(config: Config, args: argparse.Namespace) -> int:
     from .rating.advisecli import run
+
+    return await run(config, args)
+
+
+async def _sla(config: Config, args: argparse.Namespace) -> int:
+    from .sla.cli import run
 
     return await run(config, args)
 

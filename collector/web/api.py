@@ -358,6 +358,9 @@ async def metrics(request: web.Request) -> web.Response:
     if ctx.metrics is None:
         return json_error(404, "no metrics in this server")
     await ctx.metrics.refresh(ctx.store)
+    from collector.sla.web import refresh_metrics as refresh_sla  # the SLA gauges
+
+    await refresh_sla(ctx)
     from collector.fleet.metrics import CONTENT_TYPE
 
     return web.Response(body=ctx.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
@@ -392,6 +395,9 @@ def register(app: web.Application) -> None:
     config = app[CTX].config
     metrics_handler = metrics if config.http and config.http.metrics_auth else public_metrics
     r.add_get("/metrics", metrics_handler)
+    from collector.sla import web as sla_web  # /api/sla, /sla and the SLA gauges
+
+    sla_web.register(app)
     # remote commands (the "commands" part of issue 8) register their own routes
     try:
         commands = importlib.import_module("collector.web.api_commands")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from collector.sla.openapi import PATHS as SLA_PATHS
+from collector.sla.openapi import SCHEMAS as SLA_SCHEMAS
 from protocols.commands import ACTIONS, REPLY_STATUSES
 
 __all__ = ["OPENAPI"]
@@ -451,3 +453,6 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+# the data-completeness SLA (collector/sla/openapi.py)
+OPENAPI["paths"].update(SLA_PATHS)
+OPENAPI["components"]["schemas"].update(SLA_SCHEMAS)

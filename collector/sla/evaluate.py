@@ -10,6 +10,9 @@ intervals (``intervals``, what VEE made of the readings) of the register that co
   ``created_ms``, the collector's clock) no later than the interval's end + the class's
   ``deadline``.
 
+Both are judged as of ``now_ms``: rows created later, and supersessions after it, are not
+seen, so a report can be made again as it stood at an earlier instant.
+
 An interval that is not actual yet and whose deadline has not passed is *pending*: it counts
 neither way yet (today's intervals, a backlog that may still come). The ratios are over the
 *decided* intervals (actual ones, and every one whose deadline passed). A meter-day is in
@@ -291,8 +294,7 @@ async def _rows(store: Any, sql: str, params: tuple) -> list:
 async def _candidate_obis(store: Any, meter_id: str, from_ms: int, to_ms: int) -> list[str]:
     rows = await _rows(
         store,
-        "SELECT DISTINCT obis FROM intervals WHERE meter_id = ? AND start_ms >= ?"
-        " AND start_ms < ?",
+        "SELECT DISTINCT obis FROM intervals WHERE meter_id = ? AND start_ms >= ? AND start_ms < ?",
         (meter_id, from_ms, to_ms),
     )
     if not rows:  # nothing derived in the period: what does the meter report at all?
@@ -415,9 +417,10 @@ def evaluate_meter_day(
         for r_start, r_end, r_quality, created, superseded in rows[i0:]:
             if r_start >= e:
                 break
-            if r_end <= s:
-                continue
-            if superseded is None and (quality is None or _WORST[r_quality] > _WORST[quality]):
+            if r_end <= s or created > now_ms:
+                continue  # as of now_ms: a row made later did not exist yet
+            current = superseded is None or superseded > now_ms
+            if current and (quality is None or _WORST[r_quality] > _WORST[quality]):
                 quality = r_quality
             if r_quality == "actual" and (arrival is None or created < arrival):
                 arrival = created
@@ -465,16 +468,14 @@ def _cause(
 # -- the whole report ---------------------------------------------------------------------
 
 
-async def _meters(store: Any, gateway: str | None, meter: str | None) -> list[tuple[str, str]]:
-    """(gateway, meter) to evaluate: the registry's bindings; a meter bound to several
-    gateways counts under the one that delivered its newest reading."""
+async def _meters(store: Any) -> list[tuple[str, str]]:
+    """(gateway, meter) of the registry's bindings; a meter bound to several gateways counts
+    under the one that delivered its newest reading."""
     by_meter: dict[str, list[str]] = {}
     for gw, m in await store.bindings():
         by_meter.setdefault(m, []).append(gw)
     out = []
     for m, gateways in sorted(by_meter.items()):
-        if meter is not None and m != meter:
-            continue
         gw = sorted(gateways)[0]
         if len(gateways) > 1:
             newest = await _rows(
@@ -485,8 +486,6 @@ async def _meters(store: Any, gateway: str | None, meter: str | None) -> list[tu
             )
             if newest and newest[0][0] in gateways:
                 gw = newest[0][0]
-        if gateway is not None and gw != gateway:
-            continue
         out.append((gw, m))
     return out
 
@@ -531,7 +530,22 @@ async def _evaluate(
     classes = {c.name: ClassSummary(c) for c in settings.classes}
     unclassified: list[str] = []
     by_gateway: dict[str, list[MeterData]] = {}
-    for gw, m in await _meters(store, gateway, meter):
+    bound = await _meters(store)
+    chosen = [(gw, m) for gw, m in bound
+              if (gateway is None or gw == gateway) and (meter is None or m == meter)]  # fmt: skip
+    # the other meters of the chosen ones' gateways: read or not (evidence, not evaluated)
+    gateways = {gw for gw, _m in chosen}
+    neighbours: dict[str, set[int]] = {}
+    for gw, m in bound:
+        if gw in gateways and (gw, m) not in chosen:
+            rows = await _rows(
+                store,
+                "SELECT captured_ms FROM readings WHERE meter_id = ? AND captured_ms >= ?"
+                " AND captured_ms < ?",
+                (m, from_ms - _DAY_MS, to_ms + _DAY_MS),
+            )
+            neighbours.setdefault(gw, set()).update(r[0] for r in rows)
+    for gw, m in chosen:
         rules = config.vee.for_meter(m)
         codes = await _candidate_obis(store, m, from_ms, to_ms)
         commodity = _commodity(codes)
@@ -548,7 +562,7 @@ async def _evaluate(
         metered = by_gateway[gw]
         horizon = to_ms + max(d.sla_class.deadline_ms for d in metered)
         offline = await offline_spans(store, gw, from_ms, horizon, now_ms)
-        reads = sorted({ms for data in metered for ms in data.captures})
+        reads = sorted({ms for data in metered for ms in data.captures} | neighbours.get(gw, set()))
         for day, start, end in days:
             gday = GatewayDay(day, gw)
             for data in metered:

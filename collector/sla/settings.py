@@ -159,9 +159,7 @@ def parse_sla(root: Section, parse_duration_ms: Callable[[str], int]) -> SlaSett
     return SlaSettings(timezone, tuple(classes), default, metrics_every, by_meter)
 
 
-def _duration(
-    sec: Section, key: str, default: str, parse_duration_ms: Callable[[str], int]
-) -> int:
+def _duration(sec: Section, key: str, default: str, parse_duration_ms: Callable[[str], int]) -> int:
     try:
         return parse_duration_ms(sec.str(key, default))
     except ValueError as exc:
@@ -178,9 +176,7 @@ def _pct(sec: Section, key: str, default: str) -> Decimal:
     return value
 
 
-def _parse_class(
-    table: Section, name: str, parse_duration_ms: Callable[[str], int]
-) -> SlaClass:
+def _parse_class(table: Section, name: str, parse_duration_ms: Callable[[str], int]) -> SlaClass:
     csec = table.table_of(name)
     csec.check_keys(_CLASS_KEYS)
     commodity = None

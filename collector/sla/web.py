@@ -179,9 +179,7 @@ class SlaGauges(Collector):
         wall = time.monotonic()
         if self.report is not None and wall - self._at < self.config.sla.metrics_every_ms / 1000:
             return
-        self.report = await evaluate_window(
-            store, self.config, now_ms - _WINDOW_MS, now_ms, now_ms
-        )
+        self.report = await evaluate_window(store, self.config, now_ms - _WINDOW_MS, now_ms, now_ms)
         self._at = wall
 
     def collect(self) -> Iterator[Metric]:

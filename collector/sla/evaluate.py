@@ -33,6 +33,9 @@ this order:
    was read in that interval;
 4. ``estimated``: the interval is estimated (or a gap row) and nothing above explains it;
 5. ``missing`` / ``late``: no evidence at all (e.g. a collector that was not running).
+
+Intervals are expected from the meter's first reading on (before it the meter was not
+commissioned, or not yet read by this head-end); a meter never read, from its enrolment.
 """
 
 from __future__ import annotations
@@ -285,6 +288,7 @@ class MeterData:
     bad_captures: list[int] = field(default_factory=list)  # partial / error-status captures
     rejected: list[int] = field(default_factory=list)  # readings VEE / an operator rejected
     never_taken: set[int] = field(default_factory=set)  # gap findings "never taken" at these
+    since_ms: int | None = None  # the meter's first reading: no interval expected before
 
 
 async def _rows(store: Any, sql: str, params: tuple) -> list:
@@ -328,6 +332,16 @@ def _register(cls: SlaClass, commodity: str | None, codes: list[str]) -> str | N
 
 
 async def _load(store: Any, data: MeterData, from_ms: int, to_ms: int) -> None:
+    first = await _rows(
+        store, "SELECT min(captured_ms) FROM readings WHERE meter_id = ?", (data.meter_id,)
+    )
+    if first and first[0][0] is not None:
+        data.since_ms = first[0][0]
+    else:  # never read: expected from its enrolment on
+        bound = await _rows(
+            store, "SELECT min(bound_ms) FROM gateway_meters WHERE meter_id = ?", (data.meter_id,)
+        )
+        data.since_ms = bound[0][0] if bound else None
     if data.obis is None:
         return
     meter, obis, step = data.meter_id, data.obis, data.interval_ms
@@ -409,6 +423,8 @@ def evaluate_meter_day(
     while slot < end_ms:
         s, e = slot, slot + step
         slot = e
+        if data.since_ms is None or s < data.since_ms:
+            continue  # before the meter's first reading (not commissioned yet): not expected
         tally.expected += 1
         while i0 < len(rows) and rows[i0][1] <= s:
             i0 += 1  # rows ending before the slot (rows sorted by start; gap rows may be long)

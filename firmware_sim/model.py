@@ -111,9 +111,16 @@ _COMMERCIAL = (
     300,
 )
 _COMMERCIAL_WEEKEND = (300,) * 24
+# Water (a household's tap use): nothing flows from 22:00 to 05:00 UTC (23:00-06:00 in
+# Central Europe in winter), so a leak (``ModelParams.leak_w``) shows as night-time flow.
+_WATER = (0, 0, 0, 0, 0, 300, 1400, 1800, 1200, 700, 500, 500,
+          700, 500, 400, 400, 500, 900, 1500, 1600, 1200, 700, 0, 0)  # fmt: skip
+_WATER_WEEKEND = (0, 0, 0, 0, 0, 0, 400, 1000, 1600, 1500, 1100, 900,
+                  900, 700, 600, 600, 700, 1000, 1400, 1500, 1200, 800, 0, 0)  # fmt: skip
 _SHAPES = {
     "household": (_HOUSEHOLD, _HOUSEHOLD_WEEKEND),
     "commercial": (_COMMERCIAL, _COMMERCIAL_WEEKEND),
+    "water": (_WATER, _WATER_WEEKEND),
 }
 
 # PV: a parabola from 06:00 to 20:00 UTC, peak at 13:00 (minute 780).
@@ -137,9 +144,11 @@ OBIS_I_PHASE = tuple(Obis.parse(f"1-0:{c}.7.0") for c in (31, 51, 71))
 class ModelParams:
     """What kind of meter this is. Energies in kWh/kvarh (exact decimals), powers in W."""
 
-    kind: str = "household"  # or "commercial"
+    kind: str = "household"  # or "commercial", "water"
     base_load_w: int = 600  # mean load of the shape's 1000-permille level
     pv_peak_w: int = 0  # 0: no PV
+    leak_w: int = 0  # a constant extra load (a leak, for a water meter) from ``leak_from_ns``
+    leak_from_ns: int | None = None  # virtual instant the leak starts (None: always)
     initial_import_kwh: Decimal = Decimal("12345.67")
     initial_export_kwh: Decimal = Decimal(0)
     initial_import_kvarh: Decimal = Decimal(0)
@@ -149,8 +158,8 @@ class ModelParams:
     def __post_init__(self) -> None:
         if self.kind not in _SHAPES:
             raise ValueError(f"model kind must be one of {', '.join(_SHAPES)}, got {self.kind!r}")
-        if self.base_load_w < 0 or self.pv_peak_w < 0:
-            raise ValueError("base_load_w and pv_peak_w must be >= 0")
+        if self.base_load_w < 0 or self.pv_peak_w < 0 or self.leak_w < 0:
+            raise ValueError("base_load_w, pv_peak_w and leak_w must be >= 0")
         for name in (
             "initial_import_kwh",
             "initial_export_kwh",
@@ -180,6 +189,9 @@ class MeterModel:
         self.seed = seed
         self.params = params or ModelParams()
         self.origin_bucket = origin_ns // BUCKET_NS
+        leak_from = self.params.leak_from_ns
+        # the first whole bucket of the leak (a bucket's load is constant: it starts there)
+        self._leak_bucket = None if leak_from is None else -(-leak_from // BUCKET_NS)
         self._key = f"{seed}\x00{meter_id}\x00".encode()
         self._initial_mwh = tuple(
             int(Decimal(v) * _MWH_PER_KWH)
@@ -212,7 +224,10 @@ class MeterModel:
         weekday_shape, weekend_shape = _SHAPES[self.params.kind]
         shape = (weekend_shape if weekend else weekday_shape)[minute // 60]
         noise = 800 + self._noise("load", bucket, 401)  # 0.8 .. 1.2
-        return self.params.base_load_w * shape * noise // 1000
+        load = self.params.base_load_w * shape * noise // 1000
+        if self.params.leak_w and (self._leak_bucket is None or bucket >= self._leak_bucket):
+            load += self.params.leak_w * 1000
+        return load
 
     def pv_mw(self, bucket: int) -> int:
         """PV generation in mW during ``bucket``: a daytime bell times a per-hour cloud factor."""

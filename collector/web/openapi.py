@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from collector.insight.openapi import PATHS as INSIGHT_PATHS
+from collector.insight.openapi import SCHEMAS as INSIGHT_SCHEMAS
 from collector.sla.openapi import PATHS as SLA_PATHS
 from collector.sla.openapi import SCHEMAS as SLA_SCHEMAS
 from protocols.commands import ACTIONS, REPLY_STATUSES
@@ -456,3 +458,6 @@ OPENAPI: dict[str, Any] = {
 # the data-completeness SLA (collector/sla/openapi.py)
 OPENAPI["paths"].update(SLA_PATHS)
 OPENAPI["components"]["schemas"].update(SLA_SCHEMAS)
+# usage insight and alerts (collector/insight/openapi.py)
+OPENAPI["paths"].update(INSIGHT_PATHS)
+OPENAPI["components"]["schemas"].update(INSIGHT_SCHEMAS)

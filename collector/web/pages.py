@@ -680,3 +680,6 @@ def register(app: web.Application) -> None:
     app.router.add_get("/bills/advice", advice)  # ?account=...&months=...&to=...
     app.router.add_get("/bills/advice/{account}", advice)
     app.router.add_get("/bills/{number}", bill)
+    from collector.insight.web import register_pages as register_usage  # /usage/{account}
+
+    register_usage(app)

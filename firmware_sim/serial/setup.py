@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from protocols.clock import ClockSetting
+from protocols.clock import ClockSetting, ClockSettingError, parse_utc, utc_ms
 from protocols.errors import EncodeError
 from protocols.modbus import ModbusProfileError, Profile
 from protocols.modbus.rtu import SerialLine
@@ -39,7 +40,9 @@ __all__ = [
 DSMR_ALIASES = {v: v for v in ("2.2", "3", "4", "5", "fluvius")} | {"e-mucs": "fluvius"}
 BAUDS = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 GAS_PARAMS = ModelParams(kind="household", base_load_w=1200, initial_import_kwh=Decimal("12345.67"))
-WATER_PARAMS = ModelParams(kind="household", base_load_w=600, initial_import_kwh=Decimal("12345.6"))
+WATER_PARAMS = ModelParams(kind="water", base_load_w=600, initial_import_kwh=Decimal("12345.6"))
+#: the water model counts m3 as kWh / 100, so a flow of 1 l/h is a load of 100 W
+W_PER_LPH = 100
 
 ParamsFn = Callable[[dict[str, Any], str], ModelParams]
 
@@ -73,6 +76,26 @@ def _decimal(value: Any, where: str) -> Decimal:
         return Decimal(str(value))
     except InvalidOperation:
         raise SerialSetupError(f"{where}: not a decimal number: {value!r}") from None
+
+
+def _leak(lph: Any, start: Any, where: str) -> dict[str, Any]:
+    """``leak_lph`` / ``--leak-lph`` (litres per hour, exact, 0.01 l/h steps) and the virtual
+    instant it starts (ISO 8601; None: from the beginning) as ``ModelParams`` fields."""
+    if lph is None:
+        if start is not None:
+            raise SerialSetupError(f"{where}leak_from: needs leak_lph")
+        return {}
+    rate = _decimal(lph, f"{where}leak_lph")
+    watts = rate * W_PER_LPH
+    if rate < 0 or watts != watts.to_integral_value():
+        raise SerialSetupError(f"{where}leak_lph {lph!r}: >= 0, in steps of 0.01 l/h")
+    out: dict[str, Any] = {"leak_w": int(watts)}
+    if start is not None:
+        try:
+            out["leak_from_ns"] = utc_ms(parse_utc(str(start))) * 1_000_000
+        except (ClockSettingError, ValueError) as exc:
+            raise SerialSetupError(f"{where}leak_from {start!r}: {exc}") from None
+    return out
 
 
 def _dsmr_version(text: str, where: str) -> str:
@@ -113,6 +136,8 @@ def add_serial_parsers(sub: Any) -> None:
     p1.add_argument("--meter-id", help="electricity meter id (default sim-p1-LINKNAME)")
     p1.add_argument("--gas", action="store_true", help="a gas meter on M-Bus channel 1")
     p1.add_argument("--water", action="store_true", help="a water meter on M-Bus channel 2")
+    p1.add_argument("--leak-lph", help="the water meter leaks this many litres per hour")
+    p1.add_argument("--leak-from", metavar="ISO", help="virtual instant the leak starts")
     p1.add_argument("--every", help="real seconds between telegrams (default 1 or 10)")
     p1.add_argument("--fault", help="silent, late:MS, corrupt, truncated or garbage")
     _clock_flags(p1)
@@ -182,6 +207,10 @@ def dsmr_from_args(args: argparse.Namespace, clock: ClockSetting, origin: int) -
     if every is not None and every <= 0:
         raise SerialSetupError(f"--every {args.every}: must be > 0 seconds")
     fault = _fault(args.fault, DSMR_KINDS, "--").fault if args.fault else None
+    leak = _leak(getattr(args, "leak_lph", None), getattr(args, "leak_from", None), "--")
+    if leak and not args.water:
+        raise SerialSetupError("--leak-lph: needs --water (the leak is the water meter's)")
+    water_params = replace(WATER_PARAMS, **leak)
     return P1Port(
         link,
         version,
@@ -190,7 +219,7 @@ def dsmr_from_args(args: argparse.Namespace, clock: ClockSetting, origin: int) -
         gas=MeterModel(f"{meter_id}-gas", args.seed, GAS_PARAMS, origin_ns=origin)
         if args.gas
         else None,
-        water=MeterModel(f"{meter_id}-water", args.seed, WATER_PARAMS, origin_ns=origin)
+        water=MeterModel(f"{meter_id}-water", args.seed, water_params, origin_ns=origin)
         if args.water
         else None,
         every_s=every,
@@ -211,7 +240,7 @@ _IEC_KEYS = {"pty_link", "meters"}
 _IEC_METER_KEYS = MODEL_KEYS | {"meter", "address", "baud", "clock_offset_s", "fault"}
 _DSMR_KEYS = MODEL_KEYS | {
     "pty_link", "version", "meter", "gas", "water", "every", "fault",
-    "initial_gas_m3", "initial_water_m3",
+    "initial_gas_m3", "initial_water_m3", "leak_lph", "leak_from",
 }  # fmt: skip
 
 
@@ -333,6 +362,9 @@ def load_serial_tables(
         mseed = table.get("seed", seed)
         model = MeterModel(meter_id, mseed, _model_params(table, where, params), origin_ns=origin)
         gas = water = None
+        leak = _leak(table.get("leak_lph"), table.get("leak_from"), f"{where}.")
+        if leak and table.get("water", False) is not True:
+            raise SerialSetupError(f"{where}.leak_lph: needs water = true")
         if table.get("gas", False) is True:
             m3 = _decimal(table.get("initial_gas_m3", "1234.567"), f"{where}.initial_gas_m3")
             gas = MeterModel(
@@ -346,7 +378,7 @@ def load_serial_tables(
             water = MeterModel(
                 f"{meter_id}-water",
                 mseed,
-                ModelParams(initial_import_kwh=m3 * 100),
+                ModelParams(kind="water", initial_import_kwh=m3 * 100, **leak),
                 origin_ns=origin,
             )
         every = _decimal(table["every"], f"{where}.every") if "every" in table else None

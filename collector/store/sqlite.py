@@ -169,6 +169,13 @@ class SqlIngestTx:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        self._commit_id: int | None = None  # latency_sqlite: this transaction's commit row
+
+    async def stamp_commit(self, committed_ms: int) -> None:
+        """The commit time of the records written, on the collector's clock: ingest's last
+        statement before COMMIT (capture-to-commit delay, ``latency_sqlite``)."""
+        if self._commit_id is not None:
+            await latency_sqlite.stamp_commit(self._db, self._commit_id, committed_ms)
 
     def vee(self) -> vee_sqlite.SqliteVeeTx:
         """The VEE queries and writes, in this same transaction."""
@@ -213,7 +220,11 @@ class SqlIngestTx:
     async def write(self, rows: IngestWrite) -> None:
         db = self._db
         if rows.records:
-            await self._bulk("records", RECORD_COLUMNS, rows.records)
+            if self._commit_id is None:
+                self._commit_id = await latency_sqlite.open_commit(db)
+            commit_id = self._commit_id  # records tagged with their transaction's commit row
+            await self._bulk("records", (*RECORD_COLUMNS, "commit_id"),
+                             [(*r, commit_id) for r in rows.records])  # fmt: skip
         if rows.readings:
             await self._bulk("readings", READING_COLUMNS, rows.readings)
         if rows.conflicts:

@@ -7,6 +7,8 @@
          [--out FILE] [--issue] [--as-of ISO]
     advise --account A --config CONFIG [--months 12] [--to YYYY-MM] [--as-of ISO]
            [--format text|json]                      (collector/rating/advisecli.py)
+    usage --account A --config CONFIG (--period YYYY-MM | --from DAY --to DAY) [--by day|hour]
+    alerts --account A --config CONFIG [--check YYYY-MM]      (collector/insight/cli.py)
     stats --config CONFIG [--json]
     quarantine --config CONFIG [--limit N]
     export --config CONFIG (--gateway GW | --meter M | --account A --period YYYY-MM)
@@ -118,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     from .sla.cli import add_parser as add_sla_parser
 
     add_sla_parser(sub)  # sla --period P (data-completeness SLA)
+    from .insight.cli import add_parsers as add_insight_parsers
+
+    add_insight_parsers(sub)  # usage / alerts --account A (usage insight)
     return parser
 
 
@@ -153,6 +158,8 @@ def main(argv: list[str]) -> int:
             "vee": _vee,
             "advise": _advise,
             "sla": _sla,
+            "usage": _usage,
+            "alerts": _alerts,
             **dict.fromkeys(LIFECYCLE, _lifecycle),
         }[args.command]
         return asyncio.run(command(config, args))
@@ -166,6 +173,18 @@ def main(argv: list[str]) -> int:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def _usage(config: Config, args: argparse.Namespace) -> int:
+    from .insight.cli import run_usage
+
+    return await run_usage(config, args)
+
+
+async def _alerts(config: Config, args: argparse.Namespace) -> int:
+    from .insight.cli import run_alerts
+
+    return await run_alerts(config, args)
 
 
 async def _enrol(config: Config, args: argparse.Namespace) -> int:

@@ -428,3 +428,142 @@ def test_rules_are_refused_naming_the_field(fed: Fed) -> None:
     rule = parse_rule(account, {"kind": "daily_usage_above", "service_point": "sp-e",
                                 "threshold": "17500", "unit": "Wh"})  # fmt: skip
     assert rule.unit == "Wh"
+
+
+# CLI, API and page ------------------------------------------------------------------------
+
+
+def test_cli_usage_and_alerts(fed: Fed, capsys: pytest.CaptureFixture[str]) -> None:
+    from collector.cli import main
+
+    config = str(fed.site.config_path)
+    assert main(["usage", "--account", "acc-1", "--period", "2026-11", "--config", config,
+                 "--format", "json"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert doc == json.loads(json.dumps(_document(fed)))
+    assert main(["usage", "--account", "acc-1", "--period", "2026-11", "--config", config]) == 0
+    text = capsys.readouterr().out
+    assert "Most expensive hours (energy charges only" in text
+    assert f"Service point sp-e (electricity): {doc['service_points'][0]['total']} kWh" in text
+    assert main(["usage", "--account", "acc-1", "--from", "2026-11-31", "--to", "2026-12-01",
+                 "--config", config]) == 2  # fmt: skip
+    assert "from='2026-11-31'" in capsys.readouterr().err
+    assert main(["alerts", "--account", "acc-1", "--check", "2026-11", "--config", config]) == 0
+    text = capsys.readouterr().out
+    assert "checked 2026-11: 0 new alert(s)" in text  # the hook raised them as data arrived
+    assert text.count("suggesting a leak") == 18
+    assert main(["alerts", "--account", "nobody", "--config", config]) == 2
+
+
+def _server_run(fed: Fed, body: Any) -> None:
+    from base64 import b64encode
+
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+
+    from collector.web.app import make_app
+    from collector.web.auth import Auth, _User, hash_password
+
+    async def go() -> None:
+        store = await open_store(fed.site.db)
+        users = [_User("op", "operator", hash_password("pw")),
+                 _User("viewer", "read-only", hash_password("pw"))]  # fmt: skip
+        app = make_app(store, fed.site.config, fleet=None, auth=Auth(users, []))
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with (
+                ClientSession(
+                    headers={"Authorization": f"Basic {b64encode(b'op:pw').decode()}"}
+                ) as op,
+                ClientSession(
+                    headers={"Authorization": f"Basic {b64encode(b'viewer:pw').decode()}"}
+                ) as viewer,
+            ):
+                await asyncio.wait_for(body(lambda p: str(server.make_url(p)), op, viewer), 60)
+        finally:
+            await server.close()
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_api_usage_alerts_and_rules(fed: Fed) -> None:
+    expected = json.loads(json.dumps(_document(fed)))
+
+    async def body(url: Any, op: Any, viewer: Any) -> None:
+        base = "/api/v1/accounts/acc-1"
+        async with viewer.get(url(f"{base}/usage?period=2026-11")) as r:
+            assert r.status == 200
+            assert await r.json() == expected
+        async with viewer.get(
+            url("/api/accounts/acc-1/usage?from=2026-11-01&to=2026-11-03&by=hour")
+        ) as r:
+            doc = await r.json()
+            assert r.status == 200 and len(_point(doc, "sp-e")["hours"]) == 48
+        for query, name in (
+            ("period=2026-11&by=week", "by="),
+            ("from=2026-13-01&to=2026-12-01", "from="),
+            ("from=2026-11-05&to=2026-11-01", "to="),
+            ("period=11-2026", "period"),
+        ):
+            async with viewer.get(url(f"{base}/usage?{query}")) as r:
+                assert r.status == 400 and name in (await r.json())["error"], query
+        async with viewer.get(url("/api/v1/accounts/nobody/usage")) as r:
+            assert r.status == 404
+        async with viewer.get(url(f"{base}/alerts?limit=5")) as r:
+            page = await r.json()
+            assert len(page["items"]) == 5 and page["next"] is not None
+        async with viewer.get(url(f"{base}/alerts?limit=1000")) as r:
+            items = (await r.json())["items"]
+        leak = [a for a in items if a["kind"] == "night_flow"]
+        assert len(leak) == 18 and all("suggesting a leak" in a["message"] for a in leak)
+        assert all(isinstance(a["value"], str) for a in items)
+        async with viewer.get(url(f"{base}/alert-rules")) as r:
+            rules = (await r.json())["items"]
+            assert [x["kind"] for x in rules] == ["night_flow", "night_flow", "daily_usage_above"]
+        rule = {
+            "kind": "daily_usage_above",
+            "service_point": "sp-w",
+            "threshold": "400",
+            "unit": "l",
+        }
+        async with viewer.post(url(f"{base}/alert-rules"), json=rule) as r:
+            assert r.status == 403
+        async with op.post(url(f"{base}/alert-rules"), json={**rule, "threshold": 0.4}) as r:
+            assert r.status == 400 and (await r.json())["error"].startswith("threshold:")
+        async with op.post(
+            url(f"{base}/alert-rules"), json={**rule, "service_point": "sp-w2"}
+        ) as r:
+            assert r.status == 400 and (await r.json())["error"].startswith("service_point:")
+        async with op.post(url(f"{base}/alert-rules"), data=b"{not json") as r:
+            assert r.status == 400
+        async with op.post(url(f"{base}/alert-rules"), json=rule) as r:
+            assert r.status == 201
+            made = await r.json()
+            assert made["threshold"] == "400" and made["unit"] == "l" and made["id"] > 0
+        async with op.delete(url(f"{base}/alert-rules/{made['id']}")) as r:
+            assert r.status == 200
+        async with op.delete(url(f"{base}/alert-rules/{made['id']}")) as r:
+            assert r.status == 404
+        async with viewer.get(url(f"{base}/alert-rules")) as r:
+            assert len((await r.json())["items"]) == 3
+
+    _server_run(fed, body)
+
+
+def test_usage_page_shows_the_tables_top_hours_and_alerts(fed: Fed) -> None:
+    async def body(url: Any, op: Any, viewer: Any) -> None:
+        async with viewer.get(url("/usage/acc-1?period=2026-11")) as r:
+            assert r.status == 200
+            html = await r.text()
+        assert 'id="top-hours"' in html and "energy charges only" in html
+        assert html.count('data-day="2026-11-') == 60  # 30 days x 2 service points
+        assert "suggesting a leak" in html and 'data-compare="last_year"' in html
+        assert "<svg" in html
+        async with viewer.get(url("/bills")) as r:
+            assert 'href="/usage/acc-1"' in await r.text()
+        async with viewer.get(url("/usage/nobody")) as r:
+            assert r.status == 404
+
+    _server_run(fed, body)

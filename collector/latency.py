@@ -427,3 +427,131 @@ def register(app: web.Application) -> None:
     for prefix in ("/api", "/api/v1"):
         app.router.add_get(f"{prefix}/latency", _handler(fleet_latency))
         app.router.add_get(f"{prefix}/gateways/{{gateway_id}}/latency", _handler(gateway_latency))
+
+
+# -- OpenAPI (merged by collector/web/openapi.py) ---------------------------------------------
+
+
+def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}  # fmt: skip
+
+
+_WINDOW_PARAMS = [
+    _query("from", "commit times from (Unix ms or ISO 8601 UTC; default: `to` - 15 minutes)"),
+    _query("to", "commit times before (default: now on the collector's clock)"),
+]
+_ERR = {"$ref": "#/components/schemas/Error"}
+_MS = {"type": ["integer", "null"], "description": "ms; null when no records"}
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "LatencyFigures": {
+        "type": "object",
+        "description": "Capture-to-commit delays (committed_ms - captured_ms) of the records "
+        "committed in the window: exact nearest-rank percentiles from the store",
+        "properties": {
+            "records": {"type": "integer"},
+            "p50_ms": _MS,
+            "p95_ms": _MS,
+            "p99_ms": _MS,
+            "max_ms": _MS,
+        },
+    },
+    "GatewayLatency": {
+        "allOf": [
+            {"$ref": "#/components/schemas/LatencyFigures"},
+            {"type": "object", "properties": {"gateway_id": {"type": "string"}}},
+        ]
+    },
+}
+
+
+def _ok(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": "OK", "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(not_found: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "400": {"$ref": "#/components/responses/BadRequest"},
+        "401": {"$ref": "#/components/responses/Unauthorized"},
+        "403": {"$ref": "#/components/responses/Forbidden"},
+    }
+    if not_found:
+        out["404"] = {"description": "no such gateway", "content": {"application/json": {
+            "schema": _ERR}}}  # fmt: skip
+    return out
+
+
+_FLEET_DOC = {
+    "get": {
+        "summary": "Capture-to-commit delay: the fleet's and each gateway's p50/p95/p99/max over"
+        " a window of commit times (gateways worst p99 first, paginated)",
+        "parameters": [
+            *_WINDOW_PARAMS,
+            _query(
+                "limit",
+                "gateways per page, 1..1000 (default 100)",
+                type="integer",
+                minimum=1,
+                maximum=1000,
+            ),
+            _query("after", "the `next` cursor of the previous page"),
+        ],
+        "responses": {
+            "200": _ok(
+                {
+                    "type": "object",
+                    "properties": {
+                        "from_ms": {"type": "integer"},
+                        "to_ms": {"type": "integer"},
+                        "target_p99_ms": {"type": "integer"},
+                        "fleet": {"$ref": "#/components/schemas/LatencyFigures"},
+                        "items": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/GatewayLatency"},
+                        },
+                        "next": {"type": ["string", "null"]},
+                    },
+                }
+            ),
+            **_errors(),
+        },
+    }
+}
+_GATEWAY_DOC = {
+    "get": {
+        "summary": "One gateway's capture-to-commit delay over a window of commit times",
+        "parameters": [
+            {
+                "name": "gateway_id",
+                "in": "path",
+                "required": True,
+                "description": "gateway id",
+                "schema": {"type": "string"},
+            },
+            *_WINDOW_PARAMS,
+        ],
+        "responses": {
+            "200": _ok(
+                {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/GatewayLatency"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "from_ms": {"type": "integer"},
+                                "to_ms": {"type": "integer"},
+                                "target_p99_ms": {"type": "integer"},
+                            },
+                        },
+                    ]
+                }
+            ),
+            **_errors(not_found=True),
+        },
+    }
+}
+OPENAPI_PATHS: dict[str, Any] = {
+    f"{prefix}{path}": doc
+    for prefix in ("/api", "/api/v1")
+    for path, doc in (("/latency", _FLEET_DOC), ("/gateways/{gateway_id}/latency", _GATEWAY_DOC))
+}

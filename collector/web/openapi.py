@@ -10,6 +10,8 @@ from typing import Any
 
 from collector.insight.openapi import PATHS as INSIGHT_PATHS
 from collector.insight.openapi import SCHEMAS as INSIGHT_SCHEMAS
+from collector.latency import OPENAPI_PATHS as LATENCY_PATHS
+from collector.latency import OPENAPI_SCHEMAS as LATENCY_SCHEMAS
 from collector.sla.openapi import PATHS as SLA_PATHS
 from collector.sla.openapi import SCHEMAS as SLA_SCHEMAS
 from protocols.commands import ACTIONS, REPLY_STATUSES
@@ -461,3 +463,6 @@ OPENAPI["components"]["schemas"].update(SLA_SCHEMAS)
 # usage insight and alerts (collector/insight/openapi.py)
 OPENAPI["paths"].update(INSIGHT_PATHS)
 OPENAPI["components"]["schemas"].update(INSIGHT_SCHEMAS)
+# capture-to-commit delay (collector/latency.py)
+OPENAPI["paths"].update(LATENCY_PATHS)
+OPENAPI["components"]["schemas"].update(LATENCY_SCHEMAS)

@@ -99,13 +99,15 @@ class Tally:
     estimated: int = 0  # estimated, edited or gap rows whose deadline passed
     missing: int = 0  # no row at all, deadline passed
     pending: int = 0
-    causes: Counter = field(default_factory=Counter)
+    causes: Counter = field(default_factory=Counter)  # every interval that missed, by cause
+    not_actual: Counter = field(default_factory=Counter)  # those that are not actual
 
     def add(self, other: Tally) -> None:
         for name in ("expected", "decided", "actual", "on_time", "late", "estimated",
                      "missing", "pending"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.causes.update(other.causes)
+        self.not_actual.update(other.not_actual)
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -169,11 +171,19 @@ class Breach:
         return f"{self.day.isoformat()}~{self.gateway_id}~{self.meter_id}~{self.kind}"
 
     @property
+    def causes(self) -> Counter:
+        """The intervals behind the breach by cause: those not actual for an ``actual``
+        breach, every one that missed (not actual or late) for an ``on-time`` one."""
+        return self.tally.not_actual if self.kind == "actual" else self.tally.causes
+
+    @property
     def cause(self) -> str:
-        """The cause of most of the intervals behind the breach."""
-        if not self.tally.causes:
+        """The cause of most of the intervals behind the breach (ties: the first of
+        ``CAUSES``)."""
+        causes = self.causes
+        if not causes:
             return MISSING
-        return max(CAUSES, key=lambda c: (self.tally.causes[c], -CAUSES.index(c)))
+        return max(CAUSES, key=lambda c: (causes[c], -CAUSES.index(c)))
 
     def to_json(self) -> dict[str, Any]:
         t, c = self.tally, self.sla_class
@@ -189,7 +199,7 @@ class Breach:
             "decided": t.decided,
             "intervals": t.decided - (t.actual if actual else t.on_time),
             "cause": self.cause,
-            "causes": {k: t.causes[k] for k in CAUSES if t.causes[k]},
+            "causes": {k: self.causes[k] for k in CAUSES if self.causes[k]},
         }
 
 
@@ -457,7 +467,10 @@ def evaluate_meter_day(
                 tally.missing += 1
             else:
                 tally.estimated += 1
-        tally.causes[_cause(data, s, e, deadline, quality, offline, gateway_reads)] += 1
+        cause = _cause(data, s, e, deadline, quality, offline, gateway_reads)
+        tally.causes[cause] += 1
+        if quality != "actual":
+            tally.not_actual[cause] += 1
     return MeterDay(day, data.meter_id, data.gateway_id, cls, data.obis, tally)
 
 

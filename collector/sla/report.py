@@ -18,6 +18,13 @@ def _ratio_pct(value: str | None) -> str:
     return f"{(Decimal(value) * 100).quantize(Decimal('0.01'))}%"
 
 
+def _duration(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
 def _causes(causes: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in causes.items()) or "-"
 
@@ -44,7 +51,7 @@ def format_table(report: SlaReport, limit: int = 500) -> str:
          "actual", "on time", "pending", "meter-days in breach"],
         [
             [c.sla_class.name, f"{c.sla_class.actual_pct}%", f"{c.sla_class.on_time_pct}%",
-             f"{c.sla_class.deadline_ms // 60_000}m", str(len(c.meters)), str(c.tally.decided),
+             _duration(c.sla_class.deadline_ms), str(len(c.meters)), str(c.tally.decided),
              _ratio_pct(j["actual_ratio"]), _ratio_pct(j["on_time_ratio"]),
              str(c.tally.pending), str(c.meter_days_in_breach)]
             for c in report.classes

@@ -178,6 +178,11 @@ def test_breaches_are_listed_per_meter_day_with_each_interval_cause(
     doc = report.breaches[0].to_json()
     assert doc["ratio"] == "0.750000" and doc["target_pct"] == "99.5"
     assert doc["day"] == "2026-11-02" and doc["intervals"] == 6
+    # the actual breach counts the intervals not actual; the on-time one also the late one
+    assert "gateway offline" not in doc["causes"] and sum(doc["causes"].values()) == 6
+    late = report.breaches[1].to_json()
+    assert late["causes"]["gateway offline"] == 1 and late["intervals"] == 7
+    assert late["cause"] == "meter not answering"  # 2, tied with VEE rejection: CAUSES order
     # em-b, em-c (an accepted error finding is not a rejection): complete and on time
     for key in (("gw-1", "em-b"), ("gw-2", "em-c")):
         t = days[key].tally

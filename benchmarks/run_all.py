@@ -18,7 +18,7 @@ from .machine import SUMMARY_PREFIX, print_header
 
 BENCHES = ("wire_size", "capture", "ingest", "drain", "dlms_backfill", "dlms_read", "vee",
            "rs485_bus", "requests_per_cycle", "rating", "api", "ingest_scale",
-           "bill_pg", "advise")  # fmt: skip
+           "bill_pg", "advise", "latency")  # fmt: skip
 
 
 def run(name: str) -> dict | None:
@@ -144,6 +144,12 @@ def main() -> int:
         rows.append((f"best-tariff advice, 12 months x {r['tariffs']} tariffs",
                      f"{r['accounts_per_s']} accounts/s; {r['cpu_accounts_per_s']} per CPU-s",
                      f"{r['intervals_rated_per_s']:,} intervals rated/s", ""))  # fmt: skip
+    t = results.get("latency")
+    if t and t.get("default_p99_ms") is not None:
+        rows.append((f"capture -> commit, {t['rate']:,.0f} records/s wave, default batching",
+                     f"p50 {t['default_p50_ms']:,} / p95 {t['default_p95_ms']:,} / p99 "
+                     f"{t['default_p99_ms']:,} ms", f"p99 < {t['target_p99_ms']:,} ms",
+                     verdict(t["default_p99_ms"], t["target_p99_ms"] - 1, False)))  # fmt: skip
     print()
     print(f"== summary ({time.perf_counter() - t0:.0f}s)")
     widths = [max(len(r[k]) for r in rows) if rows else 0 for k in range(4)]

@@ -405,3 +405,18 @@ def test_api_and_metrics_show_the_delays_the_store_holds(head: Head, mosquitto: 
                             r'quantile="0.99"\} (\S+)$', metrics, re.M))  # fmt: skip
     assert set(worst) == {LIVE, BACKLOG}
     assert float(worst[BACKLOG]) >= 3_600 > 2 >= float(worst[LIVE])
+
+
+def test_the_benchmark_captures_each_slot_at_the_instant_the_generator_releases_it() -> None:
+    """benchmarks.latency signs gateway g's slot with capture time start + its release
+    offset: the offsets must be the generator's own schedule, or the delays are off."""
+    from benchmarks.latency import _placeholder, _release_offsets
+    from benchmarks.loadgen import FleetPlan, LoadGenerator
+
+    plan = FleetPlan(meters=50, gateways=7, seed=3, prefix="t", end_ms=T0)
+    generator = LoadGenerator("127.0.0.1", 1, _placeholder(plan), connections=1)
+    schedule = generator._schedule(250.0)
+    assert sorted(g for _t, g, _n in schedule) == list(range(7))
+    offsets = _release_offsets(plan, 250.0)
+    assert {g: t for t, g, _n in schedule} == dict(enumerate(offsets))
+    assert _release_offsets(plan, 0.0) == [0.0] * 7

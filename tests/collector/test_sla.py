@@ -300,3 +300,60 @@ def test_an_unknown_default_class_or_time_zone_is_refused(tmp_path: Path) -> Non
         _config(tmp_path, '[collector]\n[sla]\ndefault_class = "x"\n')
     with pytest.raises(ConfigError, match=re.escape("key 'sla.timezone': unknown time zone")):
         _config(tmp_path, '[collector]\n[sla]\ntimezone = "Mars/Olympus"\n')
+
+
+def test_api_page_and_metrics_show_the_breaches(backend: Backend, tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from collector.fleet.metrics import FleetMetrics
+    from collector.web.app import make_app
+    from collector.web.auth import Auth, _Token, new_token
+    from protocols.clock import ClockSetting
+
+    token, sha = new_token()
+    config = _config(tmp_path)
+    # the collector's clock stands at DAY0 + 3 days (all of the day is past its deadline)
+    start = datetime(2026, 11, 5, tzinfo=UTC).isoformat()
+    clock = ClockSetting.parse(f"{start}@{10**10}x1")
+    config = config.__class__(**{**config.__dict__,
+                                 "collector": config.collector.__class__(
+                                     **{**config.collector.__dict__, "clock": clock})})  # fmt: skip
+    auth = Auth([], [_Token("t", "read-only", bytes.fromhex(sha))])
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def main() -> tuple:
+        store = await backend.open()
+        try:
+            await _fill(store)
+            app = make_app(store, config, fleet=None, auth=auth, metrics=FleetMetrics(None))
+            async with TestClient(TestServer(app)) as client:
+                r = await client.get("/api/sla?period=2026-11-02&limit=1", headers=headers)
+                summary = await r.json()
+                r = await client.get(
+                    f"/api/v1/sla/breaches?period=2026-11-02&after={summary['breaches']['next']}",
+                    headers=headers,
+                )
+                rest = await r.json()
+                bad = [
+                    (await client.get(f"/api/sla?{q}", headers=headers)).status
+                    for q in ("", "period=2026-13", "period=2026-11&limit=0",
+                              "period=2026-11&cause=aliens", "period=2026-11&meter=nope")
+                ]  # fmt: skip
+                page = await (await client.get("/sla?period=2026-11-02", headers=headers)).text()
+                metrics = await (await client.get("/metrics")).text()
+                return summary, rest, bad, page, metrics
+        finally:
+            await store.close()
+
+    summary, rest, bad, page, metrics = asyncio.run(main())
+    assert summary["breach_count"] == 2
+    assert [b["kind"] for b in summary["breaches"]["items"]] == ["actual"]
+    assert [b["kind"] for b in rest["items"]] == ["on-time"] and rest["next"] is None
+    assert bad == [400, 400, 400, 400, 404]
+    assert 'id="sla-breaches"' in page and "em-a" in page and 'href="/sla"' in page
+    # the gauges: the last 24 h of the clock (Nov 4): nothing stored, every meter silent
+    assert 'meterlink_sla_meters_in_breach{class="home"} 3.0' in metrics
+    assert 'meterlink_sla_on_time_ratio{class="home"} 0.0' in metrics
+    # 3 meters x 20 h (the last 4 h are pending: their deadline has not passed)
+    assert 'meterlink_sla_breach_intervals{cause="missing",class="home"} 60.0' in metrics
+    assert 'meterlink_sla_actual_ratio{class="gas"}' not in metrics  # no meter, no ratio

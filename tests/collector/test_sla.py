@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from collector.config import load_config
+from collector.config import load_config, with_clock
 from collector.errors import ConfigError
 from collector.sla import evaluate
 from collector.sla.events import EventRecorder, offline_spans
@@ -308,16 +308,12 @@ def test_api_page_and_metrics_show_the_breaches(backend: Backend, tmp_path: Path
     from collector.fleet.metrics import FleetMetrics
     from collector.web.app import make_app
     from collector.web.auth import Auth, _Token, new_token
-    from protocols.clock import ClockSetting
 
     token, sha = new_token()
     config = _config(tmp_path)
     # the collector's clock stands at DAY0 + 3 days (all of the day is past its deadline)
     start = datetime(2026, 11, 5, tzinfo=UTC).isoformat()
-    clock = ClockSetting.parse(f"{start}@{10**10}x1")
-    config = config.__class__(**{**config.__dict__,
-                                 "collector": config.collector.__class__(
-                                     **{**config.collector.__dict__, "clock": clock})})  # fmt: skip
+    config = with_clock(config, f"{start}@{10**10}x1")
     auth = Auth([], [_Token("t", "read-only", bytes.fromhex(sha))])
     headers = {"Authorization": f"Bearer {token}"}
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from collector.fleet import tracking
 from collector.fleet.state import (
     STATUS_REORDER_MS,
     Fleet,
@@ -79,9 +80,14 @@ def _run(pg_url: str | Path, tmp_path: Path, body) -> Any:  # type: ignore[no-un
     return asyncio.run(main())
 
 
+@pytest.mark.parametrize("chunk", [1000, 1], ids=["one-transaction", "one-state-a-chunk"])
 def test_two_collectors_counts_add_up_in_the_store_and_in_both_views(
-    pg_url: str, tmp_path: Path
+    pg_url: str, tmp_path: Path, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With one state per chunk a flush is several transactions, with ingest committing
+    between them: the sums must come out the same."""
+    monkeypatch.setattr(tracking, "FLUSH_CHUNK", chunk)
+
     async def body(key: Ed25519PrivateKey, a: Member, b: Member) -> tuple[Member, Member, Fleet]:
         # the broker splits the batches: 1, 3, 5 to A; 2, 4, 6 to B; B also gets 1 again
         for n in range(1, 7):

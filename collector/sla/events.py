@@ -58,6 +58,7 @@ class EventRecorder:
         self.virtual_ms = virtual_ms
         self.enrolled = enrolled
         self._last: dict[str, str] | None = None  # gateway -> last recorded state
+        self._written: dict[str, int] = {}  # gateway -> at_ms of this recorder's last row
         self._pending: list[tuple[str, int, str, str, int | None]] = []
 
     def note(self, statuses: Iterable[Any]) -> None:
@@ -81,7 +82,13 @@ class EventRecorder:
         for gateway_id, at_ms, state, reason, gateway_at_ms in sorted(pending, key=lambda r: r[1]):
             if self._last.get(gateway_id) == state:
                 continue
+            previous = self._written.get(gateway_id)
+            if previous is not None and at_ms <= previous:
+                # two changes within one millisecond (a stop and a start in one transaction):
+                # keep their order in the table, which is read ordered by at_ms
+                at_ms = previous + 1
             self._last[gateway_id] = state
+            self._written[gateway_id] = at_ms
             rows.append((gateway_id, at_ms, state, reason, gateway_at_ms))
         if rows:
             async with self.store._write() as db:

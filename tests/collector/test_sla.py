@@ -353,3 +353,30 @@ def test_api_page_and_metrics_show_the_breaches(backend: Backend, tmp_path: Path
     # 3 meters x 20 h (the last 4 h are pending: their deadline has not passed)
     assert 'meterlink_sla_breach_intervals{cause="missing",class="home"} 60.0' in metrics
     assert 'meterlink_sla_actual_ratio{class="gas"}' not in metrics  # no meter, no ratio
+
+
+def test_a_stop_and_a_start_in_one_millisecond_keep_their_order(
+    backend: Backend, tmp_path: Path
+) -> None:
+    async def main() -> tuple[list, list]:
+        store = await backend.open()
+        try:
+            recorder = EventRecorder(store, lambda wall: wall)
+            status = SimpleNamespace
+            recorder.note([
+                status(gateway_id="gw-1", state="online", reason="", at_ms=1, received_ms=10),
+                status(gateway_id="gw-1", state="offline", reason="shutdown", at_ms=2,
+                       received_ms=50),
+                status(gateway_id="gw-1", state="online", reason="", at_ms=3, received_ms=50),
+            ])  # fmt: skip
+            await recorder.flush()
+            rows = await store._rows(
+                "SELECT at_ms, state FROM sla_gateway_events ORDER BY at_ms", ()
+            )
+            return rows, await offline_spans(store, "gw-1", 0, 1000, 1000)
+        finally:
+            await store.close()
+
+    rows, spans = asyncio.run(main())
+    assert [tuple(r) for r in rows] == [(10, "online"), (50, "offline"), (51, "online")]
+    assert [(s.start_ms, s.end_ms) for s in spans] == [(50, 51)]

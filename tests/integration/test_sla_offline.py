@@ -216,8 +216,11 @@ def test_a_gateway_offline_for_5_hours_breaches_the_sla_by_lateness_not_loss(
     fleet.start_collector()
     fleet.start_agent()
     fleet.start_agent(config=config_b, name="agent-b")
-    wait_for(lambda: _events(fleet, GW_A) and fleet.virtual_hours() >= 1.0, 30,
-             "gateway A online for an hour")  # fmt: skip
+    online = wait_for(lambda: _events(fleet, GW_A) and _events(fleet, GW_B), 30,
+                      "both gateways online")  # fmt: skip
+    since = max(_events(fleet, GW_A)[0][0], _events(fleet, GW_B)[0][0])
+    assert online
+    wait_for(lambda: now_ms() >= since + H, 30, "both gateways online for an hour")
 
     relay.cut()
     cut_ms = now_ms()

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import collector.store.sqlite as sqlite_store
 from collector.ingest import Ingestor
 from collector.insight.document import usage_document
 from collector.insight.hook import UsageAlerts, attach
@@ -40,6 +41,8 @@ from ._fixtures import T0, T_END, message, record
 from ._stores import BACKENDS, redirect_to_postgres
 
 ZONE = ZoneInfo("Europe/Amsterdam")
+#: the SQLite opener, before the PostgreSQL site of this module redirects it (module scope)
+OPEN_SQLITE = sqlite_store.open_sqlite_store
 FIRST = 1_790_805_600_000  # 2026-10-01T00:00:00+02:00
 LAST = T_END + 2 * HOUR  # readings up to 2026-12-01 02:00 local
 NOW = T_END + 5 * 24 * HOUR  # the collector's clock while feeding
@@ -659,7 +662,7 @@ def test_a_simulated_leak_through_agent_and_collector_run_raises_one_alert(tmp_p
             return ids
 
         async def with_store() -> list[int]:
-            store = await open_store(config.collector.database)
+            store = await OPEN_SQLITE(config.collector.database)  # the collector's own file
             try:
                 return await add_rules(store)
             finally:

@@ -48,6 +48,7 @@ from .fleet.metrics import FleetMetrics
 from .fleet.state import Fleet
 from .fleet.tracking import FleetKeeper, TrackedIngestor
 from .ingest import Incoming, Ingestor, IngestTotals, Outcome
+from .sla.events import attach as attach_sla
 from .store import open_store
 from .vee import VeeEngine
 
@@ -427,6 +428,7 @@ async def _run_service(config: Config) -> int:
             )
 
         ingestor = TrackedIngestor(make_ingestor, store, fleet, virtual_ms, metrics)
+        attach_sla(ingestor, store, virtual_ms)  # gateway connectivity history (collector/sla)
         if not config.collector.clock.is_system:
             log.info("clock: %s", config.collector.clock)
         service = CollectorService(config, ingestor)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from .machine import SUMMARY_PREFIX, print_header
 
 BENCHES = ("wire_size", "capture", "ingest", "drain", "dlms_backfill", "dlms_read", "vee",
            "rs485_bus", "requests_per_cycle", "rating", "api", "ingest_scale",
-           "bill_pg", "advise", "latency")  # fmt: skip
+           "bill_pg", "advise", "latency", "fleet_flush")  # fmt: skip
 
 
 def run(name: str) -> dict | None:
@@ -150,6 +150,14 @@ def main() -> int:
                      f"p50 {t['default_p50_ms']:,} / p95 {t['default_p95_ms']:,} / p99 "
                      f"{t['default_p99_ms']:,} ms", f"p99 < {t['target_p99_ms']:,} ms",
                      verdict(t["default_p99_ms"], t["target_p99_ms"] - 1, False)))  # fmt: skip
+    f = results.get("fleet_flush")
+    if f:
+        for kind in ("sqlite", "postgresql"):
+            if f"{kind}_chunked_longest_wait_ms" in f:
+                before = f[f"{kind}_whole_longest_wait_ms"]
+                rows.append((f"ingest wait behind a fleet flush, {f['meters']:,} meters, {kind}",
+                             f"{f[f'{kind}_chunked_longest_wait_ms']} ms longest",
+                             f"was {before:,} ms unchunked", ""))  # fmt: skip
     print()
     print(f"== summary ({time.perf_counter() - t0:.0f}s)")
     widths = [max(len(r[k]) for r in rows) if rows else 0 for k in range(4)]

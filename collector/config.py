@@ -55,7 +55,9 @@ class MqttConfig:
     port: int = 1883
     group: str = "collectors"
     keepalive: int = 30
-    session_expiry: int = 86_400  # seconds the broker keeps our session (and its queue)
+    # seconds the broker keeps our session (and its queue) while we are away: a restart
+    # fits; a collector gone for good stops taking its share of a shared subscription
+    session_expiry: int = 300
     # TLS with a client certificate (config/mosquitto/): the CA, our certificate and key
     cafile: Path | None = None
     certfile: Path | None = None
@@ -161,7 +163,7 @@ def load_config(path: Path | str) -> Config:
         port=sec.int("port", 1883, 1, 65535),
         group=group,
         keepalive=sec.int("keepalive", 30, 5, 3600),
-        session_expiry=sec.int("session_expiry", 86_400, 0, 2**32 - 1),
+        session_expiry=sec.int("session_expiry", 300, 0, 2**32 - 1),
         **{k: sec.path_of(k) if k in sec.data else None for k in ("cafile", "certfile", "keyfile")},
     )
 

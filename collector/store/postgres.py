@@ -233,6 +233,11 @@ class PgIngestTx(SqlIngestTx):
 # transaction (frozen, or cut off in a way TCP has not noticed yet) gets its session
 # ended by the server, which frees its locks for the other collectors
 _WRITER_SETUP = "SET idle_in_transaction_session_timeout = '5min'"
+# ingest transactions, tighter: their gateway and meter locks stall every other collector's
+# ingest for those gateways and meters, and they are never idle for more than milliseconds
+# between statements (verification and decoding happen before BEGIN). A collector frozen
+# mid-transaction loses its session after this; its batches are not acked and come again.
+INGEST_IDLE_TIMEOUT = "10s"
 
 
 class PgStore(SqliteStore):
@@ -274,6 +279,9 @@ class PgStore(SqliteStore):
     @asynccontextmanager
     async def ingest_transaction(self) -> AsyncIterator[PgIngestTx]:  # type: ignore[override]
         async with self._transaction(global_lock=False) as db:
+            await db.execute(
+                f"SET LOCAL idle_in_transaction_session_timeout = '{INGEST_IDLE_TIMEOUT}'"
+            )
             yield PgIngestTx(db, self)
 
     def forget_partitions(self) -> None:

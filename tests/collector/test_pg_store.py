@@ -19,7 +19,7 @@ from collector.config import load_config
 from collector.errors import ConfigError
 from collector.ingest import Ingestor
 from collector.registry import enrol_gateway
-from collector.store import IngestWrite, ReadingRow, RecordRow, StoreConflict, open_store
+from collector.store import IngestWrite, ReadingRow, RecordRow, StoreConflict, open_store, postgres
 from collector.store.base import StoreError
 from collector.store.postgres import (
     PgStore,
@@ -346,6 +346,45 @@ def test_a_lost_connection_fails_loudly_and_the_next_transaction_reconnects(pg_u
 
     run(asyncio.wait_for(go(), 60))  # failing, not hanging
     assert pg_rows(pg_url, "SELECT seq FROM records ORDER BY seq") == [(3,), (4,)]
+
+
+def test_a_collector_frozen_inside_an_ingest_transaction_loses_its_session_and_locks(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The others' ingest waits on its gateway and meter locks only until the server ends
+    the idle session (``INGEST_IDLE_TIMEOUT``, 10 s; 300 ms here); other write sessions
+    keep the 5-minute timeout."""
+    monkeypatch.setattr(postgres, "INGEST_IDLE_TIMEOUT", "300ms")
+
+    async def go() -> None:
+        frozen, other = await open_pg_store(pg_url), await open_pg_store(pg_url)
+        try:
+            with pytest.raises(StoreError, match="PostgreSQL"):
+                async with frozen.ingest_transaction() as tx:
+                    await tx._db.execute("SELECT pg_advisory_xact_lock(4242)")
+                    pid = tx._db.raw.info.backend_pid
+                    # frozen: no statement while the session is idle in the transaction
+                    await until(
+                        lambda: (
+                            not pg_rows(pg_url, f"SELECT 1 FROM pg_stat_activity WHERE pid = {pid}")
+                        ),
+                        "the server ending the idle ingest session",
+                    )
+                    await tx._db.execute("SELECT 1")  # thawed: the transaction is gone
+            got = await (
+                await other._writer.execute("SELECT pg_try_advisory_lock(4242)")
+            ).fetchone()
+            assert got[0] is True  # its lock went with it
+            async with frozen._write() as db:  # a global-lock write keeps 5 minutes
+                row = await (
+                    await db.execute("SHOW idle_in_transaction_session_timeout")
+                ).fetchone()
+                assert row[0] == "5min"
+        finally:
+            await frozen.close()
+            await other.close()
+
+    run(asyncio.wait_for(go(), 60))
 
 
 def test_a_server_that_is_not_there_is_a_clear_error(pg_url: str) -> None:

@@ -17,7 +17,7 @@ the collector's queue, checks and the transaction.
 Scenarios: the wave (``--rate`` records/s: the slot released gateway by gateway, each
 gateway's records at once, the agent's way: no linger, up to ``batch_max`` records a batch,
 8 in flight) and, with ``--saturate``, the burst (every gateway's slot at once: a fleet whose
-gateways all send at the quarter hour). ``--sweep`` runs the wave for each ``BATCHxCOALESCE``
+gateways all send at the quarter hour). ``--sweep`` runs them for each ``BATCHxCOALESCE``
 pair: the gateways' batch size (``[mqtt] batch_max_records`` of the agent, ``--batch-max`` of
 the generator) and the collector's ``[collector] batch_coalesce``. The first pair should be
 the defaults (500 records, 50 messages).
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", default=DEFAULT_SWEEP,
                         help="BATCHxCOALESCE pairs, the defaults first")  # fmt: skip
     parser.add_argument("--saturate", action="store_true",
-                        help="also the burst: every slot at once (default batching)")  # fmt: skip
+                        help="also the burst (every slot at once) for each pair")  # fmt: skip
     parser.add_argument("--store", choices=("sqlite", "pg"), default="sqlite")
     parser.add_argument("--collectors", type=int, default=1)
     parser.add_argument("--window", type=int, default=8, help="batches in flight per gateway")
@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 cluster = PostgresCluster(durable=True).start()
             todo = [(b, c, args.rate) for b, c in pairs]
-            if args.saturate and pairs:
-                todo.append((pairs[0][0], pairs[0][1], 0.0))
+            if args.saturate:
+                todo += [(b, c, 0.0) for b, c in pairs]
             for n, (batch, coalesce, rate) in enumerate(todo, start=1):
                 where = root / f"run-{n}"
                 database: str | Path

@@ -50,14 +50,14 @@ class HourPart:
 
 @dataclass(frozen=True)
 class CostlyHour:
-    hour: datetime  # local, aware
+    hour: datetime  # the local hour's start, in UTC
     cost: Decimal
     currency: str
     parts: tuple[HourPart, ...]
 
     @property
     def start_utc(self) -> datetime:
-        return self.hour.astimezone(UTC)
+        return self.hour
 
 
 _PRICED_CACHE: dict[tuple[str, int], TariffHistory] = {}
@@ -112,12 +112,13 @@ def top_hours(
         for (hour, tariff_id), items in grouped.items():
             history = histories.get(tariff_id)
             if history is None:
-                notes.append(f"{usage.point.id}: no tariff for {hour.isoformat()}")
+                notes.append(f"{usage.point.id}: no tariff for {hour.astimezone(tz).isoformat()}")
                 continue
             try:
                 cost, prices = _rate_hour(items, history, tz, hour)
             except RatingError as exc:
-                notes.append(f"{usage.point.id} {hour.isoformat()}: not rated: {exc}")
+                local = hour.astimezone(tz).isoformat()
+                notes.append(f"{usage.point.id} {local}: not rated: {exc}")
                 continue
             currencies.add(history.currency)
             quantity = sum((i.usage.quantity for i in items), _ZERO)
@@ -133,7 +134,7 @@ def top_hours(
         key=lambda kv: (
             -sum((p.cost for p in kv[1]), _ZERO),
             -sum((p.quantity for p in kv[1]), _ZERO),
-            kv[0].astimezone(UTC),
+            kv[0],
         ),
     )
     out = [

@@ -11,7 +11,7 @@ reported with ``total = null`` (absent, not zero); one partly covered says how m
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, timedelta
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
@@ -136,11 +136,11 @@ async def usage_document(
         if by == "hour":
             section["hours"] = [
                 {
-                    "hour": hour.isoformat(),
-                    "start": format_utc_ms(int(hour.astimezone(UTC).timestamp()) * 1000),
+                    "hour": hour.astimezone(zone).isoformat(),
+                    "start": format_utc_ms(int(hour.timestamp()) * 1000),
                     **_bucket(bucket),
                 }
-                for hour, bucket in sorted(now.hours.items(), key=lambda kv: kv[0].astimezone(UTC))
+                for hour, bucket in sorted(now.hours.items())
             ]
         comparison = {}
         for name, (a, b) in ranges.items():
@@ -163,7 +163,7 @@ async def usage_document(
         "service_points": sections,
         "top_hours": [
             {
-                "hour": h.hour.isoformat(),
+                "hour": h.hour.astimezone(zone).isoformat(),
                 "start": format_utc_ms(int(h.start_utc.timestamp()) * 1000),
                 "end": format_utc_ms(int((h.start_utc + timedelta(hours=1)).timestamp()) * 1000),
                 "cost": _dec(h.cost),

@@ -62,7 +62,8 @@ class UsageAlerts:
         if not touched:
             return 0
         insight = insight_of(self.store)
-        live = await insight.rules()
+        accounts = {a for meter in touched for a, _point in self._points[meter]}
+        live = await insight.rules_of(accounts)
         if not live:
             return 0
         due: list[tuple] = []

@@ -23,6 +23,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from protocols.units import UnitError
+
 from ..errors import RatingError
 from ..rating.accounts import Account, ServicePoint, local_ms
 from ..rating.bill import _tou_name, _usage
@@ -53,7 +55,8 @@ class RatedInterval:
 
     usage: UsageInterval
     day: date  # local
-    hour: datetime  # local wall-clock hour start (aware; the repeated DST hour has its offset)
+    hour: datetime  # the local wall-clock hour's start, in UTC: the repeated hour of a DST
+    # change is two keys (two local datetimes differing only in ``fold`` compare and hash equal)
     tou: str
     tariff_id: str
 
@@ -117,7 +120,7 @@ async def load_point(
             if rows:
                 try:
                     out.extend(_usage(rows, point.unit))
-                except Exception as exc:  # a unit the point's commodity cannot take
+                except UnitError as exc:  # a unit the point's commodity cannot take
                     where = f"meter {span.meter_id} {obis}"
                     raise RatingError(f"{where}: interval unit: {exc}") from None
     out.sort(key=lambda u: u.start)
@@ -137,7 +140,7 @@ def classify(
         tariff_id = _tariff_at(point, _ms(u.start)) or ""
         history = histories.get(tariff_id)
         tou = (_tou_name(history, local) if history is not None else "") or NO_TOU
-        hour = local.replace(minute=0, second=0, microsecond=0)
+        hour = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
         out.append(RatedInterval(u, local.date(), hour, tou, tariff_id))
     return out
 

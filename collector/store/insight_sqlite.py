@@ -123,6 +123,19 @@ class SqliteInsight:
             )
         return [RuleRow(*r) for r in rows]
 
+    async def rules_of(self, account_ids: Iterable[str]) -> list[RuleRow]:
+        """Live rules of these accounts, by id (the ingest hook: the accounts it touched)."""
+        wanted = sorted(set(account_ids))
+        if not wanted:
+            return []
+        marks = ", ".join("?" * len(wanted))
+        rows = await self._rows(
+            f"SELECT {_RULE} FROM insight_rules WHERE account_id IN ({marks})"
+            " AND deleted_ms IS NULL ORDER BY id",
+            wanted,
+        )
+        return [RuleRow(*r) for r in rows]
+
     async def raise_alerts(self, alerts: Iterable[tuple]) -> int:
         """Insert alerts (AlertRow fields without id); an existing (rule, day) is kept as it
         is. Returns how many were new."""

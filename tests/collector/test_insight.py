@@ -293,6 +293,19 @@ def test_hour_rows_are_the_vee_intervals_and_add_up_to_the_days(fed: Fed) -> Non
     assert days == {d["day"]: Decimal(d["total"]) for d in point["days"]}
 
 
+def test_the_dst_day_has_25_hour_rows_with_the_repeated_hour_twice(fed: Fed) -> None:
+    doc = _document(fed, by="hour", first=date(2026, 10, 25), end=date(2026, 10, 26))
+    point = _point(doc, "sp-e")
+    hours = [h["hour"] for h in point["hours"]]
+    assert len(hours) == 25 and len(point["days"]) == 1
+    assert hours[2:4] == ["2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00"]
+    assert [h["start"] for h in point["hours"][2:4]] == [
+        "2026-10-25T00:00:00.000Z", "2026-10-25T01:00:00.000Z",
+    ]  # fmt: skip
+    expected = _midnight_totals(fed.readings["em-1"], date(2026, 10, 25), date(2026, 10, 26))
+    assert sum(Decimal(h["total"]) for h in point["hours"]) == expected["2026-10-25"]
+
+
 def test_tou_split_sums_to_the_total_and_follows_weekday_hours(fed: Fed) -> None:
     point = _point(_document(fed), "sp-e")
     rows = _intervals(fed, "em-1", "1-0:1.8.0", T0, T_END)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -197,17 +198,24 @@ class SqlIngestTx:
     async def existing_readings(
         self, wanted: Mapping[str, Collection[int]]
     ) -> dict[tuple[str, str, int], StoredReading]:
+        """The stored readings of these meters at these times, in one statement: a batch of a
+        fleet's gateways names a different meter in every record, and one ``SELECT`` per
+        meter (one aiosqlite thread round trip each) cost a third of SQLite ingest's time.
+        ``CROSS JOIN`` keeps the wanted pairs the outer loop (SQLite does not reorder it),
+        each one probe of the primary key's (meter, time) prefix."""
         found: dict[tuple[str, str, int], StoredReading] = {}
-        for meter_id, times in wanted.items():
-            for chunk in _chunks(times):
-                marks = ",".join("?" * len(chunk))
-                sql = (
-                    "SELECT obis, captured_ms, value, unit, gateway_id, seq FROM readings "
-                    f"WHERE meter_id = ? AND captured_ms IN ({marks})"
-                )
-                async with self._db.execute(sql, (meter_id, *chunk)) as cur:
-                    for obis, ms, value, unit, gw, seq in await cur.fetchall():
-                        found[(meter_id, obis, ms)] = StoredReading(value, unit, gw, seq)
+        pairs = [[meter_id, ms] for meter_id, times in wanted.items() for ms in sorted(set(times))]
+        if not pairs:
+            return found
+        sql = (
+            "SELECT r.meter_id, r.obis, r.captured_ms, r.value, r.unit, r.gateway_id, r.seq"
+            " FROM json_each(?) AS w CROSS JOIN readings AS r"
+            " WHERE r.meter_id = json_extract(w.value, '$[0]')"
+            " AND r.captured_ms = json_extract(w.value, '$[1]')"
+        )
+        async with self._db.execute(sql, (json.dumps(pairs),)) as cur:
+            for meter_id, obis, ms, value, unit, gw, seq in await cur.fetchall():
+                found[(meter_id, obis, ms)] = StoredReading(value, unit, gw, seq)
         return found
 
     async def _bulk(self, table: str, columns: tuple[str, ...], rows: list) -> None:

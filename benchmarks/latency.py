@@ -138,7 +138,7 @@ def run_one(
         try:
             generator.connect()
             # plan the start: after the signing (with room to spare), then sign for it
-            margin_s = 1.0 + 2.0 * plan.meters * args.sign_s_per_record
+            margin_s = 1.5 + 3.0 * plan.meters * args.sign_s_per_record
             start_ms = time.time_ns() // 1_000_000 + round(margin_s * 1000)
             generator.fleet = _sign(plan, start_ms, rate)
             wait = start_ms / 1000 - time.time()

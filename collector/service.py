@@ -155,6 +155,9 @@ class CollectorService:
             log.error("MQTT subscription refused: %s", ", ".join(failed))
             return
         if mid == self._sub_mid and self.loop is not None:
+            # every connection subscribes again, whatever the broker restored of the session;
+            # a batch published before this may find no collector (the agent resends it)
+            log.info("MQTT subscribed (connection %d)", self._connection)
             self.loop.call_soon_threadsafe(self.subscribed.set)
 
     def _on_message(self, client, userdata, msg) -> None:

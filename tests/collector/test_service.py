@@ -172,6 +172,9 @@ def test_collector_reconnects_after_a_broker_restart(tmp_path: Path, mosquitto: 
         collector.wait_line(lambda line: "MQTT disconnected" in line, timeout=30)
         mosquitto.start()  # same port, same persistence directory
         collector.wait_line(lambda line: "session present: True" in line, timeout=60)
+        # subscribed again: a batch published before that could find no subscriber (the
+        # agent would resend it after its ack timeout; this test's gateway does not)
+        collector.wait_line(lambda line: "MQTT subscribed (connection 2)" in line, timeout=30)
 
         got_ack = threading.Event()
         subscribed = threading.Event()

@@ -427,7 +427,7 @@ async def _run_service(config: Config) -> int:
                 tracked_store,
                 clock_ms=clock_ms_of(config),
                 max_future_ms=config.collector.max_future_ms,
-                vee=VeeEngine(config.vee) if config.vee.enabled else None,
+                vee=VeeEngine(config.vee, virtual_ms) if config.vee.enabled else None,
             )
 
         ingestor = TrackedIngestor(make_ingestor, store, fleet, virtual_ms, metrics)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -88,14 +88,20 @@ def _plan(obis: str, rules: MeterRules) -> _Plan:
 
 
 class VeeEngine:
-    def __init__(self, settings: VeeSettings) -> None:
+    def __init__(self, settings: VeeSettings, clock_of: Callable[[int], int] | None = None) -> None:
+        """``clock_of(wall_ms)``: that wall-clock instant on the collector's clock (the
+        fleet's virtual clock, if it runs on one). Records carry their receipt time on the
+        wall clock and their capture time on the fleet's: the drift check compares the two
+        on one clock."""
         self.settings = settings
+        self.clock_of: Callable[[int], int] = clock_of or (lambda ms: ms)
         self.totals = VeeTotals()
         self._swapped: set[str] = set()
 
     async def after_ingest(self, tx: VeeTx, rows: IngestWrite, now_ms: int) -> VeeTotals:
         """Validate and derive the readings ``rows`` stored (call after ``tx.write(rows)``)."""
-        received = {(r.gateway_id, r.seq): r.received_ms for r in rows.records}
+        clock_of = self.clock_of
+        received = {(r.gateway_id, r.seq): clock_of(r.received_ms) for r in rows.records}
         by_meter: dict[str, list[tuple]] = {}
         for r in rows.readings:
             group = by_meter.get(r[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -76,6 +76,7 @@ class Head:
         seqs: Sequence[int] | None = None,
         now_ms: int | None = None,
         meters: Sequence[str] | None = None,
+        clock_of: Callable[[int], int] | None = None,
     ) -> None:
         """Ingest one batch: (captured_ms, values) per record. ``skip_seqs`` leaves that
         many sequence numbers out first (records lost on the way)."""
@@ -101,7 +102,9 @@ class Head:
                     await enrol_gateway(store, GW, pem, [METER, "em-2"], MONDAY - 60 * DAY)
                     self.enrolled = True
                 ingestor = Ingestor(
-                    store, clock_ms=lambda: now_ms or last + 2000, vee=VeeEngine(self.config.vee)
+                    store,
+                    clock_ms=lambda: now_ms or last + 2000,
+                    vee=VeeEngine(self.config.vee, clock_of),
                 )
                 await ingestor.ingest([incoming])
             finally:
@@ -223,6 +226,24 @@ def test_a_meter_clock_10_minutes_fast_is_flagged(tmp_path, key) -> None:
     ]
     details = {d for _ms, _r, _o, d in found}
     assert "clock drift: -5m off the 15m grid" in details
+    assert "clock drift: captured 9m55s after the collector received it" in details
+
+
+def test_on_a_virtual_clock_drift_is_judged_on_that_clock(tmp_path, key) -> None:
+    """A test rig's fleet runs 30 days ahead of the wall clock: records are received at
+    wall-clock times, captured at the fleet's. The check compares them on one clock, so
+    only the meter that is really 10 minutes fast is flagged."""
+    ahead = 30 * DAY
+    head = Head(tmp_path, key)
+    for k in range(2):
+        fleet = MONDAY + k * Q  # the capture instant on the fleet's clock
+        head.feed([(fleet, [(IMPORT, f"{100 + k}.0", "kWh")])], received_ms=fleet - ahead + 5000,
+                  now_ms=fleet + 6000, clock_of=lambda ms: ms + ahead)  # fmt: skip
+    assert head.flags("timestamps") == []
+    late = MONDAY + 2 * Q
+    head.feed([(late + 10 * MIN, [(IMPORT, "102.0", "kWh")])], received_ms=late - ahead + 5000,
+              now_ms=late + 6000, clock_of=lambda ms: ms + ahead)  # fmt: skip
+    details = {d for _ms, _r, _o, d in head.flags("timestamps")}
     assert "clock drift: captured 9m55s after the collector received it" in details
 
 

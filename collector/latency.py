@@ -115,6 +115,8 @@ class LatencyHistogram:
             self.max_ms = delay_ms
 
     def merge(self, other: LatencyHistogram) -> None:
+        if not other.count:
+            return
         for i in range(_B):
             self.counts[i] += other.counts[i]
         self.max_ms = other.max_ms if self.count == 0 else max(self.max_ms, other.max_ms)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from protocols.batch import MAX_BATCH_BYTES, Ack, decode_batch, seq_ranges
 from protocols.clock import format_utc_ms
@@ -43,6 +44,9 @@ from .store.base import (
     StoredReading,
 )
 from .vee.engine import VeeEngine
+
+if TYPE_CHECKING:
+    from .latency import LatencyTracker
 
 __all__ = [
     "DEFAULT_MAX_FUTURE_MS",
@@ -177,6 +181,11 @@ class Ingestor:
         self.clock_ms = clock_ms
         self.max_future_ms = max_future_ms
         self.totals = IngestTotals()
+        #: awaited with each committed transaction's rows (e.g. usage alerts, collector/insight);
+        #: a hook must not raise: the transaction is committed and its acks are due
+        self.after_commit: list[Callable[[IngestWrite], Awaitable[None]]] = []
+        #: fed with each committed transaction's records and commit time (collector/latency.py)
+        self.latency: LatencyTracker | None = None
 
     async def ingest(self, messages: Sequence[Incoming]) -> list[Outcome]:
         """Verify, dedup and store ``messages`` in one transaction; return what to ack.
@@ -261,7 +270,14 @@ class Ingestor:
             if self.vee is not None and rows.readings:
                 # same transaction: a reading is never committed without its validation
                 await self.vee.after_ingest(tx.vee(), rows, self.clock_ms())
+            committed_ms = self.clock_ms()
+            if rows.records:  # the records' commit time: the last statement before COMMIT
+                await tx.stamp_commit(committed_ms)
         # committed: only now may the caller ack anything
+        if self.latency is not None and rows.records:
+            self.latency.observe(rows.records, committed_ms)
+        for hook in self.after_commit:
+            await hook(rows)
         totals.transactions = 1
         self._add(totals)
         return [

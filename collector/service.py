@@ -48,6 +48,8 @@ from .fleet.metrics import FleetMetrics
 from .fleet.state import Fleet
 from .fleet.tracking import FleetKeeper, TrackedIngestor
 from .ingest import Incoming, Ingestor, IngestTotals, Outcome
+from .insight.hook import attach as attach_usage_alerts
+from .latency import attach as attach_latency
 from .sla.events import attach as attach_sla
 from .store import open_store
 from .vee import VeeEngine
@@ -432,6 +434,8 @@ async def _run_service(config: Config) -> int:
 
         ingestor = TrackedIngestor(make_ingestor, store, fleet, virtual_ms, metrics)
         attach_sla(ingestor, store, virtual_ms)  # gateway connectivity history (collector/sla)
+        attach_usage_alerts(ingestor.inner, config, store, clock_ms_of(config))  # insight
+        attach_latency(ingestor.inner, metrics, config)  # capture-to-commit (collector/latency)
         if not config.collector.clock.is_system:
             log.info("clock: %s", config.collector.clock)
         service = CollectorService(config, ingestor)  # type: ignore[arg-type]

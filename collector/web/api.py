@@ -398,6 +398,9 @@ def register(app: web.Application) -> None:
     from collector.sla import web as sla_web  # /api/sla, /sla and the SLA gauges
 
     sla_web.register(app)
+    from collector.latency import register as register_latency  # capture-to-commit delay
+
+    register_latency(app)
     # remote commands (the "commands" part of issue 8) register their own routes
     try:
         commands = importlib.import_module("collector.web.api_commands")
@@ -406,3 +409,7 @@ def register(app: web.Application) -> None:
             raise
     else:
         commands.register(app)
+    # usage insight and alerts (collector/insight/web.py)
+    from collector.insight.web import register_api as register_insight
+
+    register_insight(app)

@@ -9,6 +9,8 @@
            [--format text|json]                      (collector/rating/advisecli.py)
     usage --account A --config CONFIG (--period YYYY-MM | --from DAY --to DAY) [--by day|hour]
     alerts --account A --config CONFIG [--check YYYY-MM]      (collector/insight/cli.py)
+    sla --period P --config CONFIG [--gateway G] [--meter M]     (collector/sla/cli.py)
+    latency --config CONFIG [--from ISO] [--to ISO] [--gateway G] (collector/latency_cli.py)
     stats --config CONFIG [--json]
     quarantine --config CONFIG [--limit N]
     export --config CONFIG (--gateway GW | --meter M | --account A --period YYYY-MM)
@@ -123,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     from .insight.cli import add_parsers as add_insight_parsers
 
     add_insight_parsers(sub)  # usage / alerts --account A (usage insight)
+    from .latency_cli import add_parser as add_latency_parser
+
+    add_latency_parser(sub)  # latency [--from --to] (capture-to-commit delay)
     return parser
 
 
@@ -158,6 +163,7 @@ def main(argv: list[str]) -> int:
             "vee": _vee,
             "advise": _advise,
             "sla": _sla,
+            "latency": _latency,
             "usage": _usage,
             "alerts": _alerts,
             **dict.fromkeys(LIFECYCLE, _lifecycle),
@@ -312,6 +318,12 @@ async def _advise(config: Config, args: argparse.Namespace) -> int:
 
 async def _sla(config: Config, args: argparse.Namespace) -> int:
     from .sla.cli import run
+
+    return await run(config, args)
+
+
+async def _latency(config: Config, args: argparse.Namespace) -> int:
+    from .latency_cli import run
 
     return await run(config, args)
 

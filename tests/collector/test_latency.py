@@ -356,7 +356,9 @@ def head(tmp_path: Path, mosquitto: Mosquitto, database: str) -> Iterator[Head]:
 
 
 @pytest.mark.integration
-def test_api_and_metrics_show_the_delays_the_store_holds(head: Head, mosquitto: Mosquitto) -> None:
+def test_api_cli_and_metrics_show_the_delays_the_store_holds(
+    head: Head, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
     sent = publish_fleet(head, mosquitto)
     rows = head.rows(ROWS_SQL)
     assert len(rows) == sent
@@ -387,6 +389,22 @@ def test_api_and_metrics_show_the_delays_the_store_holds(head: Head, mosquitto: 
     status, body = head.get("/api/latency?from=yesterday")
     assert status == 400 and b"from='yesterday'" in body
     assert head.get("/api/gateways/no-such-gw/latency")[0] == 404
+
+    # the command prints the same figures (meterlink collector latency)
+    last = max(r[4] for r in rows) + 1
+    cli = ["latency", "--config", str(head.config), "--from", str(first), "--to", str(last)]
+    capsys.readouterr()
+    assert collector_main([*cli, "--format", "json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["fleet"] == expected(everything)
+    assert {g.pop("gateway_id"): g for g in printed["gateways"]} == {
+        gw: expected(ds) for gw, ds in delays.items()
+    }
+    assert collector_main(cli) == 0
+    table = capsys.readouterr().out
+    assert "target p99 under 2 s (real time): NOT met" in table  # the backlog's hours
+    assert collector_main([*cli[:3], "--from", "yesterday"]) == 2
+    assert "--from 'yesterday'" in capsys.readouterr().err
 
     status, text = head.get("/metrics")
     assert status == 200

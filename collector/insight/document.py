@@ -28,6 +28,8 @@ __all__ = ["MAX_DAYS", "parse_range", "render_usage_text", "usage_document"]
 MAX_DAYS = 400
 BY = ("day", "hour")
 _TENTH = Decimal("0.1")
+#: a comparison needs both periods this well covered by intervals, or it compares gaps
+_MIN_COVERED = Decimal("0.95")
 
 
 def parse_range(
@@ -87,6 +89,16 @@ def _compare(now: PointUsage, then: PointUsage, zone: Any) -> dict[str, Any]:
         out["note"] = "no interval data in this range"
         return out
     out["total"] = _dec(then.whole.total)
+    hours = _hours(then.first, then.end, zone)
+    own = _hours(now.first, now.end, zone)
+    if then.whole.seconds < _MIN_COVERED * hours * 3600 or (
+        now.whole.seconds < _MIN_COVERED * own * 3600
+    ):
+        # 12 hours of October against a whole November is not a 4,000 % rise
+        out["note"] = (
+            f"not compared: a period is less than {_MIN_COVERED:%} covered by interval data"
+        )
+        return out
     if not now.absent:
         change = now.whole.total - then.whole.total
         out["change"] = _dec(change)
@@ -188,6 +200,21 @@ async def usage_document(
     }
 
 
+def _same_places(rows: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """Rows with every number column written to that column's most decimal places: exact
+    values (only zeros are added), lined up (5.265 and 5.4910 as 5.2650 and 5.4910)."""
+    if not rows:
+        return rows
+    columns = list(zip(*rows, strict=True))
+    out = [list(columns[0])]
+    for column in columns[1:]:
+        values = [Decimal(v) for v in column]
+        places = max(max(-v.as_tuple().exponent, 0) for v in values)  # type: ignore[operator]
+        step = Decimal(1).scaleb(-places)
+        out.append([str(v.quantize(step)) for v in values])
+    return [tuple(r) for r in zip(*out, strict=True)]
+
+
 def render_usage_text(doc: dict[str, Any]) -> str:
     """The document as text: per service point totals, splits, days and comparisons; then
     the most expensive hours."""
@@ -213,6 +240,8 @@ def render_usage_text(doc: dict[str, Any]) -> str:
             else:
                 pct = "" if c["change_percent"] is None else f" ({c['change_percent']} %)"
                 change = "" if c["change"] is None else f", change {c['change']}{pct}"
+                if c["change"] is None and c.get("note"):
+                    change = f"; {c['note']}"
                 out.append(
                     f"  {title} {c['from']}..{c['to']}: {c['total']} {s['unit']}"
                     f" ({c['hours_covered']} of {c['hours']} h covered){change}"
@@ -225,6 +254,7 @@ def render_usage_text(doc: dict[str, Any]) -> str:
             rows.append(
                 (d["day"], d["total"], *(d["by_tou"].get(k, "0") for k in s["by_tou"]), str(other))
             )
+        rows = [rows[0], *_same_places(rows[1:])]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             out.append(

@@ -352,6 +352,17 @@ def test_previous_period_compared_and_last_year_reported_absent(fed: Fed) -> Non
     assert last_year["intervals"] == 0
 
 
+def test_a_partly_covered_previous_period_is_shown_but_not_compared(fed: Fed) -> None:
+    """The data starts on 1 October: 2-4 October's previous period (30 September to 2
+    October) is half covered; its total is shown, a change against it would mislead."""
+    doc = _document(fed, first=date(2026, 10, 2), end=date(2026, 10, 4))
+    previous = _point(doc, "sp-e")["comparison"]["previous"]
+    assert (previous["from"], previous["to"]) == ("2026-09-30", "2026-10-02")
+    assert previous["total"] is not None and Decimal(previous["hours_covered"]) <= 24
+    assert previous["change"] is None and previous["change_percent"] is None
+    assert "not compared" in previous["note"]
+
+
 def test_top_five_hours_equal_an_independent_ranking(fed: Fed) -> None:
     doc = _document(fed)
     costs: dict[datetime, tuple[Decimal, Decimal]] = {}

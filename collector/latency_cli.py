@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from protocols.clock import format_utc_ms, parse_utc, utc_ms
+from protocols.clock import ClockSetting, ClockSettingError, format_utc_ms, parse_utc, utc_ms
 
 from .config import Config
 from .errors import CollectorError
@@ -34,6 +34,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--gateway", help="only this gateway")
     p.add_argument("--limit", type=int, default=20, help="gateways listed (worst p99 first)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--clock", help="the collector's clock (START@ANCHORxSPEED), as for run")
 
 
 def _ms(text: str | None, default: int, name: str) -> int:
@@ -68,6 +69,11 @@ def _seconds(ms: int | None, speed: Decimal) -> str:
 async def run(config: Config, args: argparse.Namespace) -> int:
     """Print the report (a bad window or limit: ``CollectorError``, exit 2)."""
     clock = config.collector.clock
+    if args.clock:
+        try:
+            clock = ClockSetting.parse(args.clock)
+        except ClockSettingError as exc:
+            raise CollectorError(f"--clock: {exc}") from None
     now = clock.virtual_ns(time.time_ns()) // 1_000_000
     end = _ms(args.end, now + 1, "to")
     start = _ms(args.start, end - DEFAULT_WINDOW_MS, "from")
@@ -91,15 +97,15 @@ async def run(config: Config, args: argparse.Namespace) -> int:
         return 0
     print(f"capture -> commit, records committed {format_utc_ms(start)} .. {format_utc_ms(end)}"
           f" (collector clock{'' if speed == 1 else f', {speed}x'})")  # fmt: skip
-    header = f"{'':<20}{'records':>9}  {'p50':<22}{'p95':<22}{'p99':<22}max"
-    print(header)
-    lines = [("fleet", fleet)] + [(r.gateway_id or "?", r) for r in rows]
-    for name, row in lines:
-        figures = [_seconds(row.p50_ms if row.count else None, speed),
-                   _seconds(row.p95_ms if row.count else None, speed),
-                   _seconds(row.p99_ms if row.count else None, speed)]  # fmt: skip
-        top = _seconds(row.max_ms if row.count else None, speed)
-        print(f"{name:<20}{row.count:>9}  " + "".join(f"{f:<22}" for f in figures) + top)
+    table = [("", "records", "p50", "p95", "p99", "max")]
+    for name, row in [("fleet", fleet)] + [(r.gateway_id or "?", r) for r in rows]:
+        values = (row.p50_ms, row.p95_ms, row.p99_ms, row.max_ms) if row.count else (None,) * 4
+        table.append((name, str(row.count), *(_seconds(v, speed) for v in values)))
+    widths = [max(len(r[k]) for r in table) for k in range(len(table[0]))]
+    for r in table:
+        cells = [r[0].ljust(widths[0]), r[1].rjust(widths[1])]
+        cells += [cell.ljust(widths[k + 2]) for k, cell in enumerate(r[2:])]
+        print("  ".join(cells).rstrip())
     if fleet.count:
         met = Decimal(fleet.p99_ms) / speed < TARGET_P99_MS  # in real time
         print(f"target p99 under {TARGET_P99_MS / 1000:g} s (real time): "

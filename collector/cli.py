@@ -141,11 +141,7 @@ def main(argv: list[str]) -> int:
         if args.command == "run":
             from .service import run_service
 
-            if args.clock:
-                try:
-                    config = with_clock(config, args.clock)
-                except ClockSettingError as exc:
-                    raise ConfigError(f"--clock: {exc}") from None
+            config = with_clock(config, args.clock)
 
             logging.basicConfig(
                 level=logging.INFO,

@@ -16,6 +16,7 @@ from protocols.errors import EncodeError
 from protocols.record import check_id
 
 from .commands.settings import CommandSettings, parse_commands
+from .errors import ConfigError
 from .sla.settings import SlaSettings, parse_sla
 from .tomlfile import Section, load_toml
 from .vee.settings import VeeSettings, parse_vee
@@ -107,9 +108,7 @@ def _database(sec: Section) -> Path | str:
     """A PostgreSQL URL as written; anything else is a SQLite file relative to the config."""
     text = sec.str("database", "collector.sqlite")
     if text.startswith(("postgresql://", "postgres://")):
-        if re.match(r"postgres(ql)?://[^/@]*:[^/@]*@", text) or re.search(
-            r"[?&]password=", text
-        ):
+        if re.match(r"postgres(ql)?://[^/@]*:[^/@]*@", text) or re.search(r"[?&]password=", text):
             raise sec.error(
                 "database",
                 "the URL holds a password: keep it out of the config (use ~/.pgpass or "
@@ -222,7 +221,13 @@ def parse_duration_ms(text: str) -> int:
     return ms
 
 
-def with_clock(config: Config, text: str) -> Config:
-    """``config`` with the clock given on the command line (``collector run --clock``)."""
-    clock = ClockSetting.parse(text)
+def with_clock(config: Config, text: str | None) -> Config:
+    """``config`` with the clock given on the command line (``--clock`` of ``collector
+    run``, ``sla``, ``latency``), if one was; a bad setting is a ``ConfigError``."""
+    if not text:
+        return config
+    try:
+        clock = ClockSetting.parse(text)
+    except ClockSettingError as exc:
+        raise ConfigError(f"--clock: {exc}") from None
     return replace(config, collector=replace(config.collector, clock=clock))

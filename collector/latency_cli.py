@@ -15,9 +15,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from protocols.clock import ClockSetting, ClockSettingError, format_utc_ms, parse_utc, utc_ms
+from protocols.clock import format_utc_ms, parse_utc, utc_ms
 
-from .config import Config
+from .config import Config, with_clock
 from .errors import CollectorError
 from .latency import DEFAULT_WINDOW_MS, TARGET_P99_MS
 from .store import open_store
@@ -68,12 +68,7 @@ def _seconds(ms: int | None, speed: Decimal) -> str:
 
 async def run(config: Config, args: argparse.Namespace) -> int:
     """Print the report (a bad window or limit: ``CollectorError``, exit 2)."""
-    clock = config.collector.clock
-    if args.clock:
-        try:
-            clock = ClockSetting.parse(args.clock)
-        except ClockSettingError as exc:
-            raise CollectorError(f"--clock: {exc}") from None
+    clock = with_clock(config, args.clock).collector.clock
     now = clock.virtual_ns(time.time_ns()) // 1_000_000
     end = _ms(args.end, now + 1, "to")
     start = _ms(args.start, end - DEFAULT_WINDOW_MS, "from")

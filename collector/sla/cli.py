@@ -16,9 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from protocols.clock import ClockSetting, ClockSettingError
-
-from ..config import Config
+from ..config import Config, with_clock
 from ..errors import ConfigError
 from ..store import open_store
 from .evaluate import evaluate
@@ -43,12 +41,7 @@ async def run(config: Config, args: argparse.Namespace) -> int:
         period = parse_period(args.period)
     except PeriodError as exc:
         raise ConfigError(f"--period {exc}") from None
-    clock = config.collector.clock
-    if args.clock:
-        try:
-            clock = ClockSetting.parse(args.clock)
-        except ClockSettingError as exc:
-            raise ConfigError(f"--clock: {exc}") from None
+    clock = with_clock(config, args.clock).collector.clock
     now_ms = clock.virtual_ns(time.time_ns()) // 1_000_000
     store = await open_store(config.collector.database)
     try:

@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from collector.web.api import BadQuery, _limit
 from collector.web.app import CTX, WebContext, json_error
 
 from .evaluate import CAUSES, SlaReport, evaluate, evaluate_window
@@ -32,15 +33,9 @@ from .period import PeriodError, parse_period
 
 __all__ = ["SlaGauges", "refresh_metrics", "register"]
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 _WINDOW_MS = 86_400_000
 _CACHE = web.AppKey("meterlink_sla_cache", dict)
 _GAUGES = web.AppKey("meterlink_sla_gauges", object)
-
-
-class BadQuery(Exception):
-    """A query parameter that cannot be used (400, naming it)."""
 
 
 class _NotFound(Exception):
@@ -80,17 +75,6 @@ async def _report(request: web.Request) -> SlaReport:
         cache.clear()
     cache[key] = (wall, report)
     return report
-
-
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", str(DEFAULT_LIMIT))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadQuery(f"limit={raw!r}: not a whole number") from None
-    if not 1 <= value <= MAX_LIMIT:
-        raise BadQuery(f"limit={value}: must be 1..{MAX_LIMIT}")
-    return value
 
 
 def _breach_page(request: web.Request, report: SlaReport) -> dict[str, Any]:

@@ -27,9 +27,7 @@ def mosquitto_binary() -> str:
 class Mosquitto:
     """A private mosquitto on 127.0.0.1 with persistence, as the architecture prescribes."""
 
-    def __init__(
-        self, workdir: Path, port: int | None = None, acl: str | None = None
-    ) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, acl: str | None = None) -> None:
         """``acl``: the text of a mosquitto ACL file (``topic read|write|readwrite PATTERN``
         lines) to enforce for anonymous clients; None lets everyone do everything."""
         self.workdir = workdir

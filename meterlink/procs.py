@@ -20,6 +20,7 @@ __all__ = [
     "wait_port",
 ]
 
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read, release)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

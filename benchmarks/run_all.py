@@ -18,7 +18,7 @@ from .machine import SUMMARY_PREFIX, print_header
 
 BENCHES = ("wire_size", "capture", "ingest", "drain", "dlms_backfill", "dlms_read", "vee",
            "rs485_bus", "requests_per_cycle", "rating", "api", "ingest_scale",
-           "bill_pg", "advise", "latency", "fleet_flush")  # fmt: skip
+           "bill_pg", "advise", "latency", "fleet_flush", "sla")  # fmt: skip
 
 
 def run(name: str) -> dict | None:
@@ -158,6 +158,11 @@ def main() -> int:
                 rows.append((f"ingest wait behind a fleet flush, {f['meters']:,} meters, {kind}",
                              f"{f[f'{kind}_chunked_longest_wait_ms']} ms longest",
                              f"was {before:,} ms unchunked", ""))  # fmt: skip
+    s = results.get("sla")
+    if s:
+        day = f"{s['meters_per_s_day']:,} meters/s for 24 h (a metrics refresh)"
+        rows.append((f"SLA evaluation, {s['meters']:,} meters x {s['days']} days",
+                     f"{s['meters_per_s_period']:,} meters/s for the period", day, ""))  # fmt: skip
     print()
     print(f"== summary ({time.perf_counter() - t0:.0f}s)")
     widths = [max(len(r[k]) for r in rows) if rows else 0 for k in range(4)]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import sqlite3
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from collector.rating.advise import advice_window, advise_account, load_usage
 from collector.rating.run import load_billing
 from collector.store import open_store
 
+from . import storefill
 from .machine import cpu_seconds, print_header, print_summary
 from .rating import TARIFF as TOU_TIERS
 
@@ -41,10 +41,6 @@ END_MS = int(datetime(2026, 12, 31, 23, tzinfo=UTC).timestamp()) * 1000  # 2027-
 AS_OF_MS = int(datetime(2027, 1, 10, tzinfo=UTC).timestamp()) * 1000
 OBIS = "1-0:1.8.0"
 
-READING_COLUMNS = ("meter_id", "obis", "captured_ms", "value", "unit", "flags", "clock_source",
-                   "gateway_id", "seq")  # fmt: skip
-INTERVAL_COLUMNS = ("meter_id", "obis", "start_ms", "end_ms", "value", "unit", "quality", "method",
-                    "created_ms", "created_by", "why")  # fmt: skip
 
 _HEAD = 'currency = "EUR"\nholidays = [2026-01-01, 2026-04-06, 2026-12-25, 2026-12-26]\n'
 TARIFFS = {
@@ -152,25 +148,7 @@ def write_billing(folder: Path, accounts: int) -> tuple[Path, Path]:
 
 
 def fill_sqlite(path: Path, accounts: int) -> tuple[int, int]:
-    con = sqlite3.connect(path)
-    readings = intervals = 0
-    try:
-        con.execute("BEGIN")
-        for a in range(1, accounts + 1):
-            rows, derived = account_rows(a)
-            con.executemany(
-                f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) VALUES "
-                f"({', '.join('?' * len(READING_COLUMNS))})", rows)  # fmt: skip
-            con.executemany(
-                f"INSERT INTO intervals ({', '.join(INTERVAL_COLUMNS)}) VALUES "
-                f"({', '.join('?' * len(INTERVAL_COLUMNS))})", derived)  # fmt: skip
-            readings += len(rows)
-            intervals += len(derived)
-        con.execute("COMMIT")
-        con.execute("ANALYZE")
-    finally:
-        con.close()
-    return readings, intervals
+    return storefill.fill_sqlite(path, (account_rows(a) for a in range(1, accounts + 1)))
 
 
 async def _schema(path: Path) -> None:

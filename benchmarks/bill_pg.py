@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import sqlite3
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from collector.rating.run import bill_run, load_billing
 from collector.store import open_store
 from meterlink.postgres import PostgresCluster
 
+from . import storefill
 from .headend import tree_cpu_seconds
 from .machine import cpu_seconds, print_header, print_summary
 from .rating import TARIFF
@@ -41,11 +41,6 @@ END_MS = int(datetime(2026, 11, 30, 23, tzinfo=UTC).timestamp()) * 1000  # Dec 1
 PERIOD = "2026-11"
 NOW_MS = int(datetime(2026, 12, 5, tzinfo=UTC).timestamp()) * 1000
 QUANTITIES = (("1-0:1.8.0", 500), ("1-0:2.8.0", 120))  # (OBIS, most Wh in a quarter hour)
-
-READING_COLUMNS = ("meter_id", "obis", "captured_ms", "value", "unit", "flags", "clock_source",
-                   "gateway_id", "seq")  # fmt: skip
-INTERVAL_COLUMNS = ("meter_id", "obis", "start_ms", "end_ms", "value", "unit", "quality", "method",
-                    "created_ms", "created_by", "why")  # fmt: skip
 
 
 def meter_of(account: int) -> str:
@@ -110,8 +105,8 @@ def fill_pg(url: str, accounts: int) -> int:
 
     rows = 0
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        for table, columns, index in (("readings", READING_COLUMNS, 0),
-                                      ("intervals", INTERVAL_COLUMNS, 1)):  # fmt: skip
+        for table, columns, index in (("readings", storefill.READING_COLUMNS, 0),
+                                      ("intervals", storefill.INTERVAL_COLUMNS, 1)):  # fmt: skip
             with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 for a in range(1, accounts + 1):
                     for row in account_rows(a)[index]:
@@ -127,24 +122,10 @@ def fill_pg(url: str, accounts: int) -> int:
 
 
 def fill_sqlite(path: Path, accounts: int) -> int:
-    con = sqlite3.connect(path)
-    rows = 0
-    try:
-        con.execute("BEGIN")
-        for a in range(1, accounts + 1):
-            readings, intervals = account_rows(a)
-            con.executemany(
-                f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) VALUES "
-                f"({', '.join('?' * len(READING_COLUMNS))})", readings)  # fmt: skip
-            con.executemany(
-                f"INSERT INTO intervals ({', '.join(INTERVAL_COLUMNS)}) VALUES "
-                f"({', '.join('?' * len(INTERVAL_COLUMNS))})", intervals)  # fmt: skip
-            rows += len(readings) + len(intervals)
-        con.execute("COMMIT")
-        con.execute("ANALYZE")
-    finally:
-        con.close()
-    return rows
+    readings, intervals = storefill.fill_sqlite(
+        path, (account_rows(a) for a in range(1, accounts + 1))
+    )
+    return readings + intervals
 
 
 async def timed_run(target: str | Path, accounts_path: Path, tariffs: Path) -> tuple[float, int]:

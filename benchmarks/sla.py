@@ -25,81 +25,46 @@ from collector.sla.period import parse_period
 from collector.store import open_store
 
 from .machine import cpu_seconds, print_header, print_summary, rss_kb
+from .storefill import fill_sqlite
 
 STEP_MS = 900_000
 START_MS = 1_793_491_200_000  # 2026-11-01T00:00:00Z
 REGISTERS = ("1-0:1.8.0", "1-0:2.8.0", "1-0:3.8.0", "1-0:4.8.0", "1-0:1.7.0", "1-0:2.7.0")
 
 
+def meter_rows(m: int, days: int, registers: int) -> tuple[list[tuple], list[tuple]]:
+    """One meter's readings (``registers`` registers) and derived intervals of the main one,
+    every 15 minutes for ``days`` days; one interval in a thousand estimated."""
+    gw, meter = f"gw-{m // 10:05d}", f"em-{m:06d}"
+    readings: list[tuple] = []
+    intervals: list[tuple] = []
+    for k in range(days * 96 + 1):
+        ms = START_MS + k * STEP_MS
+        for r, obis in enumerate(REGISTERS[:registers]):
+            seq = m * 100_000 + k * registers + r
+            readings.append((meter, obis, ms, f"{1000 + k}.5", "kWh", 0, 0, gw, seq))
+        if k:
+            quality = "estimated" if (k * 7 + m) % 1000 == 0 else "actual"
+            intervals.append((meter, "1-0:1.8.0", ms - STEP_MS, ms, "1.000", "kWh", quality,
+                              "", ms + 60_000, "collector", "ingest"))  # fmt: skip
+    return readings, intervals
+
+
 def fill(path: Path, meters: int, days: int, registers: int) -> tuple[int, int]:
-    """Readings and intervals written straight into the store's tables (not timed)."""
-    slots = days * 96
+    """The registry (gateways of 10 meters) and every meter's rows (not timed)."""
     con = sqlite3.connect(path)
-    n_readings = n_intervals = 0
     try:
-        con.execute("BEGIN")
-        for g in range(0, meters, 10):
-            gw = f"gw-{g // 10:05d}"
-            con.execute("INSERT INTO gateways (gateway_id, enrolled_ms) VALUES (?, ?)", (gw, 0))
-            for m in range(g, min(g + 10, meters)):
-                meter = f"em-{m:06d}"
-                con.execute(
+        with con:
+            for g in range(0, meters, 10):
+                gw = f"gw-{g // 10:05d}"
+                con.execute("INSERT INTO gateways (gateway_id, enrolled_ms) VALUES (?, 0)", (gw,))
+                con.executemany(
                     "INSERT INTO gateway_meters (gateway_id, meter_id, bound_ms) VALUES (?, ?, 0)",
-                    (gw, meter),
+                    [(gw, f"em-{m:06d}") for m in range(g, min(g + 10, meters))],
                 )
-                readings = []
-                intervals = []
-                for k in range(slots + 1):
-                    ms = START_MS + k * STEP_MS
-                    for r, obis in enumerate(REGISTERS[:registers]):
-                        readings.append(
-                            (
-                                meter,
-                                obis,
-                                ms,
-                                f"{1000 + k}.5",
-                                "kWh",
-                                0,
-                                0,
-                                gw,
-                                m * 100_000 + k * registers + r,
-                            )
-                        )
-                    if k:
-                        quality = "estimated" if (k * 7 + m) % 1000 == 0 else "actual"
-                        intervals.append(
-                            (
-                                meter,
-                                "1-0:1.8.0",
-                                ms - STEP_MS,
-                                ms,
-                                "1.000",
-                                "kWh",
-                                quality,
-                                "",
-                                ms + 60_000,
-                                "collector",
-                                "ingest",
-                            )
-                        )
-                con.executemany(
-                    "INSERT INTO readings (meter_id, obis, captured_ms, value, unit, flags,"
-                    " clock_source, gateway_id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    readings,
-                )
-                con.executemany(
-                    "INSERT INTO intervals (meter_id, obis, start_ms, end_ms, value, unit,"
-                    " quality, method, created_ms, created_by, why)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    intervals,
-                )
-                n_readings += len(readings)
-                n_intervals += len(intervals)
-        con.execute("COMMIT")
-        con.execute("ANALYZE")
     finally:
         con.close()
-    return n_readings, n_intervals
+    return fill_sqlite(path, (meter_rows(m, days, registers) for m in range(meters)))
 
 
 async def timed(config_path: Path, days: int) -> dict[str, float]:

@@ -38,6 +38,13 @@ def _fmt(value: Decimal) -> str:
     return text
 
 
+def _row(rule: Rule, account_id: str, point_id: str, day: date, value: Decimal, message: str,
+         now_ms: int) -> tuple:  # fmt: skip
+    """One alert row: (rule, account, service point, kind, day, value, unit, message, raised)."""
+    return (rule.id, account_id, point_id, rule.kind, day.isoformat(), str(value), rule.unit,
+            message, now_ms)  # fmt: skip
+
+
 def _window_bounds(rule: Rule, night: date, zone: Any) -> tuple[datetime, datetime]:
     a, b = rule.window
     end_day = night
@@ -109,10 +116,7 @@ async def evaluate_rule(
                     f"daily usage {_fmt(total)} {rule.unit} on {day.isoformat()} is above "
                     f"{_fmt(rule.threshold)} {rule.unit} ({point.id})"
                 )
-                out.append(
-                    (rule.id, account.id, point.id, rule.kind, day.isoformat(), str(total),
-                     rule.unit, message, now_ms)
-                )  # fmt: skip
+                out.append(_row(rule, account.id, point.id, day, total, message, now_ms))
         return out
     first = wanted[0] - timedelta(days=rule.nights)  # earlier nights, and a wrapping start
     usage = await load_point(store, account, point, first, wanted[-1] + timedelta(days=1))
@@ -135,8 +139,5 @@ async def evaluate_rule(
             f"{a}-{b} for {nights} {night.isoformat()}, at least {_fmt(lowest)} {rule.unit} "
             f"(above {_fmt(rule.threshold)} {rule.unit}; {point.id})"
         )
-        out.append(
-            (rule.id, account.id, point.id, rule.kind, night.isoformat(), str(lowest),
-             rule.unit, message, now_ms)
-        )  # fmt: skip
+        out.append(_row(rule, account.id, point.id, night, lowest, message, now_ms))
     return out

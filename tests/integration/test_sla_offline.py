@@ -30,7 +30,7 @@ import pytest
 from collector.web.auth import new_token
 from meterlink.procs import free_port, wait_for
 from tests.faults.common import drain
-from tests.support.fleet import Fleet, meterlink
+from tests.support.fleet import Fleet, meterlink, modbus_meter_lines
 
 pytestmark = pytest.mark.integration
 
@@ -142,12 +142,7 @@ class SlaFleet(Fleet):
             f'ack_timeout = "{self.ack_timeout}"', "",
         ]  # fmt: skip
         for m in self.own_meters(gateway):
-            lines += [
-                "", "[[meters]]", f'id = "{m["id"]}"', 'driver = "modbus-tcp"',
-                f'host = "{m["host"]}"', f"port = {m['port']}", f"unit = {m['unit']}",
-                f'profile = "{m["profile"]}"', f'interval = "{self.interval}"', 'timeout = "1s"',
-                "retries = 2",
-            ]  # fmt: skip
+            lines += modbus_meter_lines(m, self.interval)
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text("\n".join(lines) + "\n")
 

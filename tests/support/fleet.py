@@ -50,6 +50,16 @@ def meterlink(*args: str, cwd: Path) -> str:
     return result.stdout
 
 
+def modbus_meter_lines(meter: dict, interval: str) -> list[str]:
+    """The agent config's ``[[meters]]`` table of one simulated Modbus TCP meter."""
+    return [
+        "", "[[meters]]", f'id = "{meter["id"]}"', 'driver = "modbus-tcp"',
+        f'host = "{meter["host"]}"', f"port = {meter['port']}", f"unit = {meter['unit']}",
+        f'profile = "{meter["profile"]}"', f'interval = "{interval}"', 'timeout = "1s"',
+        "retries = 2",
+    ]  # fmt: skip
+
+
 @dataclass
 class Fleet:
     """Configure with ``Fleet(tmp_path).setup()``; always ``close()`` (the fixture does)."""
@@ -166,12 +176,7 @@ class Fleet:
             f'when_full = "{self.when_full}"',
         ]  # fmt: skip
         for m in self.meters:
-            lines += [
-                "", "[[meters]]", f'id = "{m["id"]}"', 'driver = "modbus-tcp"',
-                f'host = "{m["host"]}"', f"port = {m['port']}", f"unit = {m['unit']}",
-                f'profile = "{m["profile"]}"', f'interval = "{self.interval}"', 'timeout = "1s"',
-                "retries = 2",
-            ]  # fmt: skip
+            lines += modbus_meter_lines(m, self.interval)
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text("\n".join(lines) + "\n")
 
